@@ -1,0 +1,278 @@
+package payload
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+const (
+	// APIVersion identifies this schema. It is written into every document.
+	APIVersion = "payload.imds.kubevirt.io/v1"
+	// Kind is the document's kind.
+	Kind = "InstancePayload"
+	// SecretKey is the key of the payload Secret, and so the file name in the
+	// sidecar's mounted directory, that holds the JSON document.
+	SecretKey = "payload.json"
+	// HashPrefix prefixes Document.Hash, naming the digest algorithm.
+	HashPrefix = "sha256:"
+)
+
+// Dialect is a metadata API the sidecar serves.
+type Dialect string
+
+const (
+	// DialectV1 is kubevirt-imds' own JSON API under /v1.
+	DialectV1 Dialect = "v1"
+	// DialectNoCloud is cloud-init's NoCloud datasource over HTTP under /nocloud/.
+	DialectNoCloud Dialect = "nocloud"
+	// DialectOpenStack is the OpenStack (nova) metadata API under /openstack,
+	// with the EC2-compatible subset nova serves under /latest and /2009-04-04.
+	DialectOpenStack Dialect = "openstack"
+)
+
+// AllDialects lists every dialect, in the order the sidecar documents them.
+var AllDialects = []Dialect{DialectV1, DialectNoCloud, DialectOpenStack}
+
+// Document is one instance's payload.
+type Document struct {
+	// APIVersion is always APIVersion.
+	APIVersion string `json:"apiVersion"`
+	// Kind is always Kind.
+	Kind string `json:"kind"`
+
+	// Instance is the instance's identity and descriptive metadata.
+	Instance Instance `json:"instance"`
+
+	// UserData is served verbatim as user-data (cloud-config, script, MIME
+	// multipart or gzip). Encoded as base64 in JSON. Empty means none.
+	UserData []byte `json:"userData,omitempty"`
+	// VendorData is served verbatim as vendor-data. Empty means none.
+	VendorData []byte `json:"vendorData,omitempty"`
+
+	// Network is the guest's network configuration in a neutral model; nil
+	// when the MetadataService's networkData mode is None (the guest then
+	// keeps its own fallback configuration).
+	Network *Network `json:"network,omitempty"`
+
+	// Tokens are the ServiceAccount tokens the sidecar may hand out, one per
+	// audience. The kubelet keeps the files fresh; the sidecar reads them on
+	// each request.
+	Tokens []Token `json:"tokens,omitempty"`
+
+	// Dialects are the APIs the sidecar serves. A dialect not listed answers
+	// 404 as if the path did not exist.
+	Dialects []Dialect `json:"dialects"`
+
+	// Serve says where the sidecar attaches to the VM's network.
+	Serve Serve `json:"serve"`
+
+	// Source names the MetadataService this document was rendered from.
+	Source Source `json:"source"`
+
+	// Hash is HashPrefix followed by the hex SHA-256 of the document's JSON
+	// encoding with Hash empty. It changes exactly when the content changes;
+	// the sidecar derives ETags from it and the operator writes a Secret only
+	// when it differs.
+	Hash string `json:"hash"`
+}
+
+// Instance is what the guest learns about itself.
+type Instance struct {
+	// ID is the cloud-init instance-id. A change makes cloud-init treat the
+	// next boot as a new instance.
+	ID string `json:"id"`
+	// UID is the VirtualMachineInstance's UID.
+	UID string `json:"uid"`
+	// Name is the VirtualMachineInstance's name.
+	Name string `json:"name"`
+	// Namespace is the VirtualMachineInstance's namespace.
+	Namespace string `json:"namespace"`
+	// Hostname is the guest's host name (local-hostname).
+	Hostname string `json:"hostname"`
+	// ServiceAccountName is the ServiceAccount whose tokens the guest gets.
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+	// Tags are free-form key/value pairs (OpenStack meta, /v1 tags).
+	Tags map[string]string `json:"tags,omitempty"`
+	// Labels are the VMI labels the MetadataService exposes.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations are the VMI annotations the MetadataService exposes.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// SSHAuthorizedKeys are OpenSSH public keys, one per entry.
+	SSHAuthorizedKeys []string `json:"sshAuthorizedKeys,omitempty"`
+}
+
+// Token describes one projected ServiceAccount token.
+type Token struct {
+	// Audience is the token's intended audience.
+	Audience string `json:"audience"`
+	// ExpirationSeconds is the requested validity of each token.
+	ExpirationSeconds int64 `json:"expirationSeconds"`
+	// Path is the token file, relative to the sidecar's token directory.
+	Path string `json:"path"`
+}
+
+// Serve places the sidecar on the VM's network.
+type Serve struct {
+	// Interface is the VMI interface (spec.domain.devices.interfaces[].name)
+	// whose guest is served.
+	Interface string `json:"interface,omitempty"`
+	// Bridge is the in-pod bridge KubeVirt plumbs for that interface, such as
+	// k6t-eth0. Empty lets the sidecar pick the primary interface's bridge.
+	Bridge string `json:"bridge,omitempty"`
+}
+
+// Source names where a document came from.
+type Source struct {
+	// MetadataService is the name of the MetadataService, in Instance.Namespace.
+	MetadataService string `json:"metadataService"`
+}
+
+// Network is a dialect-neutral network configuration. The sidecar renders it
+// as cloud-init network-config v1 and v2, ENI text, and OpenStack
+// network_data.json.
+type Network struct {
+	// Interfaces are the guest's NICs in VMI order; the first one with
+	// Primary set carries the default route.
+	Interfaces []Interface `json:"interfaces"`
+	// Nameservers apply to the whole guest.
+	Nameservers *Nameservers `json:"nameservers,omitempty"`
+	// NetplanV2 is the user's own network-config version 2 document (networkData
+	// mode Inline), served verbatim where a dialect speaks version 2. Interfaces
+	// then hold the same configuration parsed into this model, for the
+	// dialects that do not.
+	NetplanV2 string `json:"netplanV2,omitempty"`
+}
+
+// Interface is one guest NIC.
+type Interface struct {
+	// Name is the VMI interface name (logical; guests name NICs themselves and
+	// are matched by MAC address).
+	Name string `json:"name"`
+	// MACAddress is the NIC's MAC address, lower case, colon separated. Empty
+	// when neither the VMI spec nor its status knows it yet.
+	MACAddress string `json:"macAddress,omitempty"`
+	// MTU of the link; 0 keeps the guest's default.
+	MTU int `json:"mtu,omitempty"`
+	// Binding is how KubeVirt connects the NIC: masquerade, bridge, sriov,
+	// passt, or a binding plugin's name.
+	Binding string `json:"binding,omitempty"`
+	// Network is the VMI network (spec.networks[].name) the NIC is backed by.
+	Network string `json:"network,omitempty"`
+	// PodInterface is the Pod's interface for that network: eth0 for the pod
+	// network, a hashed name (pod…) for Multus secondaries.
+	PodInterface string `json:"podInterface,omitempty"`
+	// Bridge is KubeVirt's in-pod bridge for the NIC (k6t-…); empty for
+	// bindings without one (sriov).
+	Bridge string `json:"bridge,omitempty"`
+	// Primary marks the NIC on the Pod's primary network.
+	Primary bool `json:"primary,omitempty"`
+	// Optional tells the guest not to wait for this NIC at boot (netplan
+	// "optional"), for networks whose addressing the operator cannot know.
+	Optional bool `json:"optional,omitempty"`
+	// DHCP4 asks the guest to configure IPv4 by DHCP.
+	DHCP4 bool `json:"dhcp4,omitempty"`
+	// DHCP6 asks the guest to configure IPv6 by DHCPv6.
+	DHCP6 bool `json:"dhcp6,omitempty"`
+	// Addresses are static addresses in CIDR notation.
+	Addresses []string `json:"addresses,omitempty"`
+	// Gateway4 is the IPv4 default gateway for static configuration.
+	Gateway4 string `json:"gateway4,omitempty"`
+	// Gateway6 is the IPv6 default gateway for static configuration.
+	Gateway6 string `json:"gateway6,omitempty"`
+	// Routes are additional static routes.
+	Routes []Route `json:"routes,omitempty"`
+	// Nameservers specific to this NIC.
+	Nameservers *Nameservers `json:"nameservers,omitempty"`
+}
+
+// Route is a static route.
+type Route struct {
+	// To is the destination in CIDR notation (0.0.0.0/0 for a default route).
+	To string `json:"to"`
+	// Via is the next hop; empty for an on-link route.
+	Via string `json:"via,omitempty"`
+	// Metric is the route metric; 0 leaves it to the guest.
+	Metric int `json:"metric,omitempty"`
+}
+
+// Nameservers is DNS resolver configuration.
+type Nameservers struct {
+	// Addresses are resolver IP addresses.
+	Addresses []string `json:"addresses,omitempty"`
+	// Search are search domains.
+	Search []string `json:"search,omitempty"`
+}
+
+// ComputeHash returns the content hash of d: HashPrefix and the hex SHA-256 of
+// d's JSON encoding with Hash cleared.
+func (d *Document) ComputeHash() (string, error) {
+	c := *d
+	c.Hash = ""
+	data, err := json.Marshal(&c)
+	if err != nil {
+		return "", fmt.Errorf("encoding payload document: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	return HashPrefix + hex.EncodeToString(sum[:]), nil
+}
+
+// Seal sets APIVersion, Kind and Hash, and returns the JSON encoding that the
+// operator stores.
+func (d *Document) Seal() ([]byte, error) {
+	d.APIVersion, d.Kind = APIVersion, Kind
+	h, err := d.ComputeHash()
+	if err != nil {
+		return nil, err
+	}
+	d.Hash = h
+	return json.Marshal(d)
+}
+
+// Parse decodes and checks a stored document: the apiVersion must be this
+// package's, the instance must have an ID and the hash must match the content,
+// so a truncated or hand-edited file is never served.
+func Parse(data []byte) (*Document, error) {
+	var d Document
+	if err := json.Unmarshal(data, &d); err != nil {
+		return nil, fmt.Errorf("decoding payload document: %w", err)
+	}
+	if d.APIVersion != APIVersion {
+		return nil, fmt.Errorf("payload document: apiVersion %q, want %q", d.APIVersion, APIVersion)
+	}
+	if d.Instance.ID == "" {
+		return nil, errors.New("payload document: instance.id is empty")
+	}
+	h, err := d.ComputeHash()
+	if err != nil {
+		return nil, err
+	}
+	if h != d.Hash {
+		return nil, fmt.Errorf("payload document: hash %q does not match content (%s)", d.Hash, h)
+	}
+	return &d, nil
+}
+
+// Serves reports whether the document enables dialect.
+func (d *Document) Serves(dialect Dialect) bool {
+	return slices.Contains(d.Dialects, dialect)
+}
+
+// TokenVolumeName names the projected volume (and the directory below the
+// token root) that holds the token for audience. Operator and Pod webhook both
+// derive it, so neither has to tell the other.
+func TokenVolumeName(audience string) string {
+	sum := sha256.Sum256([]byte(audience))
+	return "imds-token-" + hex.EncodeToString(sum[:])[:10]
+}
+
+// TokenFileName is the file name of the token inside its volume.
+const TokenFileName = "token"
+
+// TokenPath is the token file for audience relative to the token root.
+func TokenPath(audience string) string {
+	return TokenVolumeName(audience) + "/" + TokenFileName
+}

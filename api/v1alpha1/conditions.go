@@ -1,0 +1,54 @@
+package v1alpha1
+
+// Condition types of MetadataService.
+const (
+	// ConditionReady is True when every VMI the service serves has a payload
+	// rendered from the current spec and sources.
+	ConditionReady = "Ready"
+	// ConditionDegraded is True when something needs attention; the reason
+	// says what.
+	ConditionDegraded = "Degraded"
+)
+
+// Condition reasons of MetadataService.
+const (
+	// ReasonReconciled: every served VMI has a current payload.
+	ReasonReconciled = "Reconciled"
+	// ReasonNoInstances: the selector matches no VMI (Ready stays True).
+	ReasonNoInstances = "NoInstancesSelected"
+	// ReasonAsExpected: nothing needs attention (Degraded False).
+	ReasonAsExpected = "AsExpected"
+	// ReasonSourceNotFound: a referenced Secret, ConfigMap or key is missing.
+	ReasonSourceNotFound = "SourceNotFound"
+	// ReasonSourceTooLarge: resolved user-data or vendor-data exceeds 64 KiB.
+	ReasonSourceTooLarge = "SourceTooLarge"
+	// ReasonInvalidUserData: user-data or vendor-data is not a format
+	// cloud-init accepts.
+	ReasonInvalidUserData = "InvalidUserData"
+	// ReasonInvalidNetworkData: the inline network configuration does not
+	// parse as network-config version 2.
+	ReasonInvalidNetworkData = "InvalidNetworkData"
+	// ReasonInvalidSSHKeys: a public key is not in OpenSSH format.
+	ReasonInvalidSSHKeys = "InvalidSSHKeys"
+	// ReasonConflict: another MetadataService with a higher precedence serves
+	// a VMI this one selects.
+	ReasonConflict = "Conflict"
+	// ReasonPayloadWriteFailed: writing a payload Secret failed.
+	ReasonPayloadWriteFailed = "PayloadWriteFailed"
+)
+
+// Labels and annotations the operator puts on payload Secrets.
+const (
+	// LabelManagedBy marks payload Secrets (value ManagedByValue).
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy.
+	ManagedByValue = "kubevirt-imds"
+	// LabelMetadataService names the MetadataService a payload was rendered from.
+	LabelMetadataService = "imds.kubevirt.io/metadataservice"
+	// LabelInstanceUID carries the VMI's UID.
+	LabelInstanceUID = "imds.kubevirt.io/instance-uid"
+	// AnnotationInstanceName carries the VMI's name (names can exceed label limits).
+	AnnotationInstanceName = "imds.kubevirt.io/instance-name"
+	// AnnotationPayloadHash carries the payload document's hash.
+	AnnotationPayloadHash = "imds.kubevirt.io/payload-hash"
+)

@@ -1,0 +1,296 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MaxDataBytes caps user-data and vendor-data after their sources are resolved,
+// as OpenStack caps user_data: a guest's metadata service is no blob store.
+const MaxDataBytes = 64 * 1024
+
+// MetadataServiceSpec selects VirtualMachineInstances and defines what the
+// metadata service tells each of them.
+// +kubebuilder:validation:XValidation:rule="!has(self.hostname) || self.hostname.replace('{name}', 'x').replace('{namespace}', 'x').matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="hostname must be a lower-case RFC 1123 label once {name} and {namespace} are substituted"
+type MetadataServiceSpec struct {
+	// Selector selects VirtualMachineInstances in this namespace by label. An
+	// empty selector selects every VirtualMachineInstance in the namespace.
+	// +optional
+	Selector metav1.LabelSelector `json:"selector,omitempty"`
+
+	// Priority decides which MetadataService serves a VirtualMachineInstance
+	// that several select: the highest priority wins, then the oldest, then the
+	// name that sorts first. The others report a Conflict.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=-1000000
+	// +kubebuilder:validation:Maximum=1000000
+	Priority int32 `json:"priority,omitempty"`
+
+	// Identity configures the ServiceAccount tokens the guest can fetch. The
+	// identity is the VirtualMachineInstance's own ServiceAccount (from its
+	// serviceAccount volume, else the namespace's default).
+	// +optional
+	Identity *IdentitySpec `json:"identity,omitempty"`
+
+	// UserData is served to the guest as user-data (cloud-config, a script,
+	// MIME multipart or gzip), at most 64 KiB once resolved.
+	// +optional
+	UserData *DataSource `json:"userData,omitempty"`
+
+	// VendorData is served to the guest as vendor-data, at most 64 KiB once
+	// resolved.
+	// +optional
+	VendorData *DataSource `json:"vendorData,omitempty"`
+
+	// NetworkData configures the network configuration served to the guest.
+	// +optional
+	NetworkData *NetworkDataSpec `json:"networkData,omitempty"`
+
+	// Metadata adds descriptive metadata to the instance document.
+	// +optional
+	Metadata *MetadataSpec `json:"metadata,omitempty"`
+
+	// Hostname is the guest's host name. "{name}" and "{namespace}" are
+	// replaced by the VirtualMachineInstance's name and namespace. Default: the
+	// VirtualMachineInstance's spec.hostname, else its name.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Hostname string `json:"hostname,omitempty"`
+
+	// SSHAuthorizedKeys are OpenSSH public keys installed for the guest's
+	// default user.
+	// +optional
+	SSHAuthorizedKeys *SSHKeysSource `json:"sshAuthorizedKeys,omitempty"`
+
+	// GuestDiscovery is how guests find the service without configuration:
+	// NoCloud sets the SMBIOS serial that points cloud-init's NoCloud
+	// datasource at the service; OpenStack sets the chassis asset tag that makes
+	// cloud-init and cloudbase-init use their OpenStack datasources; None
+	// changes nothing.
+	// +optional
+	// +kubebuilder:default=NoCloud
+	GuestDiscovery GuestDiscovery `json:"guestDiscovery,omitempty"`
+
+	// Dialects are the metadata APIs the sidecar serves. Default: all.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:default={v1,nocloud,openstack}
+	Dialects []Dialect `json:"dialects,omitempty"`
+}
+
+// IdentitySpec configures the workload identity handed to the guest.
+type IdentitySpec struct {
+	// ServiceAccountTokens are the tokens the guest can fetch, one per
+	// audience. The kubelet requests and rotates them.
+	// +optional
+	// +listType=map
+	// +listMapKey=audience
+	// +kubebuilder:validation:MaxItems=8
+	ServiceAccountTokens []ServiceAccountTokenSpec `json:"serviceAccountTokens,omitempty"`
+}
+
+// ServiceAccountTokenSpec is one audience-scoped projected token.
+type ServiceAccountTokenSpec struct {
+	// Audience is the token's intended audience (the "aud" claim).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Audience string `json:"audience"`
+
+	// ExpirationSeconds is each token's validity; the kubelet rotates it at 80%.
+	// +optional
+	// +kubebuilder:default=3600
+	// +kubebuilder:validation:Minimum=600
+	// +kubebuilder:validation:Maximum=86400
+	ExpirationSeconds int64 `json:"expirationSeconds,omitempty"`
+}
+
+// DataSource is data given inline or read from a key of a Secret or a
+// ConfigMap in the MetadataService's namespace. Exactly one is set.
+// +kubebuilder:validation:XValidation:rule="[has(self.inline), has(self.secretRef), has(self.configMapRef)].filter(x, x).size() == 1",message="exactly one of inline, secretRef and configMapRef must be set"
+type DataSource struct {
+	// Inline is the data itself.
+	// +optional
+	// +kubebuilder:validation:MaxLength=65536
+	Inline *string `json:"inline,omitempty"`
+
+	// SecretRef reads the data from a key of a Secret.
+	// +optional
+	SecretRef *KeyReference `json:"secretRef,omitempty"`
+
+	// ConfigMapRef reads the data from a key of a ConfigMap (data or
+	// binaryData).
+	// +optional
+	ConfigMapRef *KeyReference `json:"configMapRef,omitempty"`
+}
+
+// KeyReference names one key of a Secret or ConfigMap in the same namespace.
+type KeyReference struct {
+	// Name of the Secret or ConfigMap.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// Key within it.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
+}
+
+// SSHKeysSource gives OpenSSH public keys inline or from a Secret key holding
+// one key per line. Exactly one is set.
+// +kubebuilder:validation:XValidation:rule="has(self.inline) != has(self.secretRef)",message="exactly one of inline and secretRef must be set"
+type SSHKeysSource struct {
+	// Inline keys, one per entry.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=16384
+	// +kubebuilder:validation:items:Pattern=`^(ssh-|ecdsa-|sk-)[-a-z0-9@.]+ [A-Za-z0-9+/=]+( .*)?$`
+	Inline []string `json:"inline,omitempty"`
+
+	// SecretRef reads keys, one per line, from a key of a Secret.
+	// +optional
+	SecretRef *KeyReference `json:"secretRef,omitempty"`
+}
+
+// NetworkDataMode chooses where the guest's network configuration comes from.
+// +kubebuilder:validation:Enum=Auto;Inline;None
+type NetworkDataMode string
+
+const (
+	// NetworkDataAuto derives each guest's configuration from its VMI:
+	// interfaces, networks (pod network, Multus secondaries), bindings
+	// (masquerade, bridge, SR-IOV) and, where present, status.interfaces.
+	NetworkDataAuto NetworkDataMode = "Auto"
+	// NetworkDataInline serves the cloud-init network-config version 2 given
+	// in networkData.config.
+	NetworkDataInline NetworkDataMode = "Inline"
+	// NetworkDataNone serves no network configuration: guests keep their own.
+	NetworkDataNone NetworkDataMode = "None"
+)
+
+// NetworkDataSpec configures the network configuration served to guests.
+// +kubebuilder:validation:XValidation:rule="self.mode == 'Inline' ? has(self.config) : !has(self.config)",message="config is required with mode Inline and not allowed otherwise"
+type NetworkDataSpec struct {
+	// Mode is Auto, Inline or None.
+	// +optional
+	// +kubebuilder:default=Auto
+	Mode NetworkDataMode `json:"mode,omitempty"`
+
+	// Config is a cloud-init network-config version 2 document (YAML), with
+	// mode Inline.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=65536
+	Config *string `json:"config,omitempty"`
+
+	// ServeInterface is the VMI interface (spec.domain.devices.interfaces[].name)
+	// whose guest network the sidecar attaches to. Default: the interface on
+	// the pod network, else the first interface.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	ServeInterface string `json:"serveInterface,omitempty"`
+}
+
+// MetadataSpec adds descriptive metadata to the instance document.
+type MetadataSpec struct {
+	// Tags are key/value pairs served to the guest (OpenStack meta, /v1 tags).
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 255 && self[k].size() <= 255)",message="tag keys and values must be at most 255 characters"
+	Tags map[string]string `json:"tags,omitempty"`
+
+	// ExposeLabels are VMI label keys whose values are copied into the
+	// instance document.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=317
+	ExposeLabels []string `json:"exposeLabels,omitempty"`
+
+	// ExposeAnnotations are VMI annotation keys whose values are copied into
+	// the instance document.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=317
+	ExposeAnnotations []string `json:"exposeAnnotations,omitempty"`
+}
+
+// GuestDiscovery is how a guest finds the metadata service on its own.
+// +kubebuilder:validation:Enum=NoCloud;OpenStack;None
+type GuestDiscovery string
+
+const (
+	// GuestDiscoveryNoCloud points cloud-init's NoCloud datasource at the
+	// service through the SMBIOS system serial number.
+	GuestDiscoveryNoCloud GuestDiscovery = "NoCloud"
+	// GuestDiscoveryOpenStack identifies the platform as OpenStack through the
+	// SMBIOS chassis asset tag.
+	GuestDiscoveryOpenStack GuestDiscovery = "OpenStack"
+	// GuestDiscoveryNone leaves the VMI's SMBIOS data alone.
+	GuestDiscoveryNone GuestDiscovery = "None"
+)
+
+// Dialect is a metadata API the sidecar serves.
+// +kubebuilder:validation:Enum=v1;nocloud;openstack
+type Dialect string
+
+// MetadataServiceStatus is the observed state of a MetadataService.
+type MetadataServiceStatus struct {
+	// Conditions: Ready (every VMI this service serves has a current payload)
+	// and Degraded (something needs attention; the reason says what).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// SelectedInstances is how many VirtualMachineInstances this service
+	// serves (selected and not won by a higher-priority service).
+	// +optional
+	SelectedInstances int32 `json:"selectedInstances"`
+
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// MetadataService serves instance metadata, user-data, vendor-data, network
+// configuration and ServiceAccount tokens to the KubeVirt
+// VirtualMachineInstances it selects, at 169.254.169.254 inside each VM's Pod.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=mds,categories=kubevirt
+// +kubebuilder:printcolumn:name="Selected",type=integer,JSONPath=`.status.selectedInstances`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters (it is used as a label value)"
+type MetadataService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired behaviour.
+	// +optional
+	Spec MetadataServiceSpec `json:"spec,omitempty"`
+	// Status is the observed state.
+	// +optional
+	Status MetadataServiceStatus `json:"status,omitempty"`
+}
+
+// MetadataServiceList is a list of MetadataServices.
+// +kubebuilder:object:root=true
+type MetadataServiceList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the MetadataServices.
+	Items []MetadataService `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MetadataService{}, &MetadataServiceList{})
+}

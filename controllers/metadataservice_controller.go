@@ -1,0 +1,340 @@
+// Package controllers holds the kubevirt-imds operator's reconcilers.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+)
+
+// sourceRecheckInterval re-reads the sources of a MetadataService whose
+// sources are missing or invalid, as a safety net besides the watches.
+const sourceRecheckInterval = 5 * time.Minute
+
+// sourceRefIndex indexes MetadataServices by the Secrets and ConfigMaps they
+// read (see sourceRefs).
+const sourceRefIndex = "imds.kubevirt.io/source-refs"
+
+// Event reasons the reconciler records besides the condition reasons.
+const (
+	eventPayloadsWritten = "PayloadsWritten"
+	eventPayloadsRemoved = "PayloadsRemoved"
+	eventRecovered       = "Recovered"
+)
+
+// MetadataServiceReconciler renders one payload document per VMI a
+// MetadataService serves and keeps it in a Secret owned by the VMI.
+type MetadataServiceReconciler struct {
+	client.Client
+	Recorder recorder.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=imds.kubevirt.io,resources=metadataservices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=imds.kubevirt.io,resources=metadataservices/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=kubevirt.io,resources=virtualmachineinstances,verbs=get;list;watch
+// The controller reads user-data and SSH keys from Secrets users name in their
+// MetadataServices, in any namespace, and writes the payload Secrets; it
+// watches Secrets to re-render when a referenced one changes.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings the payload Secrets of one MetadataService, and its status,
+// in line with its spec, its sources and the VMIs it selects.
+func (r *MetadataServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	mds := &imdsv1alpha1.MetadataService{}
+	if err := r.Get(ctx, req.NamespacedName, mds); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Deleted: its payloads go unless another service takes the VMIs.
+			_, err := r.removeStalePayloads(ctx, req.Namespace, req.Name, nil)
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, err
+	}
+	if !mds.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+
+	s := &scope{mds: mds, before: mds.DeepCopy()}
+	defer func() {
+		if err := r.patchStatus(ctx, s); err != nil {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+	}()
+
+	if err := r.selectInstances(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	src, err := r.resolveSources(ctx, mds)
+	if p := (*problem)(nil); errors.As(err, &p) {
+		s.status.Source = p
+		s.status.Unrendered = len(s.served)
+		// Deselected VMIs still lose their payloads; served ones keep the last good one.
+		if _, err := r.removeStalePayloads(ctx, mds.Namespace, mds.Name, s); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: sourceRecheckInterval}, nil
+	} else if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.writePayloads(ctx, s, src); err != nil {
+		return ctrl.Result{}, err
+	}
+	removed, err := r.removeStalePayloads(ctx, mds.Namespace, mds.Name, s)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if removed > 0 {
+		r.Recorder.Eventf(mds, nil, corev1.EventTypeNormal, eventPayloadsRemoved, "Reconcile",
+			"removed the payloads of %d instances no longer served", removed)
+	}
+	return ctrl.Result{}, nil
+}
+
+// scope carries one reconcile's findings from phase to phase.
+type scope struct {
+	mds    *imdsv1alpha1.MetadataService
+	before *imdsv1alpha1.MetadataService
+	// services are all MetadataServices in the namespace.
+	services []imdsv1alpha1.MetadataService
+	// instances are all VMIs in the namespace, by UID.
+	instances map[types.UID]*kubevirtv1.VirtualMachineInstance
+	// served are the VMIs this service wins.
+	served map[types.UID]*kubevirtv1.VirtualMachineInstance
+	// kept are payload Secrets this reconcile wrote or found current; the
+	// cache may still show their previous owner.
+	kept   map[string]bool
+	status statusInput
+}
+
+// selectInstances finds the VMIs this service serves and the ones it loses.
+func (r *MetadataServiceReconciler) selectInstances(ctx context.Context, s *scope) error {
+	var services imdsv1alpha1.MetadataServiceList
+	if err := r.List(ctx, &services, client.InNamespace(s.mds.Namespace)); err != nil {
+		return fmt.Errorf("listing MetadataServices: %w", err)
+	}
+	var vmis kubevirtv1.VirtualMachineInstanceList
+	if err := r.List(ctx, &vmis, client.InNamespace(s.mds.Namespace)); err != nil {
+		return fmt.Errorf("listing VirtualMachineInstances: %w", err)
+	}
+	s.services = services.Items
+	s.instances = make(map[types.UID]*kubevirtv1.VirtualMachineInstance, len(vmis.Items))
+	s.served = map[types.UID]*kubevirtv1.VirtualMachineInstance{}
+	own := selectorFor(s.mds)
+	for i := range vmis.Items {
+		vmi := &vmis.Items[i]
+		s.instances[vmi.UID] = vmi
+		if !vmi.DeletionTimestamp.IsZero() || !own.Matches(labelSet(vmi.Labels)) {
+			continue
+		}
+		winner := winnerFor(s.services, vmi.Labels)
+		if winner == nil || winner.UID == s.mds.UID {
+			s.served[vmi.UID] = vmi
+			continue
+		}
+		s.status.Conflicts = append(s.status.Conflicts, conflict{Instance: vmi.Name, Winner: winner.Name})
+	}
+	s.status.Served = len(s.served)
+	return nil
+}
+
+// writePayloads renders and stores the payload of every served VMI.
+func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope, src *resolvedSources) error {
+	written := 0
+	var errs []error
+	s.kept = make(map[string]bool, len(s.served))
+	for _, vmi := range s.served {
+		s.kept[imdsv1alpha1.PayloadSecretName(vmi.Name)] = true
+		wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, renderPayload(s.mds, src, vmi))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("payload of %s: %w", vmi.Name, err))
+			continue
+		}
+		if wrote {
+			written++
+		}
+	}
+	if written > 0 {
+		r.Recorder.Eventf(s.mds, nil, corev1.EventTypeNormal, eventPayloadsWritten, "Reconcile",
+			"wrote the payloads of %d instances", written)
+	}
+	if len(errs) > 0 {
+		s.status.Write = &problem{Reason: imdsv1alpha1.ReasonPayloadWriteFailed, Message: kerrors.NewAggregate(errs).Error()}
+		return kerrors.NewAggregate(errs)
+	}
+	return nil
+}
+
+// patchStatus computes the status from the scope, records Events for changed
+// conditions and patches the status only when it changed.
+func (r *MetadataServiceReconciler) patchStatus(ctx context.Context, s *scope) error {
+	s.status.Generation = s.mds.Generation
+	applyStatus(&s.mds.Status, computeStatus(s.status))
+	if equality.Semantic.DeepEqual(s.before.Status, s.mds.Status) {
+		return nil
+	}
+	r.recordConditionEvents(s)
+	if err := r.Status().Patch(ctx, s.mds, client.MergeFrom(s.before)); err != nil {
+		return fmt.Errorf("patching status: %w", err)
+	}
+	return nil
+}
+
+// recordConditionEvents emits an Event when Degraded changes, so users see
+// problems (and their end) in `kubectl describe` without repeated Events on
+// every resync.
+func (r *MetadataServiceReconciler) recordConditionEvents(s *scope) {
+	was := findCondition(s.before.Status.Conditions, imdsv1alpha1.ConditionDegraded)
+	now := findCondition(s.mds.Status.Conditions, imdsv1alpha1.ConditionDegraded)
+	if now == nil || (was != nil && was.Status == now.Status && was.Reason == now.Reason && was.Message == now.Message) {
+		return
+	}
+	switch {
+	case now.Status == metav1.ConditionTrue:
+		r.Recorder.Eventf(s.mds, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+	case was != nil && was.Status == metav1.ConditionTrue:
+		r.Recorder.Eventf(s.mds, nil, corev1.EventTypeNormal, eventRecovered, "Reconcile", "no longer degraded (was %s)", was.Reason)
+	}
+}
+
+func findCondition(cs []metav1.Condition, t string) *metav1.Condition {
+	for i := range cs {
+		if cs[i].Type == t {
+			return &cs[i]
+		}
+	}
+	return nil
+}
+
+// SetupWithManager registers the reconciler, its index and its watches.
+func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &imdsv1alpha1.MetadataService{}, sourceRefIndex,
+		func(o client.Object) []string { return sourceRefs(o.(*imdsv1alpha1.MetadataService)) }); err != nil {
+		return fmt.Errorf("indexing MetadataServices by source: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&imdsv1alpha1.MetadataService{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A service's arrival, change or departure can change which service
+		// wins each VMI, and so the others' conflicts.
+		Watches(&imdsv1alpha1.MetadataService{}, handler.EnqueueRequestsFromMapFunc(r.siblingServices),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&kubevirtv1.VirtualMachineInstance{}, handler.EnqueueRequestsFromMapFunc(r.servicesForInstance),
+			builder.WithPredicates(instanceChanged)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.servicesForSecret)).
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.servicesForConfigMap)).
+		Named("metadataservice").
+		Complete(r)
+}
+
+// servicesForInstance enqueues the services that select a VMI, and the one
+// holding its payload (which may no longer select it).
+func (r *MetadataServiceReconciler) servicesForInstance(ctx context.Context, o client.Object) []reconcile.Request {
+	var services imdsv1alpha1.MetadataServiceList
+	if err := r.List(ctx, &services, client.InNamespace(o.GetNamespace())); err != nil {
+		log.FromContext(ctx).Error(err, "listing MetadataServices for a VirtualMachineInstance event")
+		return nil
+	}
+	var reqs []reconcile.Request
+	seen := map[string]bool{}
+	add := func(name string) {
+		if name != "" && !seen[name] {
+			seen[name] = true
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
+		}
+	}
+	for i := range services.Items {
+		if selectorFor(&services.Items[i]).Matches(labelSet(o.GetLabels())) {
+			add(services.Items[i].Name)
+		}
+	}
+	var secret corev1.Secret
+	key := types.NamespacedName{Namespace: o.GetNamespace(), Name: imdsv1alpha1.PayloadSecretName(o.GetName())}
+	if err := r.Get(ctx, key, &secret); err == nil {
+		add(secret.Labels[imdsv1alpha1.LabelMetadataService])
+	}
+	return reqs
+}
+
+// siblingServices enqueues every other MetadataService in the namespace.
+func (r *MetadataServiceReconciler) siblingServices(ctx context.Context, o client.Object) []reconcile.Request {
+	var services imdsv1alpha1.MetadataServiceList
+	if err := r.List(ctx, &services, client.InNamespace(o.GetNamespace())); err != nil {
+		log.FromContext(ctx).Error(err, "listing MetadataServices in the namespace")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, s := range services.Items {
+		if s.Name != o.GetName() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}})
+		}
+	}
+	return reqs
+}
+
+// servicesForSecret enqueues the service owning a payload Secret (to repair
+// edits and deletions) or the services reading a source Secret.
+func (r *MetadataServiceReconciler) servicesForSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	if o.GetLabels()[imdsv1alpha1.LabelManagedBy] == imdsv1alpha1.ManagedByValue {
+		if name := o.GetLabels()[imdsv1alpha1.LabelMetadataService]; name != "" {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+		}
+		return nil
+	}
+	return r.servicesReading(ctx, sourceRefKey("Secret", o.GetName()), o.GetNamespace())
+}
+
+func (r *MetadataServiceReconciler) servicesForConfigMap(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.servicesReading(ctx, sourceRefKey("ConfigMap", o.GetName()), o.GetNamespace())
+}
+
+func (r *MetadataServiceReconciler) servicesReading(ctx context.Context, ref, namespace string) []reconcile.Request {
+	var services imdsv1alpha1.MetadataServiceList
+	if err := r.List(ctx, &services, client.InNamespace(namespace), client.MatchingFields{sourceRefIndex: ref}); err != nil {
+		log.FromContext(ctx).Error(err, "listing MetadataServices by source", "source", ref)
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(services.Items))
+	for _, s := range services.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}})
+	}
+	return reqs
+}
+
+// instanceChanged passes VMI events that can change a payload or the
+// selection: not the frequent status updates (phase, conditions, guest OS
+// info) that leave them alone.
+var instanceChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*kubevirtv1.VirtualMachineInstance)
+		cur, okNew := e.ObjectNew.(*kubevirtv1.VirtualMachineInstance)
+		if !okOld || !okNew {
+			return true
+		}
+		return old.Generation != cur.Generation ||
+			!equality.Semantic.DeepEqual(old.Labels, cur.Labels) ||
+			!equality.Semantic.DeepEqual(old.Annotations, cur.Annotations) ||
+			!equality.Semantic.DeepEqual(old.Spec, cur.Spec) ||
+			!equality.Semantic.DeepEqual(old.Status.Interfaces, cur.Status.Interfaces) ||
+			old.DeletionTimestamp.IsZero() != cur.DeletionTimestamp.IsZero()
+	},
+}

@@ -1,0 +1,165 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+)
+
+// PayloadSecretType is the type of payload Secrets, so that they stand out in
+// `kubectl get secrets` and no other tool mistakes them for its own.
+const PayloadSecretType corev1.SecretType = "imds.kubevirt.io/payload"
+
+func labelSet(l map[string]string) labels.Set { return labels.Set(l) }
+
+// desiredPayloadSecret is the Secret holding doc for vmi, owned by the VMI so
+// that it is garbage-collected with it.
+func desiredPayloadSecret(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) (*corev1.Secret, error) {
+	data, err := doc.Seal()
+	if err != nil {
+		return nil, err
+	}
+	owner := metav1.NewControllerRef(vmi, kubevirtv1.VirtualMachineInstanceGroupVersionKind)
+	// Blocking the VMI's deletion would need update rights on VMI finalizers
+	// for nothing: the payload is useless once the VMI is gone.
+	owner.BlockOwnerDeletion = nil
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      imdsv1alpha1.PayloadSecretName(vmi.Name),
+			Namespace: vmi.Namespace,
+			Labels: map[string]string{
+				imdsv1alpha1.LabelManagedBy:       imdsv1alpha1.ManagedByValue,
+				imdsv1alpha1.LabelMetadataService: mds.Name,
+				imdsv1alpha1.LabelInstanceUID:     string(vmi.UID),
+			},
+			Annotations: map[string]string{
+				imdsv1alpha1.AnnotationInstanceName: vmi.Name,
+				imdsv1alpha1.AnnotationPayloadHash:  doc.Hash,
+			},
+			OwnerReferences: []metav1.OwnerReference{*owner},
+		},
+		Type: PayloadSecretType,
+		Data: map[string][]byte{payload.SecretKey: data},
+	}, nil
+}
+
+// ensurePayloadSecret creates or updates the payload Secret of vmi, writing
+// only when content, labels, annotations or owner differ. It reports whether
+// it wrote. A Secret is always written whole, so a guest never sees a
+// half-written payload.
+func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds *imdsv1alpha1.MetadataService,
+	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) (bool, error) {
+	want, err := desiredPayloadSecret(mds, vmi, doc)
+	if err != nil {
+		return false, err
+	}
+	var have corev1.Secret
+	err = r.Get(ctx, client.ObjectKeyFromObject(want), &have)
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := r.Create(ctx, want); err != nil {
+			return false, fmt.Errorf("creating Secret %s: %w", want.Name, err)
+		}
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
+	}
+	if have.Type != want.Type {
+		// Not ours (a user's Secret of the same name): never overwrite it.
+		return false, fmt.Errorf("Secret %s exists with type %q, not %q: rename or delete it", want.Name, have.Type, want.Type)
+	}
+	if equality.Semantic.DeepEqual(have.Data, want.Data) &&
+		isSubset(want.Labels, have.Labels) && isSubset(want.Annotations, have.Annotations) &&
+		equality.Semantic.DeepEqual(have.OwnerReferences, want.OwnerReferences) {
+		return false, nil
+	}
+	updated := have.DeepCopy()
+	updated.Data = want.Data
+	updated.OwnerReferences = want.OwnerReferences
+	if updated.Labels == nil {
+		updated.Labels = map[string]string{}
+	}
+	maps.Copy(updated.Labels, want.Labels)
+	if updated.Annotations == nil {
+		updated.Annotations = map[string]string{}
+	}
+	maps.Copy(updated.Annotations, want.Annotations)
+	if err := r.Update(ctx, updated); err != nil {
+		return false, fmt.Errorf("updating Secret %s: %w", want.Name, err)
+	}
+	return true, nil
+}
+
+func isSubset(want, have map[string]string) bool {
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// removeStalePayloads deletes the payload Secrets that service name wrote for
+// VMIs no service serves any more. A Secret whose VMI another service now wins
+// is left for the winner to overwrite, so the guest never sees its payload
+// vanish in a hand-over. s is nil when the service itself is gone.
+func (r *MetadataServiceReconciler) removeStalePayloads(ctx context.Context, namespace, name string, s *scope) (int, error) {
+	var secrets corev1.SecretList
+	if err := r.List(ctx, &secrets, client.InNamespace(namespace), client.MatchingLabels{
+		imdsv1alpha1.LabelManagedBy:       imdsv1alpha1.ManagedByValue,
+		imdsv1alpha1.LabelMetadataService: name,
+	}); err != nil {
+		return 0, fmt.Errorf("listing payload Secrets: %w", err)
+	}
+	if len(secrets.Items) == 0 {
+		return 0, nil
+	}
+	if s == nil {
+		s = &scope{}
+		var services imdsv1alpha1.MetadataServiceList
+		if err := r.List(ctx, &services, client.InNamespace(namespace)); err != nil {
+			return 0, fmt.Errorf("listing MetadataServices: %w", err)
+		}
+		s.services = services.Items
+		var vmis kubevirtv1.VirtualMachineInstanceList
+		if err := r.List(ctx, &vmis, client.InNamespace(namespace)); err != nil {
+			return 0, fmt.Errorf("listing VirtualMachineInstances: %w", err)
+		}
+		s.instances = map[types.UID]*kubevirtv1.VirtualMachineInstance{}
+		for i := range vmis.Items {
+			s.instances[vmis.Items[i].UID] = &vmis.Items[i]
+		}
+	}
+	removed := 0
+	for i := range secrets.Items {
+		secret := &secrets.Items[i]
+		uid := types.UID(secret.Labels[imdsv1alpha1.LabelInstanceUID])
+		if _, served := s.served[uid]; served || s.kept[secret.Name] {
+			continue
+		}
+		if vmi, ok := s.instances[uid]; ok && vmi.DeletionTimestamp.IsZero() && winnerFor(s.services, vmi.Labels) != nil {
+			continue
+		}
+		rv, id := secret.ResourceVersion, secret.UID
+		err := r.Delete(ctx, secret, client.Preconditions{UID: &id, ResourceVersion: &rv})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return removed, fmt.Errorf("deleting stale payload Secret %s: %w", secret.Name, err)
+		}
+		log.FromContext(ctx).V(1).Info("removed stale payload", "secret", secret.Name)
+		removed++
+	}
+	return removed, nil
+}

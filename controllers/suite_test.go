@@ -1,0 +1,113 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
+)
+
+var (
+	testEnv   *envtest.Environment
+	cfg       *rest.Config
+	k8sClient client.Client // uncached: what a user's kubectl would see
+	scheme    *runtime.Scheme
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	// Generous: the control plane shares two cores with the compiler in CI.
+	SetDefaultEventuallyTimeout(30 * time.Second)
+	SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
+	RunSpecs(t, "Controllers Suite")
+}
+
+func newTestScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	Expect(clientgoscheme.AddToScheme(s)).To(Succeed())
+	Expect(imdsv1alpha1.AddToScheme(s)).To(Succeed())
+	Expect(kubevirtv1.AddToScheme(s)).To(Succeed())
+	return s
+}
+
+var _ = BeforeSuite(func() {
+	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	var err error
+	testEnv, cfg, err = controlplane.Start(controlplane.Options{})
+	if errors.Is(err, controlplane.ErrNoAssets) {
+		Skip(err.Error())
+	}
+	Expect(err).NotTo(HaveOccurred())
+	scheme = newTestScheme()
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	startManager(cfg)
+})
+
+var _ = AfterSuite(func() {
+	stopManager()
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})
+
+var (
+	managerCancel context.CancelFunc
+	managerDone   chan struct{}
+)
+
+// startManager runs the controller as main.go wires it, with its own cache.
+func startManager(c *rest.Config) {
+	mgr, err := ctrl.NewManager(c, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect((&MetadataServiceReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("kubevirt-imds"),
+	}).SetupWithManager(mgr)).To(Succeed())
+	ctx, cancel := context.WithCancel(context.Background())
+	managerCancel, managerDone = cancel, make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(managerDone)
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+}
+
+// stopManager stops the manager and waits for it, before the control plane goes.
+func stopManager() {
+	if managerCancel == nil {
+		return
+	}
+	managerCancel()
+	<-managerDone
+	managerCancel = nil
+}
+
+// newNamespace creates a namespace for one spec.
+func newNamespace(ctx context.Context) string {
+	ns := &corev1.Namespace{}
+	ns.GenerateName = "mds-"
+	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	return ns.Name
+}

@@ -1,0 +1,42 @@
+// Command kubevirt-imds is the kubevirt-imds operator (`manager`) and the
+// metadata service sidecar injected into virt-launcher Pods (`sidecar`).
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "manager":
+		err = runManager(os.Args[2:])
+	case "sidecar":
+		err = runSidecar(os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "kubevirt-imds: unknown subcommand %q\n", os.Args[1])
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubevirt-imds %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: kubevirt-imds <subcommand> [flags]
+
+subcommands:
+  manager   run the operator: controllers and webhooks
+  sidecar   run the metadata service inside a virt-launcher Pod
+`)
+}

@@ -1,0 +1,433 @@
+package network
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+const (
+	// LinkName is the Pod-side link that holds the metadata address.
+	LinkName = "veth-imds"
+	// PeerName is LinkName's veth peer, a port of the served bridge.
+	PeerName = "veth-imds-br"
+	// RouteTable holds the default route out of LinkName for replies (169<<8|254).
+	RouteTable = 43518
+	// RulePriorityMain is the priority of the rule that lets replies use the
+	// Pod's connected routes; RulePriorityTable, the next one, sends the rest
+	// to RouteTable. Both precede the main table's rule (32766).
+	RulePriorityMain  = 1690
+	RulePriorityTable = 1691
+	// mainTable is the kernel's main routing table.
+	mainTable = 254
+
+	// ARPIgnoreNone (8) makes the kernel answer no ARP request on a device.
+	ARPIgnoreNone = 8
+	// ARPIgnoreOwn (1) makes the kernel answer only for addresses configured
+	// on the device that received the request.
+	ARPIgnoreOwn = 1
+
+	// BridgePrefix starts every bridge KubeVirt builds inside the Pod.
+	BridgePrefix = "k6t-"
+	// PrimaryBridge is the primary interface's bridge.
+	PrimaryBridge = "k6t-eth0"
+)
+
+// Address is the metadata service's address.
+var Address = netip.MustParsePrefix("169.254.169.254/32")
+
+// Link is one observed network interface.
+type Link struct {
+	Name  string
+	Index int
+	// Kind is the link type as netlink reports it: bridge, veth, tuntap, device…
+	Kind string
+	// MasterIndex is the ifindex of the bridge the link is a port of; 0 if none.
+	MasterIndex int
+	// PeerIndex is a veth's peer ifindex (IFLA_LINK); 0 if unknown.
+	PeerIndex int
+	MAC       net.HardwareAddr
+	MTU       int
+	Up        bool
+	// Isolated is the bridge port flag; meaningful for ports only.
+	Isolated bool
+	// ARPIgnore is the device's arp_ignore; -1 when not observed.
+	ARPIgnore int
+	// Addrs are the IPv4 addresses, observed for LinkName only.
+	Addrs []netip.Prefix
+}
+
+// Rule is an IPv4 policy routing rule matching a source prefix.
+type Rule struct {
+	Priority int
+	Src      netip.Prefix
+	Table    int
+	// SuppressPrefixLen is suppress_prefixlength; -1 for none.
+	SuppressPrefixLen int
+}
+
+func (r Rule) String() string {
+	s := fmt.Sprintf("%d: from %s lookup %d", r.Priority, r.Src, r.Table)
+	if r.SuppressPrefixLen >= 0 {
+		s += fmt.Sprintf(" suppress_prefixlength %d", r.SuppressPrefixLen)
+	}
+	return s
+}
+
+// Route is an IPv4 route through a device.
+type Route struct {
+	Table int
+	Dst   netip.Prefix
+	Dev   string
+}
+
+// FDBEntry is a bridge forwarding entry on a port.
+type FDBEntry struct {
+	Dev string
+	MAC net.HardwareAddr
+	// Static is a forwarding (not local, not learned) entry: NUD_NOARP with
+	// the master flag, what `bridge fdb add … master static` creates.
+	Static bool
+}
+
+// Observed is the part of the Pod's network namespace the plan depends on.
+type Observed struct {
+	Links []Link
+	// Rules are the IPv4 rules at our priorities or into RouteTable.
+	Rules []Rule
+	// Routes are the routes in RouteTable.
+	Routes []Route
+	// FDB are the entries on PeerName.
+	FDB []FDBEntry
+}
+
+func (o *Observed) link(name string) *Link {
+	for i := range o.Links {
+		if o.Links[i].Name == name {
+			return &o.Links[i]
+		}
+	}
+	return nil
+}
+
+// Ports returns the links enslaved to the bridge with index, sorted by name.
+func (o *Observed) Ports(bridge int) []Link {
+	var ports []Link
+	for _, l := range o.Links {
+		if l.MasterIndex == bridge && bridge != 0 {
+			ports = append(ports, l)
+		}
+	}
+	slices.SortFunc(ports, func(a, b Link) int { return strings.Compare(a.Name, b.Name) })
+	return ports
+}
+
+// Inputs are the choices that do not come from the namespace.
+type Inputs struct {
+	// Bridge is the bridge to serve on, such as k6t-eth0.
+	Bridge string
+	// GuestPort overrides the name of the VM's port on Bridge; empty derives
+	// it from Bridge (GuestPortName).
+	GuestPort string
+	// MACSeed identifies the instance; a new LinkName gets DeriveMAC(MACSeed,
+	// Bridge).
+	MACSeed string
+}
+
+// WaitError says what the namespace still lacks before a plan can be made;
+// the caller waits for the next link event rather than failing.
+type WaitError struct {
+	Reason string
+}
+
+func (e *WaitError) Error() string { return e.Reason }
+
+// Plan is the outcome of Compute: what the namespace should look like and the
+// ordered actions that get it there. An empty Actions means nothing to do.
+type Plan struct {
+	Bridge    string
+	GuestPort string
+	// MAC is LinkName's address: adopted if the link exists, derived if not.
+	MAC net.HardwareAddr
+	// BridgeIngress is true when the bridge holds no port but the guest's
+	// and ours, so traffic routed in through the bridge can only come from
+	// the guest (masquerade) and may reach the listener.
+	BridgeIngress bool
+	Actions       []Action
+}
+
+// Ingress names the interfaces the listener may accept connections from.
+func (p *Plan) Ingress() []string {
+	if p.BridgeIngress {
+		return []string{LinkName, p.Bridge}
+	}
+	return []string{LinkName}
+}
+
+// GuestPortName is the VM's tap on a KubeVirt bridge: k6t-eth0 carries tap0,
+// k6t-net1 tap1 (ordinal secondary names), and a Multus secondary's hashed
+// bridge k6t-<hash> carries tap<hash>.
+func GuestPortName(bridge string) string {
+	suffix := strings.TrimPrefix(bridge, BridgePrefix)
+	for _, ordinal := range []string{"eth", "net"} {
+		if rest, ok := strings.CutPrefix(suffix, ordinal); ok && rest != "" && strings.Trim(rest, "0123456789") == "" {
+			return "tap" + rest
+		}
+	}
+	return "tap" + suffix
+}
+
+// DeriveMAC returns a locally administered unicast MAC address determined by
+// seed and bridge alone, so a restarted sidecar — or one on a live-migration
+// target, where the instance is the same — recreates the same address.
+func DeriveMAC(seed, bridge string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("kubevirt-imds/" + seed + "/" + bridge))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^0x01 | 0x02 // unicast, locally administered
+	return mac
+}
+
+// PeerMAC is the address of veth-imds-br, the port on KubeVirt's bridge:
+// fe:ff followed by the rest of veth-imds's. A bridge whose address was not
+// set explicitly takes the lowest of its ports' addresses, so a port with a
+// random MAC could change the bridge's — the masquerade guest's gateway —
+// under a running guest. fe:ff sorts above every unicast address but those
+// starting fe:ff, as libvirt's fe:… taps do for the same reason.
+func PeerMAC(mac net.HardwareAddr) net.HardwareAddr {
+	peer := slices.Clone(mac)
+	peer[0], peer[1] = 0xfe, 0xff
+	return peer
+}
+
+// desiredRules are the two reply-routing rules.
+func desiredRules() []Rule {
+	return []Rule{
+		{Priority: RulePriorityMain, Src: Address, Table: mainTable, SuppressPrefixLen: 0},
+		{Priority: RulePriorityTable, Src: Address, Table: RouteTable, SuppressPrefixLen: -1},
+	}
+}
+
+// Compute plans the namespace for in. It returns a *WaitError while the
+// bridge or the guest's port does not exist yet.
+func Compute(obs Observed, in Inputs) (Plan, error) {
+	if in.Bridge == "" {
+		return Plan{}, fmt.Errorf("no bridge to serve on")
+	}
+	bridge := obs.link(in.Bridge)
+	if bridge == nil {
+		return Plan{}, &WaitError{Reason: fmt.Sprintf("bridge %s does not exist yet", in.Bridge)}
+	}
+	if bridge.Kind != "bridge" {
+		return Plan{}, &WaitError{Reason: fmt.Sprintf("%s is a %s link, not a bridge", in.Bridge, bridge.Kind)}
+	}
+	guest, err := findGuestPort(obs, bridge, in.GuestPort)
+	if err != nil {
+		return Plan{}, err
+	}
+
+	p := Plan{Bridge: bridge.Name, GuestPort: guest.Name}
+	veth, peer := obs.link(LinkName), obs.link(PeerName)
+	adopt := veth != nil && peer != nil && veth.Kind == "veth" && peer.Kind == "veth" &&
+		(veth.PeerIndex == 0 || veth.PeerIndex == peer.Index)
+	if !adopt {
+		// A half-built or foreign pair cannot be repaired in place; deleting
+		// one end of a veth removes both.
+		if veth != nil {
+			p.Actions = append(p.Actions, DeleteLink{Name: LinkName})
+		}
+		if peer != nil && (veth == nil || veth.PeerIndex != peer.Index) {
+			p.Actions = append(p.Actions, DeleteLink{Name: PeerName})
+		}
+		p.MAC = DeriveMAC(in.MACSeed, bridge.Name)
+		p.Actions = append(p.Actions, CreateVeth{Name: LinkName, Peer: PeerName, MAC: p.MAC, PeerMAC: PeerMAC(p.MAC), MTU: bridge.MTU})
+		veth = &Link{Name: LinkName, Kind: "veth", MAC: p.MAC, MTU: bridge.MTU, ARPIgnore: -1}
+		peer = &Link{Name: PeerName, Kind: "veth", MTU: bridge.MTU, ARPIgnore: -1}
+	} else {
+		p.MAC = slices.Clone(veth.MAC)
+	}
+
+	// Settle the kernel's ARP behaviour before the link is up, so it never
+	// answers in between.
+	if veth.ARPIgnore != ARPIgnoreNone {
+		p.Actions = append(p.Actions, SetARPIgnore{Link: LinkName, Value: ARPIgnoreNone})
+	}
+	if bridge.ARPIgnore < ARPIgnoreOwn {
+		p.Actions = append(p.Actions, SetARPIgnore{Link: bridge.Name, Value: ARPIgnoreOwn})
+	}
+	for _, l := range []*Link{veth, peer} {
+		if l.MTU != bridge.MTU {
+			// A smaller port would lower the bridge's MTU for the VM too.
+			p.Actions = append(p.Actions, SetMTU{Link: l.Name, MTU: bridge.MTU})
+		}
+	}
+	// Port flags exist only once enslaved; the port is still down (a new veth
+	// is created down, SetUp comes last), so nothing is forwarded before it
+	// is isolated.
+	if peer.MasterIndex != bridge.Index || bridge.Index == 0 {
+		p.Actions = append(p.Actions, SetMaster{Link: PeerName, Master: bridge.Name})
+	}
+	if !peer.Isolated {
+		p.Actions = append(p.Actions, SetIsolated{Link: PeerName})
+	}
+	p.BridgeIngress = true
+	for _, port := range obs.Ports(bridge.Index) {
+		if port.Name == guest.Name || port.Name == PeerName {
+			continue
+		}
+		p.BridgeIngress = false
+		if !port.Isolated {
+			p.Actions = append(p.Actions, SetIsolated{Link: port.Name})
+		}
+	}
+	if !slices.Contains(veth.Addrs, Address) {
+		p.Actions = append(p.Actions, AddAddress{Link: LinkName, Prefix: Address})
+	}
+	for _, l := range []*Link{peer, veth} {
+		if !l.Up {
+			p.Actions = append(p.Actions, SetUp{Link: l.Name})
+		}
+	}
+	if !slices.ContainsFunc(obs.FDB, func(e FDBEntry) bool {
+		return e.Dev == PeerName && e.Static && bytes.Equal(e.MAC, p.MAC)
+	}) || !adopt {
+		p.Actions = append(p.Actions, SetFDB{Link: PeerName, MAC: p.MAC})
+	}
+
+	want := desiredRules()
+	for _, r := range obs.Rules {
+		if !slices.Contains(want, r) && (r.Priority == RulePriorityMain || r.Priority == RulePriorityTable || r.Table == RouteTable) {
+			p.Actions = append(p.Actions, DeleteRule{Rule: r})
+		}
+	}
+	for _, r := range want {
+		if !slices.Contains(obs.Rules, r) {
+			p.Actions = append(p.Actions, AddRule{Rule: r})
+		}
+	}
+	route := Route{Table: RouteTable, Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: LinkName}
+	if !adopt || !slices.Contains(obs.Routes, route) {
+		p.Actions = append(p.Actions, ReplaceRoute{Route: route})
+	}
+	return p, nil
+}
+
+func findGuestPort(obs Observed, bridge *Link, override string) (*Link, error) {
+	name := override
+	if name == "" {
+		name = GuestPortName(bridge.Name)
+	}
+	if l := obs.link(name); l != nil {
+		if l.MasterIndex != bridge.Index {
+			return nil, &WaitError{Reason: fmt.Sprintf("guest port %s is not a port of %s yet", name, bridge.Name)}
+		}
+		return l, nil
+	}
+	if override == "" {
+		// A tap we cannot name (a binding with its own naming): the bridge's
+		// only tap device is the VM's.
+		var taps []Link
+		for _, port := range obs.Ports(bridge.Index) {
+			if port.Kind == "tuntap" {
+				taps = append(taps, port)
+			}
+		}
+		if len(taps) == 1 {
+			return obs.link(taps[0].Name), nil
+		}
+	}
+	return nil, &WaitError{Reason: fmt.Sprintf("guest port %s does not exist yet on %s", name, bridge.Name)}
+}
+
+// Action is one step of a Plan. The concrete types below are the only ones.
+type Action interface {
+	fmt.Stringer
+	isAction()
+}
+
+// CreateVeth creates the veth pair Name–Peer with their MACs and MTU.
+type CreateVeth struct {
+	Name, Peer   string
+	MAC, PeerMAC net.HardwareAddr
+	MTU          int
+}
+
+// DeleteLink removes a link (with a veth, its peer too).
+type DeleteLink struct{ Name string }
+
+// SetMaster makes Link a port of the bridge Master.
+type SetMaster struct{ Link, Master string }
+
+// SetMTU sets Link's MTU.
+type SetMTU struct {
+	Link string
+	MTU  int
+}
+
+// SetUp brings Link up.
+type SetUp struct{ Link string }
+
+// SetIsolated sets the isolated flag on the bridge port Link.
+type SetIsolated struct{ Link string }
+
+// SetARPIgnore sets Link's arp_ignore over netlink.
+type SetARPIgnore struct {
+	Link  string
+	Value int
+}
+
+// AddAddress adds Prefix to Link.
+type AddAddress struct {
+	Link   string
+	Prefix netip.Prefix
+}
+
+// AddRule adds a policy routing rule.
+type AddRule struct{ Rule Rule }
+
+// DeleteRule removes a stale rule of ours.
+type DeleteRule struct{ Rule Rule }
+
+// ReplaceRoute adds or replaces a route.
+type ReplaceRoute struct{ Route Route }
+
+// SetFDB adds or replaces a static FDB entry for MAC on the port Link.
+type SetFDB struct {
+	Link string
+	MAC  net.HardwareAddr
+}
+
+func (CreateVeth) isAction()   {}
+func (DeleteLink) isAction()   {}
+func (SetMaster) isAction()    {}
+func (SetMTU) isAction()       {}
+func (SetUp) isAction()        {}
+func (SetIsolated) isAction()  {}
+func (SetARPIgnore) isAction() {}
+func (AddAddress) isAction()   {}
+func (AddRule) isAction()      {}
+func (DeleteRule) isAction()   {}
+func (ReplaceRoute) isAction() {}
+func (SetFDB) isAction()       {}
+
+func (a CreateVeth) String() string {
+	return fmt.Sprintf("create veth %s (%s) peer %s (%s) mtu %d", a.Name, a.MAC, a.Peer, a.PeerMAC, a.MTU)
+}
+func (a DeleteLink) String() string  { return "delete link " + a.Name }
+func (a SetMaster) String() string   { return fmt.Sprintf("set %s master %s", a.Link, a.Master) }
+func (a SetMTU) String() string      { return fmt.Sprintf("set %s mtu %d", a.Link, a.MTU) }
+func (a SetUp) String() string       { return fmt.Sprintf("set %s up", a.Link) }
+func (a SetIsolated) String() string { return fmt.Sprintf("set %s isolated", a.Link) }
+func (a SetARPIgnore) String() string {
+	return fmt.Sprintf("set %s arp_ignore %d", a.Link, a.Value)
+}
+func (a AddAddress) String() string { return fmt.Sprintf("add address %s to %s", a.Prefix, a.Link) }
+func (a AddRule) String() string    { return "add rule " + a.Rule.String() }
+func (a DeleteRule) String() string { return "delete rule " + a.Rule.String() }
+func (a ReplaceRoute) String() string {
+	return fmt.Sprintf("replace route %s dev %s table %d", a.Route.Dst, a.Route.Dev, a.Route.Table)
+}
+func (a SetFDB) String() string { return fmt.Sprintf("set fdb %s dev %s master static", a.MAC, a.Link) }

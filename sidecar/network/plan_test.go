@@ -1,0 +1,312 @@
+package network
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+func mac(b byte) net.HardwareAddr { return net.HardwareAddr{0x02, 0, 0, 0, 0, b} }
+
+// podLinks is a virt-launcher Pod as KubeVirt leaves it for masquerade.
+func podLinks(extra ...Link) []Link {
+	links := []Link{
+		{Name: "lo", Index: 1, Kind: "device", Up: true, ARPIgnore: -1},
+		{Name: "eth0", Index: 2, Kind: "veth", MTU: 1450, Up: true, ARPIgnore: -1},
+		{Name: "k6t-eth0", Index: 3, Kind: "bridge", MAC: mac(3), MTU: 1450, Up: true},
+		{Name: "tap0", Index: 4, Kind: "tuntap", MasterIndex: 3, MAC: mac(4), MTU: 1450, Up: true, ARPIgnore: -1},
+	}
+	return append(links, extra...)
+}
+
+func bridgeBindingLinks() []Link {
+	links := podLinks()
+	links[1] = Link{Name: "eth0-nic", Index: 2, Kind: "veth", MasterIndex: 3, MTU: 1450, Up: true, ARPIgnore: -1}
+	return links
+}
+
+func actionStrings(as []Action) []string {
+	var s []string
+	for _, a := range as {
+		s = append(s, a.String())
+	}
+	return s
+}
+
+func TestComputeFresh(t *testing.T) {
+	seedMAC := DeriveMAC("uid-1", "k6t-eth0")
+	common := []Action{
+		CreateVeth{Name: LinkName, Peer: PeerName, MAC: seedMAC, PeerMAC: PeerMAC(seedMAC), MTU: 1450},
+		SetARPIgnore{Link: LinkName, Value: ARPIgnoreNone},
+		SetARPIgnore{Link: "k6t-eth0", Value: ARPIgnoreOwn},
+		SetMaster{Link: PeerName, Master: "k6t-eth0"},
+		SetIsolated{Link: PeerName},
+	}
+	tail := []Action{
+		AddAddress{Link: LinkName, Prefix: Address},
+		SetUp{Link: PeerName},
+		SetUp{Link: LinkName},
+		SetFDB{Link: PeerName, MAC: seedMAC},
+		AddRule{Rule: desiredRules()[0]},
+		AddRule{Rule: desiredRules()[1]},
+		ReplaceRoute{Route: Route{Table: RouteTable, Dst: mustPrefix("0.0.0.0/0"), Dev: LinkName}},
+	}
+	tests := []struct {
+		name        string
+		links       []Link
+		wantActions []Action
+		wantIngress []string
+	}{{
+		name:        "masquerade: only the guest's tap on the bridge",
+		links:       podLinks(),
+		wantActions: slices.Concat(common, tail),
+		wantIngress: []string{LinkName, "k6t-eth0"},
+	}, {
+		name:        "bridge binding: eth0-nic is isolated and the bridge is no ingress",
+		links:       bridgeBindingLinks(),
+		wantActions: slices.Concat(common, []Action{SetIsolated{Link: "eth0-nic"}}, tail),
+		wantIngress: []string{LinkName},
+	}, {
+		name: "bridge binding with eth0-nic already isolated",
+		links: func() []Link {
+			l := bridgeBindingLinks()
+			l[1].Isolated = true
+			return l
+		}(),
+		wantActions: slices.Concat(common, tail),
+		wantIngress: []string{LinkName},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Compute(Observed{Links: tt.links}, Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := actionStrings(p.Actions), actionStrings(tt.wantActions); !slices.Equal(got, want) {
+				t.Errorf("actions:\n got %q\nwant %q", got, want)
+			}
+			if got := p.Ingress(); !slices.Equal(got, tt.wantIngress) {
+				t.Errorf("ingress = %v, want %v", got, tt.wantIngress)
+			}
+			if p.GuestPort != "tap0" || p.MAC.String() != seedMAC.String() {
+				t.Errorf("guest port %s mac %s", p.GuestPort, p.MAC)
+			}
+		})
+	}
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func TestComputeWaits(t *testing.T) {
+	tests := []struct {
+		name  string
+		links []Link
+		in    Inputs
+		want  string
+	}{
+		{"no bridge yet", podLinks()[:2], Inputs{Bridge: "k6t-eth0"}, "bridge k6t-eth0 does not exist yet"},
+		{"bridge without tap", podLinks()[:3], Inputs{Bridge: "k6t-eth0"}, "guest port tap0 does not exist yet on k6t-eth0"},
+		{"tap not enslaved yet", func() []Link { l := podLinks(); l[3].MasterIndex = 0; return l }(), Inputs{Bridge: "k6t-eth0"}, "guest port tap0 is not a port of k6t-eth0 yet"},
+		{"named bridge is not a bridge", podLinks(), Inputs{Bridge: "eth0"}, "eth0 is a veth link, not a bridge"},
+		{"override names a missing port", podLinks(), Inputs{Bridge: "k6t-eth0", GuestPort: "vnet7"}, "guest port vnet7 does not exist yet on k6t-eth0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Compute(Observed{Links: tt.links}, tt.in)
+			var we *WaitError
+			if !errors.As(err, &we) {
+				t.Fatalf("err = %v, want a *WaitError", err)
+			}
+			if we.Reason != tt.want {
+				t.Errorf("reason = %q, want %q", we.Reason, tt.want)
+			}
+		})
+	}
+	if _, err := Compute(Observed{}, Inputs{}); err == nil {
+		t.Error("no bridge name: want an error")
+	}
+}
+
+func TestComputeSecondaryAndOverride(t *testing.T) {
+	links := []Link{
+		{Name: "k6t-a1b2c3d4e5f", Index: 7, Kind: "bridge", MTU: 1500},
+		{Name: "tapa1b2c3d4e5f", Index: 8, Kind: "tuntap", MasterIndex: 7},
+		{Name: "a1b2c3d4e5f-nic", Index: 9, Kind: "veth", MasterIndex: 7},
+		{Name: "vnet0", Index: 10, Kind: "veth", MasterIndex: 7},
+	}
+	p, err := Compute(Observed{Links: links}, Inputs{Bridge: "k6t-a1b2c3d4e5f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.GuestPort != "tapa1b2c3d4e5f" || p.BridgeIngress {
+		t.Errorf("guest port %s, bridge ingress %v", p.GuestPort, p.BridgeIngress)
+	}
+	// An explicit --guest-port wins, and the derived tap becomes foreign.
+	p, err = Compute(Observed{Links: links}, Inputs{Bridge: "k6t-a1b2c3d4e5f", GuestPort: "vnet0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.GuestPort != "vnet0" || !slices.ContainsFunc(p.Actions, func(a Action) bool { return a == SetIsolated{Link: "tapa1b2c3d4e5f"} }) {
+		t.Errorf("guest port %s, actions %q", p.GuestPort, actionStrings(p.Actions))
+	}
+	// A lone tap with an unexpected name is still the guest's.
+	links[1].Name = "tap-custom"
+	if p, err = Compute(Observed{Links: links}, Inputs{Bridge: "k6t-a1b2c3d4e5f"}); err != nil || p.GuestPort != "tap-custom" {
+		t.Errorf("lone tap: port %q, err %v", p.GuestPort, err)
+	}
+}
+
+// adopted is the namespace after a successful apply for podLinks.
+func adopted(t *testing.T, links []Link) Observed {
+	t.Helper()
+	f := newFake(links...)
+	p, err := Compute(f.observe(), Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(t.Context(), f, p, testLog(t)); err != nil {
+		t.Fatal(err)
+	}
+	return f.observe()
+}
+
+func TestComputeAdopts(t *testing.T) {
+	obs := adopted(t, podLinks())
+	// A restarted sidecar with another seed keeps the existing MAC: the
+	// guest's neighbour entry must stay valid.
+	p, err := Compute(obs, Inputs{Bridge: "k6t-eth0", MACSeed: "something else"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Actions) != 0 {
+		t.Errorf("adopting: actions %q, want none", actionStrings(p.Actions))
+	}
+	if got, want := p.MAC.String(), DeriveMAC("uid-1", "k6t-eth0").String(); got != want {
+		t.Errorf("mac = %s, want the adopted %s", got, want)
+	}
+}
+
+func TestComputeRepairs(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Observed)
+		want   []string
+	}{{
+		name: "stale rule of ours at our priority",
+		mutate: func(o *Observed) {
+			o.Rules[1].Table = 99
+		},
+		want: []string{"delete rule 1691: from 169.254.169.254/32 lookup 99", "add rule 1691: from 169.254.169.254/32 lookup 43518"},
+	}, {
+		name: "someone downed veth-imds and removed the address",
+		mutate: func(o *Observed) {
+			l := o.link(LinkName)
+			l.Up, l.Addrs = false, nil
+		},
+		want: []string{"add address 169.254.169.254/32 to veth-imds", "set veth-imds up"},
+	}, {
+		name: "the bridge grew jumbo frames",
+		mutate: func(o *Observed) {
+			o.link("k6t-eth0").MTU = 9000
+		},
+		want: []string{"set veth-imds mtu 9000", "set veth-imds-br mtu 9000"},
+	}, {
+		name: "a foreign port joined the bridge",
+		mutate: func(o *Observed) {
+			o.Links = append(o.Links, Link{Name: "eth0-nic", Index: 50, Kind: "veth", MasterIndex: 3})
+		},
+		want: []string{"set eth0-nic isolated"},
+	}, {
+		name: "the kernel's arp_ignore was reset",
+		mutate: func(o *Observed) {
+			o.link(LinkName).ARPIgnore = 0
+			o.link("k6t-eth0").ARPIgnore = 2 // stricter than needed: kept
+		},
+		want: []string{"set veth-imds arp_ignore 8"},
+	}, {
+		name: "a link named veth-imds that is not ours",
+		mutate: func(o *Observed) {
+			o.Links = slices.DeleteFunc(o.Links, func(l Link) bool { return l.Name == PeerName })
+			o.link(LinkName).Kind = "device"
+		},
+		want: []string{"delete link veth-imds", "create veth veth-imds (" + DeriveMAC("uid-1", "k6t-eth0").String() + ") peer veth-imds-br (" + PeerMAC(DeriveMAC("uid-1", "k6t-eth0")).String() + ") mtu 1450"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obs := adopted(t, podLinks())
+			tt.mutate(&obs)
+			p, err := Compute(obs, Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := actionStrings(p.Actions)
+			if len(got) > len(tt.want) {
+				got = got[:len(tt.want)]
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("actions start %q, want %q (all: %q)", got, tt.want, actionStrings(p.Actions))
+			}
+		})
+	}
+}
+
+func TestGuestPortName(t *testing.T) {
+	for bridge, want := range map[string]string{
+		"k6t-eth0":        "tap0",
+		"k6t-net1":        "tap1",
+		"k6t-net12":       "tap12",
+		"k6t-a1b2c3d4e5f": "tapa1b2c3d4e5f",
+		"k6t-network":     "tapnetwork",
+	} {
+		if got := GuestPortName(bridge); got != want {
+			t.Errorf("GuestPortName(%q) = %q, want %q", bridge, got, want)
+		}
+	}
+}
+
+func TestDeriveMAC(t *testing.T) {
+	a := DeriveMAC("uid-1", "k6t-eth0")
+	if a.String() != DeriveMAC("uid-1", "k6t-eth0").String() {
+		t.Error("not deterministic")
+	}
+	if a[0]&0x01 != 0 || a[0]&0x02 == 0 {
+		t.Errorf("%s is not a locally administered unicast address", a)
+	}
+	seen := map[string]bool{}
+	for _, in := range [][2]string{{"uid-1", "k6t-eth0"}, {"uid-2", "k6t-eth0"}, {"uid-1", "k6t-net1"}, {"", "k6t-eth0"}} {
+		m := DeriveMAC(in[0], in[1])
+		if seen[m.String()] {
+			t.Errorf("collision for %v", in)
+		}
+		seen[m.String()] = true
+		if m[0]&0x03 != 0x02 {
+			t.Errorf("%s: bad first octet", m)
+		}
+	}
+}
+
+func TestPeerMAC(t *testing.T) {
+	m := DeriveMAC("uid-1", "k6t-eth0")
+	p := PeerMAC(m)
+	if p[0] != 0xfe || p[1] != 0xff || string(p[2:]) != string(m[2:]) {
+		t.Errorf("PeerMAC(%s) = %s", m, p)
+	}
+	if m[0] == 0xfe {
+		t.Skip("derived MAC happens to start with fe")
+	}
+	if p.String() == m.String() {
+		t.Error("peer and link share a MAC")
+	}
+}
+
+func BenchmarkCompute(b *testing.B) {
+	obs := Observed{Links: bridgeBindingLinks()}
+	in := Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"}
+	for b.Loop() {
+		if _, err := Compute(obs, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

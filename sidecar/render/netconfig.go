@@ -1,0 +1,248 @@
+package render
+
+import (
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+)
+
+// NetworkConfigV2 renders cloud-init network-config version 2 (netplan) YAML.
+// Each NIC is keyed eth<i> and, where its MAC address is known, matched by it.
+// A document carrying the user's own version 2 text (Network.NetplanV2) gets
+// it back verbatim. It returns nil when the document has no network
+// configuration: the guest then keeps its own fallback.
+func NetworkConfigV2(d *payload.Document) ([]byte, error) {
+	if d == nil || d.Network == nil {
+		return nil, nil
+	}
+	if d.Network.NetplanV2 != "" {
+		return []byte(d.Network.NetplanV2), nil
+	}
+	type nsV2 struct {
+		Addresses []string `json:"addresses,omitempty"`
+		Search    []string `json:"search,omitempty"`
+	}
+	type routeV2 struct {
+		To     string `json:"to"`
+		Via    string `json:"via,omitempty"`
+		Metric int    `json:"metric,omitempty"`
+	}
+	type matchV2 struct {
+		MACAddress string `json:"macaddress"`
+	}
+	type ethV2 struct {
+		Match       *matchV2  `json:"match,omitempty"`
+		MTU         int       `json:"mtu,omitempty"`
+		DHCP4       bool      `json:"dhcp4"`
+		DHCP6       bool      `json:"dhcp6"`
+		Addresses   []string  `json:"addresses,omitempty"`
+		Routes      []routeV2 `json:"routes,omitempty"`
+		Nameservers *nsV2     `json:"nameservers,omitempty"`
+	}
+	type netV2 struct {
+		Version   int              `json:"version"`
+		Ethernets map[string]ethV2 `json:"ethernets"`
+	}
+	out := netV2{Version: 2, Ethernets: map[string]ethV2{}}
+	global := globalDNS(d.Network)
+	for _, c := range nics(d.Network) {
+		e := ethV2{MTU: c.mtu, DHCP4: c.dhcp4, DHCP6: c.dhcp6}
+		// Match by MAC without set-name: a rename needs the NIC down, and
+		// the NIC that fetched this file is up, so cloud-init's rename
+		// would fail and leave a configuration for a name that does not
+		// exist. netplan matches the MAC natively.
+		if c.mac != "" {
+			e.Match = &matchV2{MACAddress: c.mac}
+		}
+		if !c.dhcp4 {
+			for _, p := range c.v4 {
+				e.Addresses = append(e.Addresses, p.String())
+			}
+		}
+		if !c.dhcp6 {
+			for _, p := range c.v6 {
+				e.Addresses = append(e.Addresses, p.String())
+			}
+		}
+		// 0.0.0.0/0 rather than "default": every cloud-init and netplan
+		// version understands it.
+		if c.gw4.IsValid() {
+			e.Routes = append(e.Routes, routeV2{To: "0.0.0.0/0", Via: c.gw4.String()})
+		}
+		if c.gw6.IsValid() {
+			e.Routes = append(e.Routes, routeV2{To: "::/0", Via: c.gw6.String()})
+		}
+		for _, r := range c.routes {
+			rv := routeV2{To: r.to.String(), Metric: r.metric}
+			if r.via.IsValid() {
+				rv.Via = r.via.String()
+			}
+			e.Routes = append(e.Routes, rv)
+		}
+		ns := c.dns
+		if c.primary {
+			// netplan has no global resolvers; the primary NIC carries them.
+			ns = mergeDNS(global, c.dns)
+		}
+		if !ns.empty() {
+			e.Nameservers = &nsV2{Addresses: ns.addrStrings(), Search: ns.search}
+		}
+		out.Ethernets[c.name] = e
+	}
+	return marshalYAML(map[string]any{"network": out})
+}
+
+// NetworkConfigV1 renders cloud-init network-config version 1 YAML. It returns
+// nil when the document has no network configuration.
+func NetworkConfigV1(d *payload.Document) ([]byte, error) {
+	if d == nil || d.Network == nil {
+		return nil, nil
+	}
+	type routeV1 struct {
+		Network string `json:"network"`
+		Netmask string `json:"netmask,omitempty"`
+		Prefix  int    `json:"prefix,omitempty"`
+		Gateway string `json:"gateway,omitempty"`
+		Metric  int    `json:"metric,omitempty"`
+	}
+	type subnetV1 struct {
+		Type           string    `json:"type"`
+		Address        string    `json:"address,omitempty"`
+		Gateway        string    `json:"gateway,omitempty"`
+		DNSNameservers []string  `json:"dns_nameservers,omitempty"`
+		DNSSearch      []string  `json:"dns_search,omitempty"`
+		Routes         []routeV1 `json:"routes,omitempty"`
+	}
+	type entryV1 struct {
+		Type       string     `json:"type"`
+		Name       string     `json:"name,omitempty"`
+		MACAddress string     `json:"mac_address,omitempty"`
+		MTU        int        `json:"mtu,omitempty"`
+		Subnets    []subnetV1 `json:"subnets,omitempty"`
+		Address    []string   `json:"address,omitempty"`
+		Search     []string   `json:"search,omitempty"`
+	}
+	config := []entryV1{}
+	for _, c := range nics(d.Network) {
+		e := entryV1{Type: "physical", Name: c.name, MACAddress: c.mac, MTU: c.mtu}
+		var r4, r6 []routeV1
+		for _, r := range c.routes {
+			rv := routeV1{Network: r.to.Addr().String(), Metric: r.metric}
+			if r.to.Addr().Is4() {
+				rv.Netmask = netmask4(r.to.Bits())
+			} else {
+				rv.Prefix = r.to.Bits()
+			}
+			if r.via.IsValid() {
+				rv.Gateway = r.via.String()
+			}
+			if r.to.Addr().Is4() {
+				r4 = append(r4, rv)
+			} else {
+				r6 = append(r6, rv)
+			}
+		}
+		dnsDone := false
+		withDNS := func(s subnetV1) subnetV1 {
+			if !dnsDone && !c.dns.empty() {
+				s.DNSNameservers, s.DNSSearch = c.dns.addrStrings(), c.dns.search
+				dnsDone = true
+			}
+			return s
+		}
+		switch {
+		case c.dhcp4:
+			e.Subnets = append(e.Subnets, withDNS(subnetV1{Type: "dhcp4", Routes: r4}))
+		default:
+			for i, p := range c.v4 {
+				s := subnetV1{Type: "static", Address: p.String()}
+				if i == 0 {
+					if c.gw4.IsValid() {
+						s.Gateway = c.gw4.String()
+					}
+					s.Routes = r4
+				}
+				e.Subnets = append(e.Subnets, withDNS(s))
+			}
+		}
+		switch {
+		case c.dhcp6:
+			e.Subnets = append(e.Subnets, withDNS(subnetV1{Type: "dhcp6", Routes: r6}))
+		default:
+			for i, p := range c.v6 {
+				s := subnetV1{Type: "static6", Address: p.String()}
+				if i == 0 {
+					if c.gw6.IsValid() {
+						s.Gateway = c.gw6.String()
+					}
+					s.Routes = r6
+				}
+				e.Subnets = append(e.Subnets, withDNS(s))
+			}
+		}
+		config = append(config, e)
+	}
+	if g := globalDNS(d.Network); !g.empty() {
+		config = append(config, entryV1{Type: "nameserver", Address: g.addrStrings(), Search: g.search})
+	}
+	return marshalYAML(map[string]any{"network": map[string]any{"version": 1, "config": config}})
+}
+
+// marshalYAML encodes v as YAML with sorted keys. It goes through JSON (as
+// sigs.k8s.io/yaml does), escaping the characters a YAML reader refuses
+// raw on the way, so that any string in the document can be rendered.
+func marshalYAML(v any) ([]byte, error) {
+	j, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encoding YAML: %w", err)
+	}
+	out, err := yaml.JSONToYAML(escapeNonPrintable(j))
+	if err != nil {
+		return nil, fmt.Errorf("encoding YAML: %w", err)
+	}
+	return out, nil
+}
+
+// escapeNonPrintable rewrites, in JSON text, every character outside YAML's
+// printable set as a \u escape. Such characters can only occur inside JSON
+// strings (everything else is ASCII), where the escape means the same.
+func escapeNonPrintable(j []byte) []byte {
+	var out []byte
+	for i := 0; i < len(j); {
+		r, size := utf8.DecodeRune(j[i:])
+		if yamlPrintable(r) {
+			if out != nil {
+				out = append(out, j[i:i+size]...)
+			}
+			i += size
+			continue
+		}
+		if out == nil {
+			out = append(make([]byte, 0, len(j)+16), j[:i]...)
+		}
+		// Every non-printable rune is below U+10000: one escape suffices.
+		out = fmt.Appendf(out, `\u%04x`, r)
+		i += size
+	}
+	if out == nil {
+		return j
+	}
+	return out
+}
+
+// yamlPrintable is YAML 1.1's set of characters allowed in a stream.
+func yamlPrintable(r rune) bool {
+	switch {
+	case r == 0x09, r == 0x0A, r == 0x0D, r >= 0x20 && r <= 0x7E, r == 0x85:
+		return true
+	case r >= 0xA0 && r <= 0xD7FF, r >= 0xE000 && r <= 0xFFFD && r != 0xFEFF:
+		return true
+	case r >= 0x10000 && r <= 0x10FFFF:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,75 @@
+package server
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
+)
+
+// discard is a ResponseWriter that keeps nothing, so the benchmarks measure
+// the handler rather than a recorder.
+type discard struct {
+	h    http.Header
+	code int
+}
+
+func (d *discard) Header() http.Header         { return d.h }
+func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discard) WriteHeader(code int)        { d.code = code }
+
+func benchHandler(b *testing.B, target string, hdr ...string) {
+	e := newEnv(b, storetest.Document(), nil)
+	h := e.srv.Handler()
+	req := httptest.NewRequest(http.MethodGet, target, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := &discard{h: http.Header{}}
+	h.ServeHTTP(w, req)
+	want := w.code
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	}
+	b.StopTimer()
+	if w.code != want || (want != http.StatusOK && want != http.StatusNotFound) {
+		b.Fatalf("status %d", w.code)
+	}
+}
+
+func BenchmarkHandlerNoCloudMetaData(b *testing.B) { benchHandler(b, "/nocloud/meta-data") }
+func BenchmarkHandlerNoCloudUserData(b *testing.B) { benchHandler(b, "/nocloud/user-data") }
+func BenchmarkHandlerOpenStackMetaData(b *testing.B) {
+	benchHandler(b, "/openstack/latest/meta_data.json")
+}
+func BenchmarkHandlerEC2Leaf(b *testing.B)    { benchHandler(b, "/latest/meta-data/instance-id") }
+func BenchmarkHandlerV1Identity(b *testing.B) { benchHandler(b, "/v1/identity", "Metadata", "true") }
+func BenchmarkHandlerV1Token(b *testing.B) {
+	benchHandler(b, "/v1/token?audience=vault", "Metadata", "true")
+}
+func BenchmarkHandlerNotFound(b *testing.B) { benchHandler(b, "/nope") }
+
+// BenchmarkHandlerParallel runs the NoCloud meta-data route from every
+// GOMAXPROCS goroutine at once: the shared limiter and snapshot are the
+// contended parts.
+func BenchmarkHandlerParallel(b *testing.B) {
+	e := newEnv(b, storetest.Document(), nil)
+	h := e.srv.Handler()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req := httptest.NewRequest(http.MethodGet, "/nocloud/meta-data", nil)
+		w := &discard{h: http.Header{}}
+		for pb.Next() {
+			clear(w.h)
+			h.ServeHTTP(w, req)
+			if w.code != http.StatusOK {
+				b.Errorf("status %d", w.code)
+				return
+			}
+		}
+	})
+}

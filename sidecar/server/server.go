@@ -1,0 +1,468 @@
+// Package server is the sidecar's guest-facing HTTP side. One handler serves
+// every dialect of the current payload document:
+//
+//   - /v1/…: kubevirt-imds' own JSON API (header "Metadata: true" required),
+//     with ETag long polling and ServiceAccount tokens;
+//   - /nocloud/…: cloud-init's NoCloud seed;
+//   - /openstack/…: nova's metadata API, and the EC2-compatible tree nova
+//     serves beside it under /, /latest/ and /2009-04-04/.
+//
+// Every response body derives from the document (or a token file) alone, and
+// its ETag from the body, so what a guest sees never depends on when the
+// sidecar started.
+//
+// Routes (GET and HEAD; every 200 carries an ETag, If-None-Match gives 304):
+//
+//	/nocloud/ (also /nocloud)          listing of the files below
+//	/nocloud/meta-data                 YAML: instance-id, local-hostname, hostname, public-keys, network-interfaces
+//	/nocloud/user-data                 verbatim; empty 200 when there is none (cloud-init fails NoCloud on an error)
+//	/nocloud/vendor-data               verbatim; 404 when there is none
+//	/nocloud/network-config            version 2 YAML (or the user's own verbatim); 404 without network configuration
+//	/openstack (also /openstack/)      the versions, one per line
+//	/openstack/<v>/ (also without /)   the files of <v>, by nova's history
+//	/openstack/<v>/meta_data.json      nova's meta_data.json
+//	/openstack/<v>/network_data.json   nova's network_data.json (2015-10-15 and later)
+//	/openstack/<v>/user_data           verbatim; 404 when there is none
+//	/openstack/<v>/vendor_data.json    {"cloud-init": vendor data} (2013-10-17 and later)
+//	/openstack/<v>/vendor_data2.json   {} (2016-10-06 and later)
+//	/openstack/<v>/password            empty (2013-04-04 and later); POST gets 409
+//	/                                  EC2 versions: 2009-04-04, latest
+//	/<2009-04-04|latest>/              meta-data/ and, when present, user-data
+//	/<2009-04-04|latest>/meta-data/…   EC2 tree; directories list children, also without the trailing slash
+//	/<2009-04-04|latest>/user-data     verbatim; 404 when there is none
+//	/v1/ (also /v1)                    the endpoints below
+//	/v1/identity                       JSON: instanceId, uid, name, namespace, hostname, serviceAccountName
+//	/v1/metadata                       JSON: the whole payload.Instance
+//	/v1/user-data, /v1/vendor-data     verbatim; 404 when there is none
+//	/v1/network-config                 ?format=json (default, payload.Network), v1, v2 (YAML) or eni; 404 without network configuration, 400 for another format
+//	/v1/token                          ?audience=A → {"audience","token","expirationTimestamp"}, exp read from the JWT
+//
+// /v1/token: with one audience configured it is the default; with several,
+// leaving ?audience= out gets 400 listing them; no audience configured, or an
+// unknown one, gets 404; a token file kubelet has not written yet gets 503.
+//
+// Long polling on every /v1 endpoint: ?wait_for_change=true&last_etag=E&
+// timeout_sec=N answers at once when the ETag differs from E (the current
+// ETag when E is absent), otherwise when the document changes so that it
+// does, after N seconds (default and cap 300) with the current value, or when
+// the server shuts down. A token's rotation is seen at the timeout or the next
+// document change, as token files are not watched.
+//
+// /v1 requires the header "Metadata: true" (400 otherwise) and answers errors
+// as {"error":{"code":N,"message":"…"}}; the other dialects answer errors as a
+// plain status line, since their clients cannot send headers or parse JSON
+// errors.
+//
+// Requests are screened before routing, in this order: any X-Forwarded-For
+// header is refused (403), the token bucket answers 429 with Retry-After, a
+// request URI over 2 KiB gets 414, a path that is not canonical gets 400, and
+// methods other than GET and HEAD get 405 with Allow. The one exception is a
+// POST to OpenStack's password file, answered 409: nova's "already set",
+// which cloudbase-init accepts, where any other error makes it retry and
+// fail. Canonical means: only letters, digits and "-._~/", no percent-encoding at all, no empty,
+// "." or ".." segment, i.e. unchanged by path.Clean apart from one trailing
+// slash. Such paths are refused rather than redirected or cleaned, so no
+// spelling of a path can reach a document other than by its one canonical
+// name. Unknown paths, and paths of dialects the document does not enable,
+// get 404. Before the first document is loaded, every path of a known dialect
+// gets 503 with Retry-After.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"math"
+	"net"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store"
+)
+
+const (
+	// DefaultRateLimit is the sustained request rate, per second.
+	DefaultRateLimit = 5
+	// DefaultBurst is the token bucket's size. One cloud-init boot with the
+	// OpenStack datasource makes about 20 requests back to back (version
+	// list, five OpenStack files, the EC2 crawl of /latest/meta-data/ with
+	// its listings and leaves, user-data); NoCloud makes four. cloud-init may
+	// run the datasource in both its local and network stages, and
+	// cloudbase-init probes several versions first. 100 covers several such
+	// boots back to back while 5/s still caps a runaway client.
+	DefaultBurst = 100
+
+	// MaxWait caps a long poll's timeout_sec.
+	MaxWait = 300 * time.Second
+	// maxURIBytes caps the request URI (414 beyond it).
+	maxURIBytes = 2048
+	// maxHeaderBytes caps the request line and headers; net/http answers
+	// 431 beyond it.
+	maxHeaderBytes = 8 << 10
+	// retryAfterUnloaded is the Retry-After of a 503 before the first
+	// document: kubelet mounts the Secret within seconds.
+	retryAfterUnloaded = "1"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Store provides the document. Required.
+	Store *store.Store
+	// RateLimit is the sustained rate in requests per second; 0 means
+	// DefaultRateLimit.
+	RateLimit float64
+	// Burst is the token bucket size; 0 means DefaultBurst.
+	Burst int
+	// Registry receives the server's metrics; nil registers none.
+	Registry prometheus.Registerer
+	// Log receives request and error logs.
+	Log logr.Logger
+}
+
+// Server serves the payload document to the guest.
+type Server struct {
+	store   *store.Store
+	log     logr.Logger
+	limiter *rate.Limiter
+	// retryAfter is the 429 Retry-After value: the time one token takes.
+	retryAfter string
+	metrics    *metrics
+	handler    http.Handler
+
+	snapMu sync.Mutex
+	snap   atomic.Pointer[snapshot]
+
+	// polling counts the long polls waiting for a change.
+	polling atomic.Int64
+
+	// stopping is closed when Serve begins shutting down, ending long polls.
+	stopping chan struct{}
+	stopOnce sync.Once
+
+	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout, shutdownGrace time.Duration
+}
+
+// New returns a Server for c.
+func New(c Config) (*Server, error) {
+	if c.Store == nil {
+		return nil, errors.New("server: Config.Store is required")
+	}
+	if c.RateLimit < 0 || math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) {
+		return nil, fmt.Errorf("server: invalid rate limit %v", c.RateLimit)
+	}
+	if c.Burst < 0 {
+		return nil, fmt.Errorf("server: invalid burst %d", c.Burst)
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = DefaultRateLimit
+	}
+	if c.Burst == 0 {
+		c.Burst = DefaultBurst
+	}
+	s := &Server{
+		store:             c.Store,
+		log:               c.Log,
+		limiter:           rate.NewLimiter(rate.Limit(c.RateLimit), c.Burst),
+		retryAfter:        strconv.Itoa(max(1, int(math.Ceil(1/c.RateLimit)))),
+		stopping:          make(chan struct{}),
+		readHeaderTimeout: 5 * time.Second,
+		readTimeout:       10 * time.Second,
+		writeTimeout:      10 * time.Second,
+		idleTimeout:       60 * time.Second,
+		shutdownGrace:     5 * time.Second,
+	}
+	m, err := newMetrics(c.Registry, c.Store, func() float64 { return float64(s.polling.Load()) })
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.handler = http.HandlerFunc(s.serveHTTP)
+	return s, nil
+}
+
+// Handler returns the guest-facing handler for all dialects.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves Handler on ln until ctx is done, then shuts down gracefully:
+// long polls return their current value, in-flight requests get a few
+// seconds to finish. It returns nil after a shutdown caused by ctx. Serve may
+// run on several listeners at once; the first to stop ends all long polls.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.readHeaderTimeout,
+		ReadTimeout:       s.readTimeout,
+		// Long polls extend their own deadline; everything else is small.
+		WriteTimeout:   s.writeTimeout,
+		IdleTimeout:    s.idleTimeout,
+		MaxHeaderBytes: maxHeaderBytes,
+		ErrorLog:       log.New(logWriter{s.log}, "", 0),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving metadata: %w", err)
+	case <-ctx.Done():
+	}
+	s.stopOnce.Do(func() { close(s.stopping) })
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shutting down metadata server: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving metadata: %w", err)
+	}
+	return nil
+}
+
+// dialect classifies a path for routing and metrics; "" is no dialect.
+func dialectOf(p string) payload.Dialect {
+	first, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	switch first {
+	case "v1":
+		return payload.DialectV1
+	case "nocloud":
+		return payload.DialectNoCloud
+	case "openstack", "latest", "2009-04-04":
+		return payload.DialectOpenStack
+	case "":
+		if p == "/" {
+			return payload.DialectOpenStack
+		}
+	}
+	return ""
+}
+
+func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	w := &recorder{ResponseWriter: rw}
+	d := dialectOf(r.URL.Path)
+	longPoll := false
+	defer func() {
+		s.metrics.observe(d, w.code(), time.Since(start), longPoll)
+		if s.log.V(1).Enabled() {
+			s.log.V(1).Info("request", "method", r.Method, "uri", r.RequestURI, "remote", r.RemoteAddr, "status", w.code(), "duration", time.Since(start))
+		}
+	}()
+
+	if _, ok := r.Header["X-Forwarded-For"]; ok {
+		s.fail(w, d, http.StatusForbidden, "requests carrying X-Forwarded-For are refused")
+		return
+	}
+	if !s.limiter.Allow() {
+		w.Header().Set("Retry-After", s.retryAfter)
+		s.fail(w, d, http.StatusTooManyRequests, "rate limit exceeded")
+		return
+	}
+	if len(r.RequestURI) > maxURIBytes {
+		s.fail(w, d, http.StatusRequestURITooLong, "request URI too long")
+		return
+	}
+	if !canonical(r) {
+		s.fail(w, d, http.StatusBadRequest, "path is not canonical")
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && !passwordPost(r) {
+		w.Header().Set("Allow", "GET, HEAD")
+		s.fail(w, d, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	switch d {
+	case payload.DialectV1:
+		longPoll = r.URL.Query().Get("wait_for_change") == "true"
+		s.serveV1(w, r)
+	case payload.DialectNoCloud, payload.DialectOpenStack:
+		s.serveStatic(w, r, d)
+	default:
+		s.fail(w, d, http.StatusNotFound, "not found")
+	}
+}
+
+// canonical reports whether r's path is its own canonical spelling; see the
+// package documentation.
+func canonical(r *http.Request) bool {
+	if r.URL.RawPath != "" || r.URL.Opaque != "" {
+		return false
+	}
+	p := r.URL.Path
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			c == '-', c == '.', c == '_', c == '~', c == '/':
+		default:
+			return false
+		}
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean == p
+}
+
+// current returns the snapshot of the current document, or nil before the
+// first document.
+func (s *Server) current() *snapshot {
+	doc := s.store.Current()
+	if doc == nil {
+		return nil
+	}
+	if sn := s.snap.Load(); sn != nil && sn.doc == doc {
+		return sn
+	}
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	if sn := s.snap.Load(); sn != nil && sn.doc == doc {
+		return sn
+	}
+	sn, err := buildSnapshot(doc)
+	if err != nil {
+		// Logged once per document; those files answer 500.
+		s.log.Error(err, "some files cannot be rendered")
+	}
+	s.snap.Store(sn)
+	return sn
+}
+
+func (s *Server) serveStatic(w http.ResponseWriter, r *http.Request, d payload.Dialect) {
+	sn := s.current()
+	if sn == nil {
+		w.Header().Set("Retry-After", retryAfterUnloaded)
+		s.fail(w, d, http.StatusServiceUnavailable, "metadata not available yet")
+		return
+	}
+	res, ok := sn.files[r.URL.Path]
+	if !ok {
+		s.fail(w, d, http.StatusNotFound, "not found")
+		return
+	}
+	if r.Method == http.MethodPost {
+		// Nova accepts one password POST and answers 409 once a password
+		// is set. Passwords are never stored here, so every POST gets the
+		// 409 that cloudbase-init treats as "already set" and moves on
+		// from; any other error makes it retry and fail its plugin.
+		w.Header().Set("Allow", "GET, HEAD")
+		s.fail(w, d, http.StatusConflict, "the password cannot be set")
+		return
+	}
+	writeResource(w, r, res)
+}
+
+// passwordPost reports a POST to an OpenStack version's password file.
+func passwordPost(r *http.Request) bool {
+	return r.Method == http.MethodPost && dialectOf(r.URL.Path) == payload.DialectOpenStack &&
+		strings.HasPrefix(r.URL.Path, "/openstack/") && path.Base(r.URL.Path) == "password"
+}
+
+// writeResource writes res, or 304 when If-None-Match names its ETag.
+func writeResource(w http.ResponseWriter, r *http.Request, res *resource) {
+	h := w.Header()
+	if res.failed {
+		h.Set("Content-Type", contentText)
+		h.Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(http.StatusText(http.StatusInternalServerError) + "\n"))
+		return
+	}
+	h.Set("ETag", res.etag)
+	if res.noStore {
+		h.Set("Cache-Control", "no-store")
+	}
+	if etagMatches(r.Header.Get("If-None-Match"), res.etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.Set("Content-Type", res.contentType)
+	h.Set("Content-Length", strconv.Itoa(len(res.body)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(res.body)
+	}
+}
+
+// etagMatches implements If-None-Match's weak comparison.
+func etagMatches(header, etag string) bool {
+	if header == "" {
+		return false
+	}
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// fail writes an error: JSON on /v1, a plain line elsewhere.
+func (s *Server) fail(w http.ResponseWriter, d payload.Dialect, code int, msg string) {
+	if d == payload.DialectV1 {
+		writeJSONError(w, code, msg)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", contentText)
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(http.StatusText(code) + "\n"))
+}
+
+// recorder notes the status code for metrics and logs. Unwrap keeps
+// http.ResponseController working through it.
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *recorder) code() int {
+	if r.status == 0 {
+		// The handler wrote nothing: the client went away during a long
+		// poll. 499 is the conventional "client closed request".
+		return 499
+	}
+	return r.status
+}
+
+// logWriter sends net/http's own messages (malformed requests, handler
+// panics) to the structured log.
+type logWriter struct{ log logr.Logger }
+
+func (l logWriter) Write(p []byte) (int, error) {
+	l.log.Info("http server", "message", strings.TrimSpace(string(p)))
+	return len(p), nil
+}

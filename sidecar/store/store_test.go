@@ -1,0 +1,238 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
+)
+
+// waitChanged waits for ch to close, failing after d.
+func waitChanged(t *testing.T, ch <-chan struct{}, d time.Duration, what string) {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ch:
+	case <-timer.C:
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+func newDir(t *testing.T) *storetest.Dir {
+	t.Helper()
+	d, err := storetest.NewDir(filepath.Join(t.TempDir(), "payload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestLoad(t *testing.T) {
+	dir := newDir(t)
+	s := store.New(store.Options{PayloadDir: dir.Path}, logr.Discard())
+
+	if _, err := s.Load(); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Load without a file: %v, want fs.ErrNotExist", err)
+	}
+	if s.Current() != nil || s.Loaded() {
+		t.Fatal("document loaded from nothing")
+	}
+
+	doc := storetest.Document()
+	if err := dir.WriteDocument(doc); err != nil {
+		t.Fatal(err)
+	}
+	ch := s.Changed()
+	changed, err := s.Load()
+	if err != nil || !changed {
+		t.Fatalf("Load = %v, %v; want true, nil", changed, err)
+	}
+	waitChanged(t, ch, time.Second, "Changed after the first load")
+	if got := s.Current(); got == nil || got.Hash != doc.Hash {
+		t.Fatalf("Current = %v, want hash %s", got, doc.Hash)
+	}
+
+	// The same content again is no change.
+	if changed, err := s.Load(); err != nil || changed {
+		t.Fatalf("reloading the same file: %v, %v; want false, nil", changed, err)
+	}
+
+	for name, raw := range map[string][]byte{
+		"garbage":        []byte("{not json"),
+		"wrong hash":     []byte(`{"apiVersion":"` + payload.APIVersion + `","instance":{"id":"x"},"hash":"sha256:00"}`),
+		"wrong version":  []byte(`{"apiVersion":"v0","instance":{"id":"x"}}`),
+		"empty":          {},
+		"no instance id": mustSeal(t, &payload.Document{}),
+	} {
+		if err := dir.WritePayload(raw); err != nil {
+			t.Fatal(err)
+		}
+		if changed, err := s.Load(); err == nil || changed {
+			t.Errorf("%s: Load = %v, %v; want an error", name, changed, err)
+		}
+		if got := s.Current(); got == nil || got.Hash != doc.Hash {
+			t.Errorf("%s: the last good document was dropped", name)
+		}
+	}
+	if st := s.Stats(); st.Reloads != 1 || st.Failures != 6 {
+		t.Errorf("Stats = %+v, want 1 reload and 6 failures", st)
+	}
+}
+
+func mustSeal(t *testing.T, d *payload.Document) []byte {
+	t.Helper()
+	raw, err := d.Seal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestRunReloadsOnSwap swaps ..data as kubelet does and expects the new
+// document within a second, then a broken one (kept out), then a fixed one.
+func TestRunReloadsOnSwap(t *testing.T) {
+	dir := newDir(t)
+	doc := storetest.Document()
+	if err := dir.WriteDocument(doc); err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(store.Options{PayloadDir: dir.Path}, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	first := s.Changed()
+	go func() { done <- s.Run(ctx) }()
+	waitChanged(t, first, 5*time.Second, "the initial load")
+
+	for i, host := range []string{"vm1-renamed", "vm1-again"} {
+		ch := s.Changed()
+		doc.Instance.Hostname = host
+		if err := dir.WriteDocument(doc); err != nil {
+			t.Fatal(err)
+		}
+		waitChanged(t, ch, time.Second, "the swapped document")
+		if got := s.Current().Instance.Hostname; got != host {
+			t.Fatalf("swap %d: hostname %q, want %q", i, got, host)
+		}
+		if v, err := dir.Versions(); err != nil || len(v) != 1 {
+			t.Fatalf("version directories after the swap: %v, %v", v, err)
+		}
+	}
+
+	// A broken update keeps the last good document; the next good one is
+	// picked up.
+	ch := s.Changed()
+	if err := dir.WritePayload([]byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	doc.Instance.Hostname = "vm1-fixed"
+	if err := dir.WriteDocument(doc); err != nil {
+		t.Fatal(err)
+	}
+	waitChanged(t, ch, time.Second, "the fixed document")
+	if got := s.Current().Instance.Hostname; got != "vm1-fixed" {
+		t.Fatalf("hostname %q after a broken and a fixed update", got)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v on cancel, want nil", err)
+	}
+}
+
+// TestRunStartsWithoutFile covers a Secret that is not mounted yet when the
+// sidecar starts: the first document arrives later through the watch.
+func TestRunStartsWithoutFile(t *testing.T) {
+	dir := newDir(t)
+	s := store.New(store.Options{PayloadDir: dir.Path}, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := s.Changed()
+	go func() { _ = s.Run(ctx) }()
+	if s.Current() != nil {
+		t.Fatal("document from an empty directory")
+	}
+	if err := dir.WriteDocument(storetest.Document()); err != nil {
+		t.Fatal(err)
+	}
+	waitChanged(t, ch, 5*time.Second, "the first document")
+	if !s.Loaded() {
+		t.Fatal("not loaded after Changed")
+	}
+}
+
+// TestRunPlainWrite covers a payload file written in place rather than by
+// kubelet's symlink swap.
+func TestRunPlainWrite(t *testing.T) {
+	root := t.TempDir()
+	file := filepath.Join(root, payload.SecretKey)
+	doc := storetest.Document()
+	if err := os.WriteFile(file, mustSeal(t, doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(store.Options{PayloadDir: root}, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := s.Changed()
+	go func() { _ = s.Run(ctx) }()
+	waitChanged(t, ch, 5*time.Second, "the initial load")
+	ch = s.Changed()
+	doc.Instance.ID = "new-id"
+	if err := os.WriteFile(file, mustSeal(t, doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitChanged(t, ch, time.Second, "the rewritten file")
+	if got := s.Current().Instance.ID; got != "new-id" {
+		t.Fatalf("instance id %q", got)
+	}
+}
+
+func TestToken(t *testing.T) {
+	dir := newDir(t)
+	tokens := t.TempDir()
+	doc := storetest.Document()
+	doc.Tokens = append(doc.Tokens,
+		payload.Token{Audience: "missing", Path: payload.TokenPath("missing")},
+		payload.Token{Audience: "escape", Path: "../../etc/passwd"},
+	)
+	if err := dir.WriteDocument(doc); err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(store.Options{PayloadDir: dir.Path, TokenDir: tokens}, logr.Discard())
+	if _, err := s.Token("vault"); !errors.Is(err, store.ErrNotLoaded) {
+		t.Fatalf("Token before load: %v", err)
+	}
+	if _, err := s.Load(); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"first", "second"} {
+		if err := storetest.WriteToken(tokens, "vault", []byte(want+"\n")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Token("vault")
+		if err != nil || string(got) != want {
+			t.Fatalf("rotation %d: Token = %q, %v; want %q", i, got, err, want)
+		}
+	}
+	if _, err := s.Token("nope"); !errors.Is(err, store.ErrUnknownAudience) {
+		t.Errorf("unknown audience: %v", err)
+	}
+	if _, err := s.Token("missing"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	if _, err := s.Token("escape"); !errors.Is(err, fs.ErrInvalid) {
+		t.Errorf("path leaving the token directory: %v", err)
+	}
+	if got := s.Audiences(); len(got) != 3 || got[0] != "vault" {
+		t.Errorf("Audiences = %v", got)
+	}
+}

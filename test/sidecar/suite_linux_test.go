@@ -1,0 +1,173 @@
+// Package sidecar_test runs the real kubevirt-imds sidecar binary inside
+// network namespaces shaped like virt-launcher Pods (test/podnet), with only
+// NET_ADMIN, NET_RAW and NET_BIND_SERVICE, as an unprivileged user, and with
+// /proc/sys read-only. It needs root to build the namespaces and skips
+// otherwise.
+package sidecar_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
+	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
+)
+
+func TestSidecarNetns(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "sidecar in virt-launcher-like network namespaces")
+}
+
+// binary is the kubevirt-imds binary built from the repository root.
+var binary string
+
+var _ = BeforeSuite(func() {
+	if err := podnet.Available(); err != nil {
+		Skip(err.Error())
+	}
+	for _, tool := range []string{"setpriv", "sysctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			Skip(tool + " is needed (util-linux, procps)")
+		}
+	}
+	dir := worldReadableTempDir()
+	binary = filepath.Join(dir, "kubevirt-imds")
+	args := []string{"build", "-o", binary}
+	if os.Getenv("IMDS_SIDECAR_RACE") == "1" {
+		// The sidecar's goroutines under the race detector, on demand: it
+		// makes the binary slow to build.
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, "github.com/kubevirt-imds/kubevirt-imds")...).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "building the binary: %s", out)
+})
+
+// worldReadableTempDir is a temporary directory the sidecar's unprivileged
+// user can read.
+func worldReadableTempDir() string {
+	dir, err := os.MkdirTemp("", "imds-sidecar-")
+	Expect(err).NotTo(HaveOccurred())
+	Expect(os.Chmod(dir, 0o755)).To(Succeed())
+	DeferCleanup(os.RemoveAll, dir)
+	return dir
+}
+
+// sidecarProc is one running sidecar process.
+type sidecarProc struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// capabilities the sidecar runs with: exactly what its Pod spec grants.
+const caps = "-all,+net_admin,+net_raw,+net_bind_service"
+
+// writePayload writes storetest's document in kubelet's layout and returns
+// the payload directory.
+func writePayload() string {
+	return writeDocument(storetest.Document())
+}
+
+// writeDocument writes doc in kubelet's layout and returns the directory.
+func writeDocument(doc *payload.Document) string {
+	root := worldReadableTempDir()
+	d, err := storetest.NewDir(filepath.Join(root, "payload"))
+	Expect(err).NotTo(HaveOccurred())
+	Expect(d.WriteDocument(doc)).To(Succeed())
+	// storetest's version directories are private (0700); a kubelet-mounted
+	// Secret is readable by the Pod's user, so make this one too.
+	Expect(filepath.WalkDir(d.Path, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.Type()&fs.ModeSymlink != 0 {
+			return err
+		}
+		return os.Chmod(path, 0o755)
+	})).To(Succeed())
+	return d.Path
+}
+
+// startSidecar runs the sidecar in pod's namespace as nobody with only the
+// three capabilities, in a mount namespace where /proc/sys is read-only: a
+// write there would fail loudly.
+func startSidecar(pod *podnet.Pod, payloadDir string, extra ...string) *sidecarProc {
+	args := append([]string{"sidecar", "--payload-dir", payloadDir, "--token-dir", payloadDir, "--log-level", "debug"}, extra...)
+	script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && ` +
+		`exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=` + caps +
+		` --ambient-caps=` + caps + ` --bounding-set=` + caps + ` -- "$@"`
+	cmd := pod.Command(context.Background(), "sh", append([]string{"-c", script, "sh", binary}, args...)...)
+	p := &sidecarProc{cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	Expect(cmd.Start()).To(Succeed())
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	DeferCleanup(func() {
+		p.stop()
+		if CurrentSpecReport().Failed() {
+			GinkgoWriter.Printf("sidecar logs:\n%s\n", p.logs.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (p *sidecarProc) stop() error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("sidecar ignored SIGTERM")
+	}
+	return p.err
+}
+
+// status returns a line of /proc/<pid>/status of the running sidecar.
+func (p *sidecarProc) status(key string) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	Expect(err).NotTo(HaveOccurred())
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && k == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
