@@ -48,8 +48,13 @@ verify: generate manifests ## Regenerate everything and fail if anything differs
 	@echo "generated files are up to date"
 
 .PHONY: test
-test: generate manifests vet envtest ## Run all tests: unit, integration against a real API server, network namespaces (root).
+test: generate manifests vet envtest test-deps ## Run every test: unit, real API server, network namespaces and real cloud-init (root).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test ./... -count=1 -timeout 60m
+
+.PHONY: test-deps
+test-deps: ## Install the Debian packages and build the guest root trees the tests use (as root; skipped otherwise).
+	hack/install-test-deps.sh
+	@if [ "$$(id -u)" = 0 ]; then hack/guest-rootfs.sh >/dev/null; else echo "not root: namespace and guest tests will skip"; fi
 
 .PHONY: bench
 bench: envtest ## Run the benchmarks (operator convergence, sidecar load).

@@ -41,12 +41,16 @@ func runManager(args []string) error {
 		metricsAddr, probeAddr string
 		leaderElect, secure    bool
 		enableHTTP2            bool
+		qps                    float64
+		burst                  int
 	)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the metrics endpoint (:8443 for HTTPS, :8080 for HTTP, 0 disables it)")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of the health and readiness probes")
 	fs.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles")
 	fs.BoolVar(&secure, "metrics-secure", true, "serve metrics over HTTPS, authenticated and authorised by the API server")
 	fs.BoolVar(&enableHTTP2, "enable-http2", false, "allow HTTP/2 on the metrics and webhook servers (off: CVE-2023-44487, CVE-2023-39325)")
+	fs.Float64Var(&qps, "kube-api-qps", 50, "sustained requests per second to the API server")
+	fs.IntVar(&burst, "kube-api-burst", 100, "burst of requests to the API server")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -67,7 +71,12 @@ func runManager(args []string) error {
 	if secure {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restConfig, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	restConfig.QPS, restConfig.Burst = float32(qps), burst
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		WebhookServer:                 webhook.NewServer(webhook.Options{TLSOpts: tlsOpts}),

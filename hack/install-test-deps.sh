@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests use, when missing: network namespace
+# tooling for the sidecar tests, dnsmasq to stand in for KubeVirt's in-pod
+# DHCP, debootstrap for the real cloud-init guests, and curl/setpriv for
+# checks from inside namespaces. Needs root; without root it only reports.
+set -euo pipefail
+
+# command → package
+declare -A need=(
+  [ip]=iproute2
+  [bridge]=iproute2
+  [dnsmasq]=dnsmasq-base
+  [debootstrap]=debootstrap
+  [curl]=curl
+  [setpriv]=util-linux
+  [unshare]=util-linux
+  [mkfs.ext4]=e2fsprogs
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-test-deps: missing ${missing[*]}; the tests that need them will skip (run as root to install)" >&2
+  exit 0
+fi
+echo "install-test-deps: installing ${missing[*]}" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
