@@ -20,9 +20,11 @@
 # sources (the first entry whose path ends in /debian). Needs root; installs debootstrap
 # with apt when it is missing.
 #
-# Measured on a 2-core machine (cold: nothing cached, packages fetched from the mirror):
-#   bookworm  debootstrap 50 s + apt install 17 s  = 68 s, 291 MB
-#   trixie    debootstrap 46 s + apt install 18 s  = 65 s, 310 MB
+# Measured cold (nothing cached, every package fetched) on a 2-core machine that other
+# builds kept busy (load average 6-16):
+#   bookworm  debootstrap 151 s + apt install 114 s = 265 s (also 234 s and 371 s), 241 MB
+#   trixie    debootstrap 116 s + apt install  92 s = 208 s (496 s at load 16), 281 MB
+# An idle machine needs well under a minute each (shared notes: 36 s + 12 s for bookworm).
 # A warm call (trees present) returns at once.
 set -euo pipefail
 
@@ -35,7 +37,9 @@ log() { echo "guest-rootfs: $*" >&2; }
 # trixie: netplan.io renders v2 config for systemd-networkd (in the systemd package);
 #   no init system runs in a test guest, so test/guest starts systemd-networkd itself.
 #   cloud-init pulls in dhcpcd-base for its ephemeral DHCP.
+# shellcheck disable=SC2034 # read indirectly, as ${!pkgs}
 packages_bookworm="cloud-init ifupdown iproute2 netbase isc-dhcp-client net-tools"
+# shellcheck disable=SC2034
 packages_trixie="cloud-init netplan.io systemd iproute2 netbase"
 
 mirror() {
@@ -69,6 +73,7 @@ build_tree() {
   mount -t proc proc "$dir/proc"
   trap 'umount "'"$dir"'/proc" 2>/dev/null || true' EXIT
   chroot "$dir" env DEBIAN_FRONTEND=noninteractive LC_ALL=C apt-get update -q >&2
+  # shellcheck disable=SC2086 # the package list is meant to split
   chroot "$dir" env DEBIAN_FRONTEND=noninteractive LC_ALL=C \
     apt-get install -y -q --no-install-recommends ${!pkgs} >&2
   chroot "$dir" apt-get clean
@@ -76,6 +81,7 @@ build_tree() {
   rm -rf "$dir"/var/lib/apt/lists/* "$dir/usr/sbin/policy-rc.d"
   echo 'nameserver 127.0.0.1' >"$dir/etc/resolv.conf"
   # A record of what the tree holds, read by test/guest for its reports.
+  # shellcheck disable=SC2016 # dpkg-query's own format fields
   chroot "$dir" dpkg-query -W -f '${Package} ${Version}\n' cloud-init >"$dir/.kubevirt-imds-guest"
 }
 
@@ -111,7 +117,7 @@ build() {
         { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >&2; }
     fi
     start=$SECONDS
-    log "building $name into $dir (about 70 s cold)"
+    log "building $name into $dir (minutes on a busy machine)"
     discard "$dir.tmp"
     build_tree "$name" "$dir.tmp"
     discard "$dir"

@@ -15,6 +15,8 @@ declare -A need=(
   [setpriv]=util-linux
   [unshare]=util-linux
   [mkfs.ext4]=e2fsprogs
+  [sysctl]=procps
+  [mount]=mount
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -301,7 +301,7 @@ func TestPeerMAC(t *testing.T) {
 	}
 }
 
-func BenchmarkCompute(b *testing.B) {
+func BenchmarkPlan(b *testing.B) {
 	obs := Observed{Links: bridgeBindingLinks()}
 	in := Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"}
 	for b.Loop() {

@@ -5,10 +5,10 @@
 //
 // A caller owns the network: it creates the guest's network namespace with its
 // NIC (named as the guest would see it, e.g. eth0) wired to whatever serves
-// DHCP and 169.254.169.254, and passes the namespace's name in Config.NetNS.
-// Run then boots cloud-init on a fresh overlay of a cached tree (see
-// EnsureRoot), with the SMBIOS strings a KubeVirt VM would carry, and reports
-// what cloud-init did. Everything needs root, on Linux.
+// DHCP and 169.254.169.254, and passes the namespace (its name or path) in
+// Config.NetNS. Run then boots cloud-init on a fresh overlay of a cached tree
+// (see EnsureRoot), with the SMBIOS strings a KubeVirt VM would carry, and
+// reports what cloud-init did. Everything needs root, on Linux.
 //
 // The specs in this package prove the harness against a stand-in metadata
 // server (standin_test.go). Run them as root:

@@ -33,6 +33,7 @@ mount -t proc -o nosuid,nodev,noexec proc "$m/proc" || die "cannot mount proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$m/sys" || die "cannot mount sysfs"
 mount -t tmpfs -o mode=755,size=1m,nosuid tmpfs "$m/dev" || die "cannot mount /dev"
 for d in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
+	# shellcheck disable=SC2086 # split "name major minor"
 	set -- $d
 	mknod -m 666 "$m/dev/$1" c "$2" "$3" || die "mknod $1"
 done
@@ -50,6 +51,7 @@ echo localhost >/proc/sys/kernel/hostname
 
 # The files to place before boot wait under /run; written from inside the guest
 # so that paths resolve through the guest's own symbolic links.
+# shellcheck disable=SC2016 # expanded by the guest's shell
 chroot "$m" /bin/sh -c '
 	seed=/run/kubevirt-imds/seed
 	while IFS="	" read -r n mode path; do

@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNotRoot is returned when the harness is used without root privileges.
@@ -56,8 +58,10 @@ func KubeVirtSMBIOS(serial, uuid string) SMBIOS {
 type Config struct {
 	// Root is the guest tree to boot, from EnsureRoot or OpenRoot.
 	Root Root
-	// NetNS is the name of the guest's network namespace (under /run/netns):
-	// the only network the guest sees.
+	// NetNS is the guest's network namespace: a name under /run/netns (as
+	// `ip netns add` makes) or an absolute path to a namespace file (e.g.
+	// /proc/PID/ns/net). It is the only network the guest sees; one guest per
+	// namespace at a time.
 	NetNS string
 	// SMBIOS is what the guest's dmidecode reports.
 	SMBIOS SMBIOS
@@ -143,10 +147,15 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	if !known(cfg.Root.Generation) || cfg.Root.Dir == "" {
 		return nil, errors.New("guest: Config.Root is not a guest tree (use EnsureRoot)")
 	}
-	if cfg.NetNS == "" || strings.ContainsRune(cfg.NetNS, '/') {
-		return nil, fmt.Errorf("guest: Config.NetNS %q is not a network namespace name", cfg.NetNS)
+	nsPath := cfg.NetNS
+	if !filepath.IsAbs(nsPath) {
+		if nsPath == "" || strings.ContainsRune(nsPath, '/') {
+			return nil, fmt.Errorf("guest: Config.NetNS %q is neither a network namespace name nor an absolute path", cfg.NetNS)
+		}
+		nsPath = filepath.Join("/run/netns", nsPath)
 	}
-	if _, err := os.Stat(filepath.Join("/run/netns", cfg.NetNS)); err != nil {
+	nsID, err := netnsID(nsPath)
+	if err != nil {
 		return nil, fmt.Errorf("guest: network namespace %q: %w", cfg.NetNS, err)
 	}
 	stageTimeout := cfg.StageTimeout
@@ -188,10 +197,11 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	}
 	fmt.Fprintf(logw, "guest: booting %s (%s) in netns %s\n", cfg.Root.Generation, cfg.Root.CloudInit, cfg.NetNS)
 	var console bytes.Buffer
-	// ip netns exec execs unshare, which forks the driver as PID 1 of the new
-	// PID namespace and, with --kill-child, takes it (and with it every guest
-	// process and mount) down when unshare itself is killed on ctx's end.
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", cfg.NetNS,
+	// nsenter (entering no PID namespace) execs unshare, which forks the
+	// driver as PID 1 of the new PID namespace and, with --kill-child, takes
+	// it (and with it every guest process and mount) down when unshare itself
+	// is killed on ctx's end.
+	cmd := exec.CommandContext(ctx, "nsenter", "--net="+nsPath, "--",
 		"unshare", "--uts", "--mount", "--pid", "--ipc", "--fork", "--kill-child", "--", "/bin/sh", driver)
 	// A clean environment: the guest's cloud-init reads PID 1's environment
 	// (container=…) to tell whether it runs in a container.
@@ -215,7 +225,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		// Killed with unshare, the guest's PID 1 takes its namespace down
 		// asynchronously: wait for the guest's processes to be gone so that
 		// nothing outlives Run.
-		waitNetnsIdle(cfg.NetNS, 10*time.Second)
+		waitNetnsIdle(nsID, 10*time.Second)
 	}
 	r.readOutputs(out)
 	if ctx.Err() != nil || runErr != nil {
@@ -238,19 +248,46 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	return r, nil
 }
 
+// netnsID identifies the namespace file at path as the kernel names network
+// namespaces in /proc/PID/ns/net links ("net:[inode]").
+func netnsID(path string) (string, error) {
+	var fsInfo unix.Statfs_t
+	if err := unix.Statfs(path, &fsInfo); err != nil {
+		return "", err
+	}
+	if fsInfo.Type != unix.NSFS_MAGIC {
+		return "", fmt.Errorf("%s is not a namespace file", path)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("net:[%d]", st.Ino), nil
+}
+
 // waitNetnsIdle waits, at most for limit, until no process is left in the
-// network namespace ns.
-func waitNetnsIdle(ns string, limit time.Duration) {
+// network namespace id (see netnsID).
+func waitNetnsIdle(id string, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for time.Now().Before(deadline) {
-		out, err := exec.Command("ip", "netns", "pids", ns).Output()
-		if err != nil || strings.TrimSpace(string(out)) == "" {
-			return
-		}
+	for time.Now().Before(deadline) && netnsBusy(id) {
 		<-tick.C
 	}
+}
+
+// netnsBusy reports whether any process is in the network namespace id.
+func netnsBusy(id string) bool {
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if p.Name()[0] < '0' || p.Name()[0] > '9' {
+			continue
+		}
+		if link, err := os.Readlink("/proc/" + p.Name() + "/ns/net"); err == nil && link == id {
+			return true
+		}
+	}
+	return false
 }
 
 // writeSeed lays out what the guest needs before boot in its (still empty)

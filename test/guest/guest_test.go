@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -25,6 +26,8 @@ const nocloudSerial = "ds=nocloud;s=http://169.254.169.254/nocloud/;dsmode=net"
 // appends, to prove both stages ran.
 const writtenFile = "/var/lib/kubevirt-imds-test/written"
 
+// nocloudFiles is a NoCloud seed for one instance: meta-data, a #cloud-config
+// user-data that writes writtenFile, and a v2 network-config for the NIC mac.
 func nocloudFiles(instanceID, hostname, mac string) map[string]string {
 	return map[string]string{
 		"/nocloud/meta-data": fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", instanceID, hostname),
@@ -120,6 +123,7 @@ var _ = Describe("a tier-1 guest", Label("guest"), func() {
 					Root:   root,
 					NetNS:  pod.Guest,
 					SMBIOS: guest.KubeVirtSMBIOS(nocloudSerial, "3a3d2b0e-8e1c-4f5f-a0a4-"+randomHex(6)),
+					Files:  map[string]string{"/etc/kubevirt-imds-test/placed": "placed before boot\n"},
 					Log:    GinkgoWriter,
 				})
 				Expect(err).NotTo(HaveOccurred())
@@ -142,6 +146,12 @@ var _ = Describe("a tier-1 guest", Label("guest"), func() {
 				Expect(err).NotTo(HaveOccurred(), res.Report())
 				Expect(string(written)).To(Equal("written by user-data for " + instanceID + "\nruncmd ran\n"))
 
+				placed, err := res.ReadFile("/etc/kubevirt-imds-test/placed")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(string(placed)).To(Equal("placed before boot\n"))
+				_, err = res.ReadFile("/etc/kubevirt-imds-test/never-written")
+				Expect(err).To(MatchError(fs.ErrNotExist))
+
 				Expect(md.Requests()).To(ContainElements("/nocloud/meta-data", "/nocloud/user-data"))
 				Expect(res.IPAddr).To(ContainSubstring("inet " + guestAddr + "/24"))
 				switch gen {
@@ -162,6 +172,37 @@ var _ = Describe("a tier-1 guest", Label("guest"), func() {
 					Expect(res.IPRoute).To(MatchRegexp(`default via ` + gatewayAddr + ` dev eth0 proto static metric 77`))
 				}
 			}, SpecTimeout(specTimeout))
+
+			if gen == guest.Bookworm {
+				It("renders the legacy network-interfaces meta-data key, the only network config 22.4 takes over NoCloud HTTP, for the next boot", func(ctx SpecContext) {
+					root := rootFor(ctx, gen)
+					pod := newPodNetwork(ctx)
+					instanceID := "i-" + randomHex(6)
+					files := nocloudFiles(instanceID, "tier1-eni", pod.GuestMAC)
+					files["/nocloud/meta-data"] += "network-interfaces: |\n" +
+						"  auto eth0\n" +
+						"  iface eth0 inet static\n" +
+						"    address " + guestAddr + "/24\n" +
+						"    gateway " + gatewayAddr + "\n"
+					serveMetadata(pod.Pod, files)
+
+					res, err := guest.Run(ctx, guest.Config{Root: root, NetNS: pod.Guest,
+						SMBIOS: guest.KubeVirtSMBIOS(nocloudSerial, ""), Log: GinkgoWriter})
+					Expect(err).NotTo(HaveOccurred())
+					DeferCleanup(res.Close)
+					reportRun(res)
+
+					Expect(res.StatusCode).To(Equal(0), res.Report())
+					Expect(res.NetworkConfig).To(HaveKeyWithValue("/etc/network/interfaces.d/50-cloud-init",
+						And(ContainSubstring("iface eth0 inet static"), ContainSubstring(guestAddr))), res.Report())
+					// Rendered in the net stage, after ifup already took a DHCP
+					// lease for the fetch: cloud-init's `ifup eth0` finds eth0
+					// configured, so the static address only takes effect on the
+					// next boot.
+					Expect(res.IPAddr).To(MatchRegexp(`inet ` + guestAddr + `/24 brd \S+ scope global dynamic eth0`))
+					Expect(res.CloudInitLog).To(ContainSubstring("ifup: interface eth0 already configured"))
+				}, SpecTimeout(specTimeout))
+			}
 
 			It("reaches done over OpenStack, identified by the chassis asset tag", func(ctx SpecContext) {
 				root := rootFor(ctx, gen)
@@ -215,7 +256,8 @@ var _ = Describe("the tier-1 harness", Label("guest"), func() {
 		defer cancel()
 
 		res, err := guest.Run(short, guest.Config{
-			Root: root, NetNS: pod.Guest, WorkDir: work, Log: GinkgoWriter,
+			// The path form of NetNS, as a namespace held by a process would be given.
+			Root: root, NetNS: "/run/netns/" + pod.Guest, WorkDir: work, Log: GinkgoWriter,
 			SMBIOS: guest.KubeVirtSMBIOS(nocloudSerial, ""),
 		})
 		Expect(err).To(MatchError(context.DeadlineExceeded))
@@ -228,8 +270,13 @@ var _ = Describe("the tier-1 harness", Label("guest"), func() {
 		Expect(string(mounts)).NotTo(ContainSubstring(work), "no mount leaks out of the guest")
 	}, SpecTimeout(specTimeout))
 
-	It("refuses a network namespace that does not exist", func(ctx SpecContext) {
-		_, err := guest.Run(ctx, guest.Config{Root: rootFor(ctx, guest.Bookworm), NetNS: "kvimds-missing-" + randomHex(4)})
-		Expect(err).To(MatchError(ContainSubstring("network namespace")))
+	It("refuses what is not a network namespace", func(ctx SpecContext) {
+		root := rootFor(ctx, guest.Bookworm)
+		_, err := guest.Run(ctx, guest.Config{Root: root, NetNS: "kvimds-missing-" + randomHex(4)})
+		Expect(err).To(MatchError(fs.ErrNotExist))
+		_, err = guest.Run(ctx, guest.Config{Root: root, NetNS: "/etc/hostname"})
+		Expect(err).To(MatchError(ContainSubstring("not a namespace file")))
+		_, err = guest.Run(ctx, guest.Config{Root: root, NetNS: "relative/path"})
+		Expect(err).To(MatchError(ContainSubstring("neither a network namespace name nor an absolute path")))
 	}, SpecTimeout(specTimeout))
 })

@@ -59,7 +59,7 @@ func EnsureRoot(ctx context.Context, gen Generation, progress io.Writer) (Root, 
 		progress = io.Discard
 	}
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, script, string(gen))
+	cmd := exec.CommandContext(ctx, "bash", script, string(gen))
 	cmd.Stdout = &out
 	cmd.Stderr = progress
 	if err := cmd.Run(); err != nil {

@@ -134,10 +134,11 @@ func startSidecar(pod *podnet.Pod, payloadDir string, extra ...string) *sidecarP
 		close(p.done)
 	}()
 	DeferCleanup(func() {
-		p.stop()
+		_ = p.stop()
 		if CurrentSpecReport().Failed() {
 			GinkgoWriter.Printf("sidecar logs:\n%s\n", p.logs.String())
 		}
+		Expect(p.logs.String()).NotTo(ContainSubstring("DATA RACE"), "the race detector fired (IMDS_SIDECAR_RACE=1)")
 	})
 	return p
 }

@@ -52,6 +52,11 @@ func (d *Dir) Write(files map[string][]byte) error {
 	if err != nil {
 		return fmt.Errorf("creating version directory: %w", err)
 	}
+	// MkdirTemp makes 0700 directories; kubelet's are readable by the Pod's
+	// user, which need not be the one writing them.
+	if err := os.Chmod(ts, 0o755); err != nil {
+		return fmt.Errorf("creating version directory: %w", err)
+	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(ts, name), data, 0o644); err != nil {
 			return fmt.Errorf("writing %s: %w", name, err)

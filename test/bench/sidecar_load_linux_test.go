@@ -1,0 +1,189 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
+	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
+)
+
+// loadResult is one row of hack/loadtest's report.
+type loadResult struct {
+	Target string  `json:"target"`
+	Mode   string  `json:"mode"`
+	Errors int     `json:"errors"`
+	RPS    float64 `json:"rps"`
+	P50    float64 `json:"p50_ms"`
+	P99    float64 `json:"p99_ms"`
+}
+
+const (
+	loadRequests = 20000
+	loadWorkers  = 4
+	// benchPath is what a booting cloud-init fetches first.
+	benchPath = "/nocloud/meta-data"
+	// referenceAddr is the masquerade gateway: the guest reaches it over the
+	// same bridge and Pod kernel as 169.254.169.254.
+	referenceAddr = "10.0.2.1:8080"
+)
+
+// BenchmarkSidecarLoad runs the real sidecar in a masquerade Pod namespace
+// and loads it from the guest's namespace, keep-alive and with a new
+// connection per request (as cloud-init and curl do), beside a bare net/http
+// handler served from the same Pod namespace and measured in the same run.
+// It reports requests/s, p50/p99 latency, the sidecar's throughput relative
+// to the bare handler, and the sidecar's resident memory idle and after load.
+// Needs root (network namespaces).
+func BenchmarkSidecarLoad(b *testing.B) {
+	if err := podnet.Available(); err != nil {
+		b.Skip(err.Error())
+	}
+	dir := b.TempDir()
+	sidecarBin, loadBin := filepath.Join(dir, "kubevirt-imds"), filepath.Join(dir, "loadtest")
+	root := controlplane.RepoRoot()
+	for bin, pkg := range map[string]string{sidecarBin: ".", loadBin: "./hack/loadtest"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, pkg)
+		cmd.Dir, cmd.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("building %s: %v\n%s", pkg, err, out)
+		}
+	}
+
+	pod := podnet.NewPod(b)
+	pod.Plumb(b, podnet.Masquerade)
+	payloadDir := filepath.Join(dir, "payload")
+	d, err := storetest.NewDir(payloadDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := d.WriteDocument(storetest.Document()); err != nil {
+		b.Fatal(err)
+	}
+
+	// The rate limit is raised for the run: the point is the serving path.
+	sidecar := pod.Command(context.Background(), sidecarBin, "sidecar", "--payload-dir", payloadDir,
+		"--token-dir", payloadDir, "--rate-limit", "1000000", "--burst", "1000000", "--log-level", "error")
+	sidecar.Stderr = os.Stderr
+	if err := sidecar.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = sidecar.Process.Signal(os.Interrupt)
+		_ = sidecar.Wait()
+	})
+	waitReady(b, pod)
+	idle := rss(b, sidecar.Process.Pid)
+
+	stopRef := serveReference(b, pod)
+	defer stopRef()
+
+	for b.Loop() {
+		rows := runLoad(b, pod, loadBin, "http://169.254.169.254"+benchPath)
+		rows = append(rows, runLoad(b, pod, loadBin, "http://"+referenceAddr+benchPath)...)
+		byKey := map[string]loadResult{}
+		for i, r := range rows {
+			target := "sidecar"
+			if i >= len(rows)/2 {
+				target = "bare"
+			}
+			if r.Errors > 0 {
+				b.Errorf("%s %s: %d errors", target, r.Mode, r.Errors)
+			}
+			byKey[target+"-"+r.Mode] = r
+			b.ReportMetric(r.RPS, target+"-"+r.Mode+"-req/s")
+			b.ReportMetric(r.P50, target+"-"+r.Mode+"-p50-ms")
+			b.ReportMetric(r.P99, target+"-"+r.Mode+"-p99-ms")
+		}
+		for _, mode := range []string{"keepalive", "newconn"} {
+			b.ReportMetric(byKey["sidecar-"+mode].RPS/byKey["bare-"+mode].RPS, "ratio-"+mode)
+		}
+	}
+	b.ReportMetric(idle/1024, "idle-rss-MiB")
+	b.ReportMetric(rss(b, sidecar.Process.Pid)/1024, "loaded-rss-MiB")
+}
+
+// waitReady polls the sidecar's admin endpoint inside the Pod.
+func waitReady(b *testing.B, pod *podnet.Pod) {
+	client := pod.HTTPClient(time.Second)
+	deadline := time.Now().Add(time.Minute)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		if time.Now().After(deadline) {
+			b.Fatal("sidecar not ready within a minute")
+		}
+		resp, err := client.Get("http://127.0.0.1:8081/readyz")
+		if err != nil {
+			continue
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return
+		}
+	}
+}
+
+// serveReference serves a fixed body of the same size as meta-data from the
+// Pod namespace.
+func serveReference(b *testing.B, pod *podnet.Pod) func() {
+	var ln net.Listener
+	if err := pod.Do(func() (err error) { ln, err = net.Listen("tcp", referenceAddr); return err }); err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(strings.Repeat("x", 160))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write(body)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }
+}
+
+func runLoad(b *testing.B, pod *podnet.Pod, loadBin, url string) []loadResult {
+	out, err := pod.Guest.Command(context.Background(), loadBin, "-url", url, "-n", strconv.Itoa(loadRequests),
+		"-c", strconv.Itoa(loadWorkers), "-modes", "keepalive,newconn", "-timeout", "2m").Output()
+	if err != nil {
+		b.Fatalf("loadtest %s: %v", url, err)
+	}
+	var rep struct {
+		Results []loadResult `json:"results"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		b.Fatalf("loadtest output: %v\n%s", err, out)
+	}
+	for _, r := range rep.Results {
+		b.Logf("%-40s %-9s %8.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d", url, r.Mode, r.RPS, r.P50, r.P99, r.Errors)
+	}
+	return rep.Results
+}
+
+// rss is the process's resident set in KiB.
+func rss(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
