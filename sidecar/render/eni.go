@@ -118,21 +118,18 @@ func ENI(d *payload.Document) string {
 	return b.String()
 }
 
+// writeRoute4 and writeRoute6 write a stanza's post-up route lines; "|| true"
+// keeps ifup going when the route already exists.
 func writeRoute4(b *strings.Builder, r route, dev string) {
-	fmt.Fprintf(b, "    post-up route add -net %s netmask %s", r.to.Addr(), netmask4(r.to.Bits()))
-	if r.via.IsValid() {
-		fmt.Fprintf(b, " gw %s", r.via)
-	} else {
-		fmt.Fprintf(b, " dev %s", strings.SplitN(dev, ":", 2)[0])
-	}
-	if r.metric > 0 {
-		fmt.Fprintf(b, " metric %d", r.metric)
-	}
-	b.WriteString(" || true\n")
+	writeRoute(b, fmt.Sprintf("route add -net %s netmask %s", r.to.Addr(), netmask4(r.to.Bits())), r, dev)
 }
 
 func writeRoute6(b *strings.Builder, r route, dev string) {
-	fmt.Fprintf(b, "    post-up route -A inet6 add %s", r.to)
+	writeRoute(b, fmt.Sprintf("route -A inet6 add %s", r.to), r, dev)
+}
+
+func writeRoute(b *strings.Builder, command string, r route, dev string) {
+	fmt.Fprintf(b, "    post-up %s", command)
 	if r.via.IsValid() {
 		fmt.Fprintf(b, " gw %s", r.via)
 	} else {

@@ -3,6 +3,7 @@ package render
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
@@ -154,36 +155,26 @@ func NetworkConfigV1(d *payload.Document) ([]byte, error) {
 			}
 			return s
 		}
-		switch {
-		case c.dhcp4:
-			e.Subnets = append(e.Subnets, withDNS(subnetV1{Type: "dhcp4", Routes: r4}))
-		default:
-			for i, p := range c.v4 {
-				s := subnetV1{Type: "static", Address: p.String()}
+		// One family at a time: DHCP, or its static addresses with the
+		// gateway and routes on the first.
+		family := func(dhcp bool, dhcpType, staticType string, prefixes []netip.Prefix, gw netip.Addr, routes []routeV1) {
+			if dhcp {
+				e.Subnets = append(e.Subnets, withDNS(subnetV1{Type: dhcpType, Routes: routes}))
+				return
+			}
+			for i, p := range prefixes {
+				s := subnetV1{Type: staticType, Address: p.String()}
 				if i == 0 {
-					if c.gw4.IsValid() {
-						s.Gateway = c.gw4.String()
+					if gw.IsValid() {
+						s.Gateway = gw.String()
 					}
-					s.Routes = r4
+					s.Routes = routes
 				}
 				e.Subnets = append(e.Subnets, withDNS(s))
 			}
 		}
-		switch {
-		case c.dhcp6:
-			e.Subnets = append(e.Subnets, withDNS(subnetV1{Type: "dhcp6", Routes: r6}))
-		default:
-			for i, p := range c.v6 {
-				s := subnetV1{Type: "static6", Address: p.String()}
-				if i == 0 {
-					if c.gw6.IsValid() {
-						s.Gateway = c.gw6.String()
-					}
-					s.Routes = r6
-				}
-				e.Subnets = append(e.Subnets, withDNS(s))
-			}
-		}
+		family(c.dhcp4, "dhcp4", "static", c.v4, c.gw4, r4)
+		family(c.dhcp6, "dhcp6", "static6", c.v6, c.gw6, r6)
 		config = append(config, e)
 	}
 	if g := globalDNS(d.Network); !g.empty() {
