@@ -25,7 +25,7 @@ help: ## Show the targets.
 
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC manifests from markers.
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./api/..." paths="./controllers/..." paths="./webhooks/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
 
 .PHONY: generate
 generate: controller-gen ## Generate deepcopy code.
@@ -57,8 +57,10 @@ test-deps: ## Install the Debian packages and build the guest root trees the tes
 	@if [ "$$(id -u)" = 0 ]; then hack/guest-rootfs.sh >/dev/null; else echo "not root: namespace and guest tests will skip"; fi
 
 .PHONY: bench
-bench: envtest ## Run the benchmarks (operator convergence, sidecar load).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test ./controllers/... -run '^$$' -bench . -benchtime 1x -timeout 30m
+bench: envtest ## Benchmarks: operator convergence (1,000 VMIs), sidecar load in a Pod namespace (root), admission latency, handlers.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test ./controllers/ ./test/bench/ -run '^$$' -bench . -benchtime 1x -timeout 30m
+	$(GO) test ./webhooks/ -run '^$$' -bench . -benchtime 1x -benchmem
+	$(GO) test ./sidecar/... -run '^$$' -bench . -benchmem
 
 ##@ Build
 

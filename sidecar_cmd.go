@@ -28,9 +28,15 @@ func runSidecar(args []string) error {
 		return err
 	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := releaseStartupPages(); err != nil {
-		log.V(1).Info("could not release start-up pages", "error", err.Error())
+	release := func() {
+		if err := releaseStartupPages(); err != nil {
+			log.V(1).Info("could not release start-up pages", "error", err.Error())
+		}
 	}
+	release()
+	// Again once serving: network set-up touches code
+	// the steady state never runs again.
+	opts.OnServing = release
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

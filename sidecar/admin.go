@@ -18,9 +18,24 @@ import (
 type readiness struct {
 	payloadLoaded func() bool
 
+	// onServing, if set, runs once, the first time the network is applied
+	// and the listener is up.
+	onServing func()
+
 	mu        sync.Mutex
 	network   string // why the network is not ready; "" once applied
 	listening bool
+	served    bool
+}
+
+// notifyServing runs onServing the first time the sidecar can serve. Call
+// with r.mu held.
+func (r *readiness) notifyServing() {
+	if r.served || r.network != "" || !r.listening || r.onServing == nil {
+		return
+	}
+	r.served = true
+	go r.onServing()
 }
 
 func newReadiness(payloadLoaded func() bool) *readiness {
@@ -31,12 +46,14 @@ func (r *readiness) setNetwork(reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.network = reason
+	r.notifyServing()
 }
 
 func (r *readiness) setListening() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.listening = true
+	r.notifyServing()
 }
 
 // reasons lists what is missing; none means ready.

@@ -50,6 +50,10 @@ type Options struct {
 	RateLimit float64
 	// Burst is the guest's request burst; 0 takes the server's default.
 	Burst int
+
+	// OnServing, if set, runs once when the sidecar first serves the guest:
+	// start-up is over. Not a flag.
+	OnServing func()
 }
 
 // AddFlags binds o's fields to flags in fs.

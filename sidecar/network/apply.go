@@ -30,6 +30,12 @@ type Netlink interface {
 	// SetARPIgnore sets the device's IPv4 arp_ignore (RTM_SETLINK with
 	// IFLA_AF_SPEC/IFLA_INET_CONF), never through /proc/sys.
 	SetARPIgnore(link netlink.Link, value int) error
+	// ReplaceRedirect creates RedirectTable holding r, replacing whatever
+	// it held, in one nftables transaction: the guest's packets are never
+	// left without the redirect while it is replaced.
+	ReplaceRedirect(r Redirect) error
+	// DeleteRedirect removes RedirectTable; a missing table is no error.
+	DeleteRedirect() error
 }
 
 // Apply carries out p's actions in order. Every step tolerates having been
@@ -102,6 +108,10 @@ func apply(nl Netlink, a Action) error {
 				HardwareAddr: a.MAC,
 			})
 		})
+	case ReplaceRedirect:
+		return nl.ReplaceRedirect(a.Redirect)
+	case DeleteRedirect:
+		return nl.DeleteRedirect()
 	}
 	return fmt.Errorf("unknown action %T", a)
 }

@@ -50,7 +50,65 @@ func TestApplyConverges(t *testing.T) {
 			if obs.link("k6t-eth0").ARPIgnore != ARPIgnoreOwn {
 				t.Error("bridge arp_ignore not set")
 			}
+			switch name {
+			case "masquerade":
+				if obs.Redirect != nil {
+					t.Errorf("masquerade got a redirect: %s", obs.Redirect)
+				}
+			case "bridge binding":
+				if want := (Redirect{Port: "tap0", MAC: veth.MAC}); obs.Redirect == nil || !obs.Redirect.Equal(want) {
+					t.Errorf("redirect = %v, want %s", obs.Redirect, want)
+				}
+			}
 		})
+	}
+}
+
+func TestApplyRedirectErrors(t *testing.T) {
+	in := Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"}
+	f := newFake(bridgeBindingLinks()...)
+	p, err := Compute(f.observe(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A kernel without nf_tables' bridge family refuses the table: a hard
+	// error, surfaced with its errno, not a silently unreachable sidecar.
+	f.fail = map[string]error{"ReplaceRedirect": syscall.EAFNOSUPPORT}
+	if err := Apply(t.Context(), f, p, testLog(t)); !errors.Is(err, syscall.EAFNOSUPPORT) {
+		t.Fatalf("err = %v, want EAFNOSUPPORT wrapped", err)
+	}
+	// The retry starts with the redirect; the routing after it follows.
+	p, err = Compute(f.observe(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := actionStrings(p.Actions)
+	if len(got) != 4 || got[0] != "replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set "+DeriveMAC("uid-1", "k6t-eth0").String() {
+		t.Errorf("after the failure: %q", got)
+	}
+	if err := Apply(t.Context(), f, p, testLog(t)); err != nil {
+		t.Fatal(err)
+	}
+	if f.redirect == nil {
+		t.Fatal("no redirect after the retry")
+	}
+
+	// Removing it when the foreign port left tolerates a table already gone.
+	f.links = slices.DeleteFunc(f.links, func(l *fakeLink) bool { return l.Name == "eth0-nic" })
+	p, err = Compute(f.observe(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := actionStrings(p.Actions); !slices.Equal(got, []string{"delete redirect table kubevirt-imds"}) {
+		t.Fatalf("actions %q", got)
+	}
+	for range 2 {
+		if err := Apply(t.Context(), f, p, testLog(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.redirect != nil {
+		t.Errorf("redirect %s left behind", f.redirect)
 	}
 }
 

@@ -32,11 +32,25 @@
 //     as bridge binding's eth0-nic). Isolated ports never exchange frames, so
 //     nothing on the Pod's uplink reaches veth-imds — no flooded ARP request, no
 //     unicast, and our gratuitous announcements reach the guest only. It is a
-//     kernel bridge feature (4.18+) needing no netfilter modules on the node,
-//     unlike an nftables bridge table, and it leaves the guest's own path
+//     kernel bridge feature (4.18+) needing no netfilter on the node, and it
+//     leaves the guest's own path
 //     through eth0-nic untouched (the guest's port stays non-isolated). A
 //     static FDB entry for veth-imds's MAC keeps the guest's unicast to it from
 //     ever being flooded out of the uplink.
+//   - A guest that routes 169.254.169.254 through its gateway — every stock
+//     guest in bridge binding, where the gateway is the node's, behind
+//     eth0-nic — addresses its frames to the gateway's MAC; the bridge would
+//     carry them out of the uplink, to the node and whatever metadata service
+//     it answers for. When the bridge has a port other than the guest's and
+//     ours, a bridge-family nftables table (Redirect) rewrites the destination
+//     MAC of what enters from the guest's port for 169.254.169.254 to
+//     veth-imds's, before the bridge looks it up, and drops such a frame at
+//     any other egress port, so it fails closed. Nothing else the guest sends
+//     matches, nor anything entering by another port. In masquerade the
+//     gateway is the bridge itself and the Pod routes the packet locally: no
+//     table is made, and one left over is removed. Isolation itself stays a
+//     bridge port flag; nftables is needed only where the guest's gateway
+//     lies beyond the Pod.
 //   - TCP is filtered by ingress interface with a socket filter on the
 //     listener (Listen): only veth-imds, and the bridge itself when no port but
 //     the guest's and ours sits on it (masquerade), may reach the port. A SYN
@@ -49,7 +63,11 @@
 //     masquerade guest's 10.0.2.0/24 on the bridge, so the reverse-path check
 //     of its SYN matches its ingress), then "from 169.254.169.254 lookup
 //     43518" sends everything else — link-local guests, bridge-binding guests
-//     with a Pod IP — out of veth-imds. No route in the main table changes:
+//     with a Pod IP — out of veth-imds, where the kernel resolves the guest's
+//     MAC by ARP across the bridge (veth-imds-br is isolated and the guest's
+//     port is not, so the request reaches the guest and never the uplink; a
+//     routed bridge-binding guest answers though the sender, 169.254.169.254,
+//     is off its subnet, as Linux does). No route in the main table changes:
 //     the Pod's other link-local traffic (NodeLocal DNSCache's 169.254.20.10)
 //     is left alone.
 package network

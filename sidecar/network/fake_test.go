@@ -25,8 +25,10 @@ type fakeNetlink struct {
 	rules  []Rule
 	routes []Route
 	fdb    []FDBEntry
-	next   int
-	calls  []string
+	// redirect is the nftables table RedirectTable; nil when absent.
+	redirect *Redirect
+	next     int
+	calls    []string
 	// fail makes the named method fail once with the error.
 	fail map[string]error
 }
@@ -279,6 +281,26 @@ func (f *fakeNetlink) SetARPIgnore(link netlink.Link, v int) error {
 	return nil
 }
 
+func (f *fakeNetlink) ReplaceRedirect(r Redirect) error {
+	if err := f.call("ReplaceRedirect"); err != nil {
+		return err
+	}
+	if r.Port == "" || len(r.MAC) != 6 {
+		return syscall.EINVAL
+	}
+	// Like the kernel's rule, it names the port: it may exist later.
+	f.redirect = &Redirect{Port: r.Port, MAC: slices.Clone(r.MAC)}
+	return nil
+}
+
+func (f *fakeNetlink) DeleteRedirect() error {
+	if err := f.call("DeleteRedirect"); err != nil {
+		return err
+	}
+	f.redirect = nil
+	return nil
+}
+
 // observe is what Kernel.Observe would report for the fake namespace.
 func (f *fakeNetlink) observe() Observed {
 	var o Observed
@@ -290,9 +312,14 @@ func (f *fakeNetlink) observe() Observed {
 	o.Rules = slices.Clone(f.rules)
 	o.Routes = slices.Clone(f.routes)
 	o.FDB = slices.Clone(f.fdb)
+	if f.redirect != nil {
+		r := *f.redirect
+		r.MAC = slices.Clone(r.MAC)
+		o.Redirect = &r
+	}
 	return o
 }
 
 func (f *fakeNetlink) String() string {
-	return fmt.Sprintf("links=%v rules=%v routes=%v fdb=%v", f.links, f.rules, f.routes, f.fdb)
+	return fmt.Sprintf("links=%v rules=%v routes=%v fdb=%v redirect=%v", f.links, f.rules, f.routes, f.fdb, f.redirect)
 }

@@ -35,6 +35,11 @@ const (
 	BridgePrefix = "k6t-"
 	// PrimaryBridge is the primary interface's bridge.
 	PrimaryBridge = "k6t-eth0"
+
+	// RedirectTable is the nftables table (family bridge) holding the
+	// redirect of the guest's packets for Address; it holds nothing else, so
+	// it is replaced and removed as a whole.
+	RedirectTable = "kubevirt-imds"
 )
 
 // Address is the metadata service's address.
@@ -94,6 +99,52 @@ type FDBEntry struct {
 	Static bool
 }
 
+// Redirect steers what the guest sends to Address into LinkName, whatever
+// the frame's destination MAC, and keeps it off every other port. It is the
+// table RedirectTable, two base chains of the bridge family with one rule
+// each:
+//
+//	prerouting (priority -300): iifname Port ether type ip ip daddr 169.254.169.254 ether daddr set MAC
+//	forward    (priority -200): iifname Port ether type ip ip daddr 169.254.169.254 oifname != veth-imds-br drop
+//
+// Why: in bridge binding the guest holds the Pod's IP and routes
+// 169.254.169.254 through its real gateway, on the node behind eth0-nic, so
+// its frames carry the gateway's MAC and the bridge would forward them out
+// of the uplink — away from the sidecar, and to whatever metadata service
+// the node itself answers for. Rewriting the destination MAC before the
+// bridge looks it up makes the bridge deliver the frame to veth-imds-br
+// (LinkName's MAC has a static FDB entry there), and veth-imds receives it
+// as its own; the guest's other traffic does not match. The forward rule
+// makes that fail closed: while veth-imds-br is missing (being repaired) a
+// rewritten frame would be flooded, and it must not reach the uplink either.
+//
+// Why nftables and not tc on the tap's ingress: the frame's destination MAC
+// must change (or its packet type be forced to host), which takes act_pedit
+// or act_skbedit — optional parts of a kernel, and kernels built without
+// them (and without cls_flower) run Pods — while act_mirred alone redirects
+// a frame the receiving stack then drops as addressed to another host; and a
+// BPF classifier that rewrites needs CAP_BPF or CAP_SYS_ADMIN, which the
+// sidecar does not have. nf_tables' bridge family is part of nf_tables
+// itself in current kernels and KubeVirt's own masquerade binding already
+// relies on nf_tables in the Pod; CAP_NET_ADMIN in the Pod's namespace is all
+// it takes. The rule names the port rather than an ifindex, so it keeps
+// matching a tap that is recreated under the same name.
+type Redirect struct {
+	// Port is the bridge port whose frames are matched: the guest's.
+	Port string
+	// MAC is the destination written into matched frames: LinkName's.
+	MAC net.HardwareAddr
+}
+
+// Equal reports whether r and o are the same redirect.
+func (r Redirect) Equal(o Redirect) bool {
+	return r.Port == o.Port && bytes.Equal(r.MAC, o.MAC)
+}
+
+func (r Redirect) String() string {
+	return fmt.Sprintf("iifname %s ip daddr %s ether daddr set %s", r.Port, Address.Addr(), r.MAC)
+}
+
 // Observed is the part of the Pod's network namespace the plan depends on.
 type Observed struct {
 	Links []Link
@@ -103,6 +154,10 @@ type Observed struct {
 	Routes []Route
 	// FDB are the entries on PeerName.
 	FDB []FDBEntry
+	// Redirect is what RedirectTable holds: nil when the table does not
+	// exist, the zero Redirect when it exists but is not exactly what
+	// ReplaceRedirect builds (so it gets replaced).
+	Redirect *Redirect
 }
 
 func (o *Observed) link(name string) *Link {
@@ -157,7 +212,12 @@ type Plan struct {
 	// and ours, so traffic routed in through the bridge can only come from
 	// the guest (masquerade) and may reach the listener.
 	BridgeIngress bool
-	Actions       []Action
+	// Redirect is the redirect the namespace should have; nil when the
+	// bridge has no port but the guest's and ours (masquerade), where the
+	// guest's gateway is the bridge itself and its packets for Address are
+	// routed locally without help.
+	Redirect *Redirect
+	Actions  []Action
 }
 
 // Ingress names the interfaces the listener may accept connections from.
@@ -296,6 +356,17 @@ func Compute(obs Observed, in Inputs) (Plan, error) {
 	}) || !adopt {
 		p.Actions = append(p.Actions, SetFDB{Link: PeerName, MAC: p.MAC})
 	}
+	// The redirect comes after the FDB entry: a frame rewritten to LinkName's
+	// MAC before the bridge knows where it lives would be flooded. A foreign
+	// port means the guest's gateway may lie beyond it (bridge binding).
+	if !p.BridgeIngress {
+		p.Redirect = &Redirect{Port: guest.Name, MAC: slices.Clone(p.MAC)}
+		if obs.Redirect == nil || !obs.Redirect.Equal(*p.Redirect) {
+			p.Actions = append(p.Actions, ReplaceRedirect{Redirect: *p.Redirect})
+		}
+	} else if obs.Redirect != nil {
+		p.Actions = append(p.Actions, DeleteRedirect{})
+	}
 
 	want := desiredRules()
 	for _, r := range obs.Rules {
@@ -400,18 +471,27 @@ type SetFDB struct {
 	MAC  net.HardwareAddr
 }
 
-func (CreateVeth) isAction()   {}
-func (DeleteLink) isAction()   {}
-func (SetMaster) isAction()    {}
-func (SetMTU) isAction()       {}
-func (SetUp) isAction()        {}
-func (SetIsolated) isAction()  {}
-func (SetARPIgnore) isAction() {}
-func (AddAddress) isAction()   {}
-func (AddRule) isAction()      {}
-func (DeleteRule) isAction()   {}
-func (ReplaceRoute) isAction() {}
-func (SetFDB) isAction()       {}
+// ReplaceRedirect replaces RedirectTable, atomically, with one holding
+// Redirect.
+type ReplaceRedirect struct{ Redirect Redirect }
+
+// DeleteRedirect removes RedirectTable.
+type DeleteRedirect struct{}
+
+func (CreateVeth) isAction()      {}
+func (DeleteLink) isAction()      {}
+func (SetMaster) isAction()       {}
+func (SetMTU) isAction()          {}
+func (SetUp) isAction()           {}
+func (SetIsolated) isAction()     {}
+func (SetARPIgnore) isAction()    {}
+func (AddAddress) isAction()      {}
+func (AddRule) isAction()         {}
+func (DeleteRule) isAction()      {}
+func (ReplaceRoute) isAction()    {}
+func (SetFDB) isAction()          {}
+func (ReplaceRedirect) isAction() {}
+func (DeleteRedirect) isAction()  {}
 
 func (a CreateVeth) String() string {
 	return fmt.Sprintf("create veth %s (%s) peer %s (%s) mtu %d", a.Name, a.MAC, a.Peer, a.PeerMAC, a.MTU)
@@ -430,4 +510,6 @@ func (a DeleteRule) String() string { return "delete rule " + a.Rule.String() }
 func (a ReplaceRoute) String() string {
 	return fmt.Sprintf("replace route %s dev %s table %d", a.Route.Dst, a.Route.Dev, a.Route.Table)
 }
-func (a SetFDB) String() string { return fmt.Sprintf("set fdb %s dev %s master static", a.MAC, a.Link) }
+func (a SetFDB) String() string          { return fmt.Sprintf("set fdb %s dev %s master static", a.MAC, a.Link) }
+func (a ReplaceRedirect) String() string { return "replace redirect " + a.Redirect.String() }
+func (DeleteRedirect) String() string    { return "delete redirect table " + RedirectTable }

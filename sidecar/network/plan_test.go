@@ -21,8 +21,10 @@ func podLinks(extra ...Link) []Link {
 	return append(links, extra...)
 }
 
-func bridgeBindingLinks() []Link {
-	links := podLinks()
+// bridgeBindingLinks is a virt-launcher Pod as KubeVirt leaves it for
+// bridge binding: the Pod's eth0 renamed eth0-nic and enslaved.
+func bridgeBindingLinks(extra ...Link) []Link {
+	links := podLinks(extra...)
 	links[1] = Link{Name: "eth0-nic", Index: 2, Kind: "veth", MasterIndex: 3, MTU: 1450, Up: true, ARPIgnore: -1}
 	return links
 }
@@ -44,30 +46,37 @@ func TestComputeFresh(t *testing.T) {
 		SetMaster{Link: PeerName, Master: "k6t-eth0"},
 		SetIsolated{Link: PeerName},
 	}
-	tail := []Action{
+	up := []Action{
 		AddAddress{Link: LinkName, Prefix: Address},
 		SetUp{Link: PeerName},
 		SetUp{Link: LinkName},
 		SetFDB{Link: PeerName, MAC: seedMAC},
+	}
+	// The redirect follows the FDB entry, so a rewritten frame is never
+	// flooded for want of it.
+	redirect := []Action{ReplaceRedirect{Redirect: Redirect{Port: "tap0", MAC: seedMAC}}}
+	routing := []Action{
 		AddRule{Rule: desiredRules()[0]},
 		AddRule{Rule: desiredRules()[1]},
 		ReplaceRoute{Route: Route{Table: RouteTable, Dst: mustPrefix("0.0.0.0/0"), Dev: LinkName}},
 	}
 	tests := []struct {
-		name        string
-		links       []Link
-		wantActions []Action
-		wantIngress []string
+		name         string
+		links        []Link
+		wantActions  []Action
+		wantIngress  []string
+		wantRedirect bool
 	}{{
-		name:        "masquerade: only the guest's tap on the bridge",
+		name:        "masquerade: only the guest's tap on the bridge, no redirect",
 		links:       podLinks(),
-		wantActions: slices.Concat(common, tail),
+		wantActions: slices.Concat(common, up, routing),
 		wantIngress: []string{LinkName, "k6t-eth0"},
 	}, {
-		name:        "bridge binding: eth0-nic is isolated and the bridge is no ingress",
-		links:       bridgeBindingLinks(),
-		wantActions: slices.Concat(common, []Action{SetIsolated{Link: "eth0-nic"}}, tail),
-		wantIngress: []string{LinkName},
+		name:         "bridge binding: eth0-nic is isolated, the bridge is no ingress, the guest's packets are redirected",
+		links:        bridgeBindingLinks(),
+		wantActions:  slices.Concat(common, []Action{SetIsolated{Link: "eth0-nic"}}, up, redirect, routing),
+		wantIngress:  []string{LinkName},
+		wantRedirect: true,
 	}, {
 		name: "bridge binding with eth0-nic already isolated",
 		links: func() []Link {
@@ -75,8 +84,9 @@ func TestComputeFresh(t *testing.T) {
 			l[1].Isolated = true
 			return l
 		}(),
-		wantActions: slices.Concat(common, tail),
-		wantIngress: []string{LinkName},
+		wantActions:  slices.Concat(common, up, redirect, routing),
+		wantIngress:  []string{LinkName},
+		wantRedirect: true,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,6 +102,9 @@ func TestComputeFresh(t *testing.T) {
 			}
 			if p.GuestPort != "tap0" || p.MAC.String() != seedMAC.String() {
 				t.Errorf("guest port %s mac %s", p.GuestPort, p.MAC)
+			}
+			if got := p.Redirect != nil; got != tt.wantRedirect {
+				t.Errorf("redirect = %v, want one: %v", p.Redirect, tt.wantRedirect)
 			}
 		})
 	}
@@ -158,7 +171,7 @@ func TestComputeSecondaryAndOverride(t *testing.T) {
 	}
 }
 
-// adopted is the namespace after a successful apply for podLinks.
+// adopted is the namespace after a successful apply for links.
 func adopted(t *testing.T, links []Link) Observed {
 	t.Helper()
 	f := newFake(links...)
@@ -247,6 +260,126 @@ func TestComputeRepairs(t *testing.T) {
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("actions start %q, want %q (all: %q)", got, tt.want, actionStrings(p.Actions))
+			}
+		})
+	}
+}
+
+func TestComputeRedirect(t *testing.T) {
+	seedMAC := DeriveMAC("uid-1", "k6t-eth0")
+	tests := []struct {
+		name string
+		// links is the namespace the adopted state is built for.
+		links  []Link
+		in     Inputs
+		mutate func(*Observed)
+		want   []string
+		// wantRedirect is Plan.Redirect's port; "" for none.
+		wantRedirect string
+	}{{
+		name:         "bridge binding, adopted: nothing to do",
+		links:        bridgeBindingLinks(),
+		want:         nil,
+		wantRedirect: "tap0",
+	}, {
+		name:  "masquerade, adopted: no redirect, nothing to do",
+		links: podLinks(),
+		want:  nil,
+	}, {
+		name:  "masquerade with a redirect left over: removed",
+		links: podLinks(),
+		mutate: func(o *Observed) {
+			o.Redirect = &Redirect{Port: "tap0", MAC: seedMAC}
+		},
+		want: []string{"delete redirect table kubevirt-imds"},
+	}, {
+		name:  "eth0-nic left the bridge: the gateway is local again, the redirect goes",
+		links: bridgeBindingLinks(),
+		mutate: func(o *Observed) {
+			o.Links = slices.DeleteFunc(o.Links, func(l Link) bool { return l.Name == "eth0-nic" })
+		},
+		want: []string{"delete redirect table kubevirt-imds"},
+	}, {
+		name:  "the table holds something else: replaced",
+		links: bridgeBindingLinks(),
+		mutate: func(o *Observed) {
+			o.Redirect = &Redirect{}
+		},
+		want:         []string{"replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
+		wantRedirect: "tap0",
+	}, {
+		name:  "the table was removed: recreated",
+		links: bridgeBindingLinks(),
+		mutate: func(o *Observed) {
+			o.Redirect = nil
+		},
+		want:         []string{"replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
+		wantRedirect: "tap0",
+	}, {
+		name:  "a redirect to another MAC: replaced with veth-imds's",
+		links: bridgeBindingLinks(),
+		mutate: func(o *Observed) {
+			o.Redirect.MAC = mac(9)
+		},
+		want:         []string{"replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
+		wantRedirect: "tap0",
+	}, {
+		name:  "a redirect from another port: moved to the guest's",
+		links: bridgeBindingLinks(),
+		mutate: func(o *Observed) {
+			o.Redirect.Port = "tap9"
+		},
+		want:         []string{"replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
+		wantRedirect: "tap0",
+	}, {
+		name:  "restarted with an explicit guest port: its frames are the ones redirected",
+		links: bridgeBindingLinks(Link{Name: "vnet0", Index: 20, Kind: "tuntap", MasterIndex: 3}),
+		in:    Inputs{GuestPort: "vnet0"},
+		// tap0 is foreign now, and isolated like eth0-nic.
+		want:         []string{"set tap0 isolated", "replace redirect iifname vnet0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
+		wantRedirect: "vnet0",
+	}, {
+		name:  "veth-imds recreated with the same MAC: the redirect still holds",
+		links: bridgeBindingLinks(),
+		mutate: func(o *Observed) {
+			o.Links = slices.DeleteFunc(o.Links, func(l Link) bool { return l.Name == LinkName || l.Name == PeerName })
+			o.FDB = nil
+		},
+		want: []string{
+			"create veth veth-imds (" + seedMAC.String() + ") peer veth-imds-br (" + PeerMAC(seedMAC).String() + ") mtu 1450",
+			"set veth-imds arp_ignore 8",
+			"set veth-imds-br master k6t-eth0",
+			"set veth-imds-br isolated",
+			"add address 169.254.169.254/32 to veth-imds",
+			"set veth-imds-br up",
+			"set veth-imds up",
+			"set fdb " + seedMAC.String() + " dev veth-imds-br master static",
+			"replace route 0.0.0.0/0 dev veth-imds table 43518",
+		},
+		wantRedirect: "tap0",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Adopted as planned with the default inputs, then planned again
+			// with tt.in (a restart with other flags).
+			obs := adopted(t, tt.links)
+			in := tt.in
+			in.Bridge, in.MACSeed = "k6t-eth0", "uid-1"
+			if tt.mutate != nil {
+				tt.mutate(&obs)
+			}
+			p, err := Compute(obs, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := actionStrings(p.Actions); !slices.Equal(got, tt.want) {
+				t.Errorf("actions:\n got %q\nwant %q", got, tt.want)
+			}
+			switch {
+			case tt.wantRedirect == "" && p.Redirect != nil:
+				t.Errorf("redirect %s, want none", p.Redirect)
+			case tt.wantRedirect != "" && (p.Redirect == nil || p.Redirect.Port != tt.wantRedirect || p.Redirect.MAC.String() != seedMAC.String()):
+				t.Errorf("redirect %v, want from %s to %s", p.Redirect, tt.wantRedirect, seedMAC)
 			}
 		})
 	}

@@ -16,8 +16,8 @@
 //	/nocloud/ (also /nocloud)          listing of the files below
 //	/nocloud/meta-data                 YAML: instance-id, local-hostname, hostname, public-keys, network-interfaces
 //	/nocloud/user-data                 verbatim; empty 200 when there is none (cloud-init fails NoCloud on an error)
-//	/nocloud/vendor-data               verbatim; 404 when there is none
-//	/nocloud/network-config            version 2 YAML (or the user's own verbatim); 404 without network configuration
+//	/nocloud/vendor-data               verbatim; empty 200 when there is none (cloud-init retries an error for 10 s)
+//	/nocloud/network-config            version 2 YAML (or the user's own verbatim); empty 200 without network configuration (likewise)
 //	/openstack (also /openstack/)      the versions, one per line
 //	/openstack/<v>/ (also without /)   the files of <v>, by nova's history
 //	/openstack/<v>/meta_data.json      nova's meta_data.json

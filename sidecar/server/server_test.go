@@ -396,10 +396,10 @@ func TestAbsentData(t *testing.T) {
 		code int
 		body string
 	}{
-		{"/nocloud/user-data", 200, ""}, // cloud-init fails NoCloud on a user-data error
-		{"/nocloud/vendor-data", 404, ""},
-		{"/nocloud/network-config", 404, ""},
-		{"/nocloud/", 200, "meta-data\nuser-data"},
+		{"/nocloud/user-data", 200, ""},      // cloud-init fails NoCloud on a user-data error
+		{"/nocloud/vendor-data", 200, ""},    // cloud-init retries an error for 10 s
+		{"/nocloud/network-config", 200, ""}, // likewise
+		{"/nocloud/", 200, "meta-data\nnetwork-config\nuser-data\nvendor-data"},
 		{"/openstack/latest/user_data", 404, ""},
 		{"/openstack/latest/", 200, "meta_data.json\nnetwork_data.json\npassword\nvendor_data.json\nvendor_data2.json"},
 		{"/openstack/latest/network_data.json", 200, `{"links":[],"networks":[],"services":[]}`},

@@ -100,20 +100,18 @@ func buildSnapshot(doc *payload.Document) (*snapshot, error) {
 	}
 
 	if doc.Serves(payload.DialectNoCloud) {
-		entries := []string{"meta-data"}
+		// Every NoCloud file is served, "none" as an empty 200: cloud-init
+		// fails the whole datasource when user-data cannot be fetched, and
+		// retries any error on the others ten times a second apart before
+		// doing without (measured: vendor-data on 22.4 and 25.1,
+		// network-config on 25.1, 10 s of boot each). Empty vendor-data and
+		// network-config are none to it; the guest keeps its fallback
+		// network.
 		s.files["/nocloud/meta-data"] = rendered(contentYAML)(render.NoCloudMetaData(doc))
-		if doc.Network != nil {
-			s.files["/nocloud/network-config"] = rendered(contentYAML)(render.NoCloudNetworkConfig(doc))
-			entries = append(entries, "network-config")
-		}
-		// cloud-init's NoCloud fails the whole datasource when user-data
-		// cannot be fetched, so "none" is an empty 200.
+		s.files["/nocloud/network-config"] = rendered(contentYAML)(render.NoCloudNetworkConfig(doc))
 		s.files["/nocloud/user-data"] = newResource(doc.UserData, contentBinary)
-		entries = append(entries, "user-data")
-		if len(doc.VendorData) > 0 {
-			s.files["/nocloud/vendor-data"] = newResource(doc.VendorData, contentBinary)
-			entries = append(entries, "vendor-data")
-		}
+		s.files["/nocloud/vendor-data"] = newResource(doc.VendorData, contentBinary)
+		entries := []string{"meta-data", "network-config", "user-data", "vendor-data"}
 		dir("/nocloud/", entries)
 	}
 

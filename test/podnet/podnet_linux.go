@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/mdlayher/arp"
 	"github.com/vishvananda/netns"
 )
@@ -231,6 +232,26 @@ func (n NS) ARPRequest(dev string, target netip.Addr, wait time.Duration) ([]ARP
 	}
 }
 
+// NFTBridgeTables lists the namespace's nftables tables of the bridge
+// family, read over netlink (no nft binary needed).
+func (n NS) NFTBridgeTables() ([]string, error) {
+	var names []string
+	err := n.Do(func() error {
+		// Not a lasting connection: each request dials from this thread,
+		// inside the namespace.
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		tables, err := c.ListTablesOfFamily(nftables.TableFamilyBridge)
+		for _, t := range tables {
+			names = append(names, t.Name)
+		}
+		return err
+	})
+	return names, err
+}
+
 // Neighbour returns the namespace's neighbour entry for ip on dev as
 // `ip neigh` prints it ("" when none).
 func (n NS) Neighbour(dev string, ip netip.Addr) (string, error) {
@@ -295,10 +316,16 @@ const (
 	// Secondary: a Multus secondary network's bridge without any address,
 	// and a guest NIC with only 169.254.7.9/16.
 	Secondary
+	// BridgeBindingRouted is BridgeBinding with a stock guest, as in-pod
+	// DHCP leaves cloud-init or Windows: PodIP and a default route via the
+	// Pod's real gateway (UplinkIP, in the uplink namespace behind
+	// eth0-nic), and no on-link route to 169.254.169.254. Its packets for
+	// the address carry the gateway's MAC.
+	BridgeBindingRouted
 )
 
 func (t Topology) String() string {
-	return [...]string{"masquerade", "bridge binding", "link-local guest", "secondary"}[t]
+	return [...]string{"masquerade", "bridge binding", "link-local guest", "secondary", "bridge binding, routed guest"}[t]
 }
 
 // Plumb builds the primary interface's network in the Pod as virt-handler
@@ -334,11 +361,13 @@ func (p *Pod) PlumbOn(tb TB, t Topology, bridge, tap string) {
 		p.GuestIP = netip.MustParsePrefix("10.0.2.2/24")
 		p.Guest.MustIP(tb, "addr", "add", p.GuestIP.String(), "dev", "eth0")
 		p.Guest.MustIP(tb, "route", "add", "default", "via", "10.0.2.1")
-	case BridgeBinding:
+	case BridgeBinding, BridgeBindingRouted:
 		p.GuestIP = PodIP
 		p.Guest.MustIP(tb, "addr", "add", p.GuestIP.String(), "dev", "eth0")
 		p.Guest.MustIP(tb, "route", "add", "default", "via", UplinkIP.Addr().String())
-		p.Guest.MustIP(tb, "route", "add", "169.254.169.254/32", "dev", "eth0", "scope", "link")
+		if t == BridgeBinding {
+			p.Guest.MustIP(tb, "route", "add", "169.254.169.254/32", "dev", "eth0", "scope", "link")
+		}
 	case LinkLocal, Secondary:
 		p.GuestIP = netip.MustParsePrefix("169.254.7.9/16")
 		p.Guest.MustIP(tb, "addr", "add", p.GuestIP.String(), "dev", "eth0")
@@ -348,7 +377,7 @@ func (p *Pod) PlumbOn(tb TB, t Topology, bridge, tap string) {
 	switch t {
 	case Masquerade, LinkLocal:
 		batch = append(batch, "addr add 10.0.2.1/24 dev "+bridge)
-	case BridgeBinding:
+	case BridgeBinding, BridgeBindingRouted:
 		batch = append(batch,
 			"link set eth0 down",
 			"addr flush dev eth0",

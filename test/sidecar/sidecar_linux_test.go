@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -47,6 +48,16 @@ func expectReady(ctx context.Context, pod *podnet.Pod) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(code).To(Equal(http.StatusOK), body)
 	}).WithContext(ctx).WithTimeout(15 * time.Second).WithPolling(10 * time.Millisecond).Should(Succeed())
+}
+
+// expectDial connects from ns to addr and closes the connection.
+func expectDial(ctx context.Context, ns podnet.NS, addr string) {
+	GinkgoHelper()
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := ns.Dial(dctx, "tcp4", addr)
+	Expect(err).NotTo(HaveOccurred(), "from %s to %s", ns.Name, addr)
+	Expect(c.Close()).To(Succeed())
 }
 
 // expectNoTCPAnswer dials from ns and expects silence: a timeout, not a
@@ -99,6 +110,14 @@ var _ = Describe("the sidecar in a virt-launcher-like Pod", func() {
 			By("keeping the kernel from answering ARP on veth-imds, set over netlink")
 			Expect(pod.ReadSysctl("net/ipv4/conf/veth-imds/arp_ignore")).To(Equal("8"))
 			Expect(pod.ReadSysctl("net/ipv4/conf/k6t-eth0/arp_ignore")).To(Equal("1"))
+			By("redirecting the guest's packets with nftables only where its gateway may lie beyond the Pod")
+			tables, err := pod.NFTBridgeTables()
+			Expect(err).NotTo(HaveOccurred())
+			if topo == podnet.BridgeBinding || topo == podnet.BridgeBindingRouted {
+				Expect(tables).To(ConsistOf(network.RedirectTable))
+			} else {
+				Expect(tables).To(BeEmpty())
+			}
 			By("leaving the bridge's MAC, the masquerade guest's gateway, unchanged")
 			Expect(pod.MAC("k6t-eth0")).To(Equal(bridgeMAC))
 			By("using the MAC derived from the instance's UID")
@@ -115,7 +134,69 @@ var _ = Describe("the sidecar in a virt-launcher-like Pod", func() {
 		Entry("bridge binding, rp_filter 0", podnet.BridgeBinding, "0"),
 		Entry("bridge binding, rp_filter 1", podnet.BridgeBinding, "1"),
 		Entry("bridge binding, rp_filter 2", podnet.BridgeBinding, "2"),
+		Entry("bridge binding, routed guest, rp_filter 0", podnet.BridgeBindingRouted, "0"),
+		Entry("bridge binding, routed guest, rp_filter 1", podnet.BridgeBindingRouted, "1"),
+		Entry("bridge binding, routed guest, rp_filter 2", podnet.BridgeBindingRouted, "2"),
 	)
+
+	It("steers a routed bridge-binding guest's packets for 169.254.169.254 to the sidecar, never to the node", func(ctx SpecContext) {
+		pod := podnet.NewPod(GinkgoT())
+		pod.Plumb(GinkgoT(), podnet.BridgeBindingRouted)
+		node, gw := pod.Uplink, podnet.UplinkIP.Addr()
+
+		By("giving the node, the guest's gateway, a metadata service of its own, as a cloud node has")
+		node.MustIP(GinkgoT(), "addr", "add", imds.String()+"/32", "dev", "lo")
+		nodeIMDS := node.Accept(GinkgoT(), "169.254.169.254:80")
+		nodeService := node.Accept(GinkgoT(), net.JoinHostPort(gw.String(), "8080"))
+
+		By("showing the leak while no sidecar runs: the guest's packets for 169.254.169.254 reach the node")
+		expectDial(ctx, pod.Guest, "169.254.169.254:80")
+		Eventually(nodeIMDS.Accepted).WithContext(ctx).WithTimeout(5 * time.Second).Should(Equal(1))
+
+		p := startSidecar(pod, writePayload())
+		expectReady(ctx, pod)
+		seen := node.Capture(GinkgoT(), "eth0")
+		expectServed(ctx, pod)
+		Expect(p.logs.String()).To(ContainSubstring(`"action":"replace redirect iifname tap0 ip daddr 169.254.169.254`))
+
+		expectNoLeak := func(wantGatewayConns int) {
+			GinkgoHelper()
+			By("keeping the guest's ordinary traffic to its gateway on the uplink")
+			expectDial(ctx, pod.Guest, net.JoinHostPort(gw.String(), "8080"))
+			Eventually(nodeService.Accepted).WithContext(ctx).WithTimeout(5 * time.Second).Should(Equal(wantGatewayConns))
+			// The guest sent that connection's SYN after all its packets for
+			// 169.254.169.254, on the same path: once the node has seen it,
+			// it has seen any of them that leaked.
+			Eventually(func() []podnet.Frame { return seen.Frames(podnet.ToIPv4(gw)) }).
+				WithContext(ctx).WithTimeout(5 * time.Second).ShouldNot(BeEmpty())
+			Expect(seen.Err()).NotTo(HaveOccurred())
+			Expect(seen.Frames(podnet.ToIPv4(imds))).To(BeEmpty(), "the node received packets for 169.254.169.254")
+			Expect(seen.Frames(podnet.ARPFrom(imds))).To(BeEmpty(), "veth-imds's ARP crossed into the uplink")
+			Expect(nodeIMDS.Accepted()).To(Equal(1), "the node's own service was reached again")
+		}
+		expectNoLeak(1)
+
+		By("replying through veth-imds: the Pod resolved the guest's MAC there, across the isolated port")
+		Expect(pod.IP("route", "get", pod.GuestIP.Addr().String(), "from", imds.String())).To(ContainSubstring("dev " + network.LinkName))
+		neigh, err := pod.Neighbour(network.LinkName, pod.GuestIP.Addr())
+		Expect(err).NotTo(HaveOccurred())
+		Expect(neigh).To(ContainSubstring("lladdr " + pod.GuestMAC.String()))
+
+		By("adopting the redirect after a restart")
+		Expect(p.stop()).To(Succeed())
+		second := startSidecar(pod, writePayload())
+		expectServed(ctx, pod)
+		Expect(second.logs.String()).NotTo(ContainSubstring(`"msg":"applying network plan"`), "adopting changes nothing")
+		expectNoLeak(2)
+
+		By("failing closed: without veth-imds's FDB entry the bridge floods the redirected frames, and still none reaches the uplink")
+		mac, err := pod.MAC(network.LinkName)
+		Expect(err).NotTo(HaveOccurred())
+		out, err := exec.Command("bridge", "-n", pod.Name, "fdb", "del", mac.String(), "dev", network.PeerName, "master").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "%s", out)
+		expectServed(ctx, pod)
+		expectNoLeak(3)
+	})
 
 	It("answers a link-local guest's ARP for 169.254.169.254, and only that", func(ctx SpecContext) {
 		pod := podnet.NewPod(GinkgoT())
@@ -140,9 +221,9 @@ var _ = Describe("the sidecar in a virt-launcher-like Pod", func() {
 		expectServed(ctx, pod)
 	})
 
-	It("gives a foreign host on the Pod's L2 (bridge binding) no ARP and no TCP answer", func(ctx SpecContext) {
+	DescribeTable("gives a foreign host on the Pod's L2 (bridge binding) no ARP and no TCP answer", func(ctx SpecContext, topo podnet.Topology) {
 		pod := podnet.NewPod(GinkgoT())
-		pod.Plumb(GinkgoT(), podnet.BridgeBinding)
+		pod.Plumb(GinkgoT(), topo)
 		startSidecar(pod, writePayload())
 		expectServed(ctx, pod)
 		foreign := pod.Uplink
@@ -167,7 +248,11 @@ var _ = Describe("the sidecar in a virt-launcher-like Pod", func() {
 
 		By("still serving the guest")
 		expectServed(ctx, pod)
-	})
+	},
+		Entry("guest on-link to 169.254.169.254", podnet.BridgeBinding),
+		// The redirect applies to the guest's port only.
+		Entry("guest routing through the node", podnet.BridgeBindingRouted),
+	)
 
 	It("gives packets for 169.254.169.254 from the Pod's uplink (masquerade) no answer", func(ctx SpecContext) {
 		pod := podnet.NewPod(GinkgoT())
