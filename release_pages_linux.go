@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -18,6 +19,8 @@ import (
 // private file mapping only unmaps the pages (they stay in the page cache and
 // fault back in on use), so it is safe; writable mappings are left alone.
 func releaseStartupPages() error {
+	// The package initialisers' garbage, too, need not stay resident.
+	debug.FreeOSMemory()
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		return err

@@ -29,13 +29,13 @@ type readiness struct {
 }
 
 // notifyServing runs onServing the first time the sidecar can serve. Call
-// with r.mu held.
+// with r.mu held: /readyz then reports ready only once onServing is done.
 func (r *readiness) notifyServing() {
 	if r.served || r.network != "" || !r.listening || r.onServing == nil {
 		return
 	}
 	r.served = true
-	go r.onServing()
+	r.onServing()
 }
 
 func newReadiness(payloadLoaded func() bool) *readiness {

@@ -85,6 +85,7 @@ func BenchmarkSidecarLoad(b *testing.B) {
 	})
 	waitReady(b, pod)
 	idle := rss(b, sidecar.Process.Pid)
+	b.Logf("idle: %s", memoryLine(b, sidecar.Process.Pid))
 
 	stopRef := serveReference(b, pod)
 	defer stopRef()
@@ -112,6 +113,25 @@ func BenchmarkSidecarLoad(b *testing.B) {
 	}
 	b.ReportMetric(idle/1024, "idle-rss-MiB")
 	b.ReportMetric(rss(b, sidecar.Process.Pid)/1024, "loaded-rss-MiB")
+	b.Logf("after load: %s", memoryLine(b, sidecar.Process.Pid))
+}
+
+// memoryLine summarises the resident set: anonymous (heap, stacks) and file
+// pages (the executable).
+func memoryLine(b *testing.B, pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var parts []string
+	for _, line := range strings.Split(string(data), "\n") {
+		for _, key := range []string{"VmRSS:", "RssAnon:", "RssFile:"} {
+			if v, ok := strings.CutPrefix(line, key); ok {
+				parts = append(parts, key+" "+strings.TrimSpace(v))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // waitReady polls the sidecar's admin endpoint inside the Pod.

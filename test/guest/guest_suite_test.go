@@ -49,3 +49,6 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	}
 	ensureTool(ctx, "dnsmasq", "dnsmasq-base")
 }, NodeTimeout(5*time.Minute))
+
+// The sidecar binary the sidecar specs build goes with the suite.
+var _ = AfterSuite(removeSidecarBinary)

@@ -80,18 +80,25 @@ func newPodNetwork(ctx context.Context) *podNetwork {
 	return n
 }
 
-// startDHCP runs dnsmasq as KubeVirt's masquerade DHCP server answers: the
-// guest always gets 10.0.2.2/24 with router 10.0.2.1, whatever client
-// identifier it presents (cloud-init's ephemeral DHCP and the guest's own
-// client use different ones).
+// startDHCP serves KubeVirt's masquerade DHCP in the Pod namespace.
 func (n *podNetwork) startDHCP() {
 	GinkgoHelper()
-	cmd := exec.Command("ip", "netns", "exec", n.Pod, "dnsmasq",
+	serveMasqueradeDHCP(n.Pod, n.GuestMAC)
+}
+
+// serveMasqueradeDHCP runs dnsmasq on k6t-eth0 in the Pod namespace pod as
+// KubeVirt's masquerade DHCP server answers: the guest NIC guestMAC always
+// gets 10.0.2.2/24 with router 10.0.2.1, whatever client identifier it
+// presents (cloud-init's ephemeral DHCP and the guest's own client use
+// different ones). It stops when the current spec ends.
+func serveMasqueradeDHCP(pod, guestMAC string) {
+	GinkgoHelper()
+	cmd := exec.Command("ip", "netns", "exec", pod, "dnsmasq",
 		"--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--conf-file=/dev/null",
 		"--port=0", "--no-hosts", "--no-resolv", "--leasefile-ro", "--pid-file=",
 		"--interface=k6t-eth0", "--bind-interfaces", "--dhcp-authoritative",
 		"--dhcp-range=10.0.2.0,static,255.255.255.0,1h",
-		"--dhcp-host="+n.GuestMAC+",id:*,"+guestAddr,
+		"--dhcp-host="+guestMAC+",id:*,"+guestAddr,
 		"--dhcp-option=option:router,"+gatewayAddr)
 	stderr, err := cmd.StderrPipe()
 	Expect(err).NotTo(HaveOccurred())

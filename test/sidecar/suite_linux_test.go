@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,14 +105,6 @@ func writeDocument(doc *payload.Document) string {
 	d, err := storetest.NewDir(filepath.Join(root, "payload"))
 	Expect(err).NotTo(HaveOccurred())
 	Expect(d.WriteDocument(doc)).To(Succeed())
-	// storetest's version directories are private (0700); a kubelet-mounted
-	// Secret is readable by the Pod's user, so make this one too.
-	Expect(filepath.WalkDir(d.Path, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.Type()&fs.ModeSymlink != 0 {
-			return err
-		}
-		return os.Chmod(path, 0o755)
-	})).To(Succeed())
 	return d.Path
 }
 
