@@ -1,5 +1,6 @@
-// Command kubevirt-imds is the kubevirt-imds operator (`manager`) and the
-// metadata service sidecar injected into virt-launcher Pods (`sidecar`).
+// Command kubevirt-imds is the kubevirt-imds operator (`manager`), the
+// metadata service sidecar injected into virt-launcher Pods (`sidecar`) and
+// the sidecar's exec probe (`probe`).
 package main
 
 import (
@@ -18,6 +19,8 @@ func main() {
 		err = runManager(os.Args[2:])
 	case "sidecar":
 		err = runSidecar(os.Args[2:])
+	case "probe":
+		err = runProbe(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -38,5 +41,6 @@ func usage() {
 subcommands:
   manager   run the operator: controllers and webhooks
   sidecar   run the metadata service inside a virt-launcher Pod
+  probe     GET a URL and exit 0 on 200 (the sidecar's exec probe)
 `)
 }

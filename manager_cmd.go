@@ -4,11 +4,14 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"os"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -17,7 +20,13 @@ import (
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 	"github.com/kubevirt-imds/kubevirt-imds/controllers"
+	"github.com/kubevirt-imds/kubevirt-imds/webhooks"
 )
+
+// sidecarImageEnv names the environment variable that defaults
+// --sidecar-image: the deployment sets it to the manager's own image, which a
+// process cannot otherwise learn.
+const sidecarImageEnv = "KUBEVIRT_IMDS_IMAGE"
 
 // leaderElectionID is the Lease the manager replicas compete for.
 const leaderElectionID = "kubevirt-imds.imds.kubevirt.io"
@@ -33,7 +42,7 @@ func newScheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// runManager wires the operator: controllers (and, later, webhooks) in a
+// runManager wires the operator: the controller and the webhooks in a
 // controller-runtime manager.
 func runManager(args []string) error {
 	fs := flag.NewFlagSet("manager", flag.ExitOnError)
@@ -43,6 +52,12 @@ func runManager(args []string) error {
 		enableHTTP2            bool
 		qps                    float64
 		burst                  int
+		enableWebhooks         bool
+		webhookPort            int
+		webhookCertDir         string
+		certs                  certFlags
+		sidecarImage           string
+		sidecarPullPolicy      string
 	)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the metrics endpoint (:8443 for HTTPS, :8080 for HTTP, 0 disables it)")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of the health and readiness probes")
@@ -51,12 +66,29 @@ func runManager(args []string) error {
 	fs.BoolVar(&enableHTTP2, "enable-http2", false, "allow HTTP/2 on the metrics and webhook servers (off: CVE-2023-44487, CVE-2023-39325)")
 	fs.Float64Var(&qps, "kube-api-qps", 50, "sustained requests per second to the API server")
 	fs.IntVar(&burst, "kube-api-burst", 100, "burst of requests to the API server")
+	fs.BoolVar(&enableWebhooks, "enable-webhooks", true, "serve the Pod, VMI and MetadataService admission webhooks")
+	fs.IntVar(&webhookPort, "webhook-port", 9443, "port of the webhook server")
+	fs.StringVar(&webhookCertDir, "webhook-cert-dir", defaultWebhookCertDir, "directory with tls.crt and tls.key for the webhook server")
+	certs.addFlags(fs)
+	fs.StringVar(&sidecarImage, "sidecar-image", os.Getenv(sidecarImageEnv), "image of the injected metadata sidecar (default: $"+sidecarImageEnv+", the manager's own image)")
+	fs.StringVar(&sidecarPullPolicy, "sidecar-image-pull-policy", "", "imagePullPolicy of the sidecar (Always, IfNotPresent, Never; default: the API server's)")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if err := certs.validate(); err != nil {
+		return err
+	}
+	if enableWebhooks && sidecarImage == "" {
+		return fmt.Errorf("--sidecar-image (or $%s) is required with the webhooks enabled", sidecarImageEnv)
+	}
+	switch corev1.PullPolicy(sidecarPullPolicy) {
+	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("--sidecar-image-pull-policy %q: want Always, IfNotPresent or Never", sidecarPullPolicy)
+	}
 	log := ctrl.Log.WithName("setup")
 
 	scheme, err := newScheme()
@@ -77,9 +109,11 @@ func runManager(args []string) error {
 	}
 	restConfig.QPS, restConfig.Burst = float32(qps), burst
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Scheme:                        scheme,
-		Metrics:                       metricsOpts,
-		WebhookServer:                 webhook.NewServer(webhook.Options{TLSOpts: tlsOpts}),
+		Scheme:        scheme,
+		Metrics:       metricsOpts,
+		WebhookServer: webhook.NewServer(webhook.Options{Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
+		// Only virt-launcher Pods are cached, not every Pod of the cluster.
+		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              leaderElectionID,
@@ -97,7 +131,18 @@ func runManager(args []string) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	readyz := healthz.Ping
+	if enableWebhooks {
+		setup := func() error {
+			return webhooks.SetupWithManager(mgr, webhooks.Options{Sidecar: webhooks.SidecarOptions{
+				Image: sidecarImage, ImagePullPolicy: corev1.PullPolicy(sidecarPullPolicy),
+			}})
+		}
+		if readyz, err = startWebhooks(mgr, certs, webhookCertDir, setup); err != nil {
+			return err
+		}
+	}
+	if err := mgr.AddReadyzCheck("readyz", readyz); err != nil {
 		return err
 	}
 	log.Info("starting manager")

@@ -47,6 +47,9 @@ const (
 type MetadataServiceReconciler struct {
 	client.Client
 	Recorder recorder.EventRecorder
+
+	// reported remembers the Pods and VMIs already warned about.
+	reported reportedSet
 }
 
 // +kubebuilder:rbac:groups=imds.kubevirt.io,resources=metadataservices,verbs=get;list;watch
@@ -57,6 +60,8 @@ type MetadataServiceReconciler struct {
 // watches Secrets to re-render when a referenced one changes.
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+// The controller reports served VMIs whose virt-launcher Pod lacks the sidecar.
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings the payload Secrets of one MetadataService, and its status,
@@ -83,6 +88,9 @@ func (r *MetadataServiceReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}()
 
 	if err := r.selectInstances(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.inspectInstances(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
 	src, err := r.resolveSources(ctx, mds)
@@ -242,6 +250,9 @@ func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(instanceChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.servicesForSecret)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.servicesForConfigMap)).
+		// Served VMIs whose launcher Pod lacks the sidecar are reported.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.servicesForLauncherPod),
+			builder.WithPredicates(launcherPodChanged)).
 		Named("metadataservice").
 		Complete(r)
 }

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -169,9 +170,7 @@ var _ = Describe("MetadataService controller", func() {
 			{&imdsv1alpha1.DataSource{ConfigMapRef: &imdsv1alpha1.KeyReference{Name: "big", Key: "missing"}}, imdsv1alpha1.ReasonSourceNotFound, `ConfigMap "big" has no key "missing"`},
 		} {
 			By(tc.reason)
-			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(mds), mds)).To(Succeed())
-			mds.Spec.VendorData = tc.vendor
-			Expect(k8sClient.Update(ctx, mds)).To(Succeed())
+			updateMDS(ctx, mds, func(m *imdsv1alpha1.MetadataService) { m.Spec.VendorData = tc.vendor })
 			Eventually(func(g Gomega) {
 				c := condition(getMDS(ctx, ns, "mds"), imdsv1alpha1.ConditionDegraded)
 				g.Expect(c.Reason).To(Equal(tc.reason))
@@ -314,9 +313,9 @@ var _ = Describe("MetadataService controller", func() {
 			})))
 		}).Should(Succeed())
 
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(mds), mds)).To(Succeed())
-		mds.Spec.NetworkData.Config = ptr(strings.Replace(v2, "192.0.2.10/24", "192.0.2.300/24", 1))
-		Expect(k8sClient.Update(ctx, mds)).To(Succeed())
+		updateMDS(ctx, mds, func(m *imdsv1alpha1.MetadataService) {
+			m.Spec.NetworkData.Config = ptr(strings.Replace(v2, "192.0.2.10/24", "192.0.2.300/24", 1))
+		})
 		Eventually(func(g Gomega) {
 			c := condition(getMDS(ctx, ns, "mds"), imdsv1alpha1.ConditionDegraded)
 			g.Expect(c.Reason).To(Equal(imdsv1alpha1.ReasonInvalidNetworkData))
@@ -324,6 +323,18 @@ var _ = Describe("MetadataService controller", func() {
 		}).Should(Succeed())
 	})
 })
+
+// updateMDS changes a MetadataService's spec as a user would, retrying when
+// the controller's status patch got in first.
+func updateMDS(ctx context.Context, mds *imdsv1alpha1.MetadataService, change func(*imdsv1alpha1.MetadataService)) {
+	ExpectWithOffset(1, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(mds), mds); err != nil {
+			return err
+		}
+		change(mds)
+		return k8sClient.Update(ctx, mds)
+	})).To(Succeed())
+}
 
 func relabel(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstance, app string) {
 	ExpectWithOffset(1, k8sClient.Get(ctx, client.ObjectKeyFromObject(vmi), vmi)).To(Succeed())

@@ -8,6 +8,10 @@ const (
 	// ConditionDegraded is True when something needs attention; the reason
 	// says what.
 	ConditionDegraded = "Degraded"
+	// ConditionInstancesConfigured is True when the virt-launcher Pod of every
+	// served VMI runs the metadata sidecar and every served VMI carries the
+	// SMBIOS data of its guest discovery mode; the reason says what is not.
+	ConditionInstancesConfigured = "InstancesConfigured"
 )
 
 // Condition reasons of MetadataService.
@@ -35,6 +39,19 @@ const (
 	ReasonConflict = "Conflict"
 	// ReasonPayloadWriteFailed: writing a payload Secret failed.
 	ReasonPayloadWriteFailed = "PayloadWriteFailed"
+	// ReasonSidecarMissing: the virt-launcher Pod of a served VMI runs without
+	// the metadata sidecar (the Pod webhook was unavailable or skipped it,
+	// for instance because the payload Secret did not exist yet). The VMI must
+	// be restarted to get it.
+	ReasonSidecarMissing = "SidecarMissing"
+	// ReasonGuestDiscoveryNotApplied: a served VMI lacks the SMBIOS serial or
+	// asset tag of the service's guestDiscovery mode, because the user set
+	// another value (which is never overwritten) or the VMI webhook did not
+	// run.
+	ReasonGuestDiscoveryNotApplied = "GuestDiscoveryNotApplied"
+	// ReasonInstancesConfigured: every served VMI has its sidecar and guest
+	// discovery data (InstancesConfigured True).
+	ReasonInstancesConfigured = "InstancesConfigured"
 )
 
 // Labels and annotations the operator puts on payload Secrets.

@@ -1,0 +1,247 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+)
+
+// SidecarContainerName is the name of the metadata sidecar in a virt-launcher
+// Pod. The Pod webhook injects it and the controller looks for it.
+const SidecarContainerName = "imds-sidecar"
+
+// LauncherAppValue is the value of KubeVirt's kubevirt.io label on
+// virt-launcher Pods (virt-controller's podLabels).
+const LauncherAppValue = "virt-launcher"
+
+// SMBIOS values the VMI webhook sets per guest discovery mode.
+const (
+	// NoCloudSerial is the SMBIOS system serial that makes cloud-init's
+	// NoCloud datasource fetch its seed from the metadata service.
+	NoCloudSerial = "ds=nocloud;s=http://169.254.169.254/nocloud/;dsmode=net"
+	// OpenStackAssetTag is the SMBIOS chassis asset tag by which cloud-init
+	// and cloudbase-init recognise an OpenStack (nova) instance.
+	OpenStackAssetTag = "OpenStack Nova"
+)
+
+// LauncherPodSelector selects KubeVirt's virt-launcher Pods.
+func LauncherPodSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{kubevirtv1.AppLabel: LauncherAppValue})
+}
+
+// CacheByObject restricts the manager's Pod cache to virt-launcher Pods, so
+// that the operator never holds every Pod of the cluster in memory.
+func CacheByObject() map[client.Object]cache.ByObject {
+	return map[client.Object]cache.ByObject{
+		&corev1.Pod{}: {Label: LauncherPodSelector()},
+	}
+}
+
+// ServingMetadataService returns the MetadataService among services (all of
+// one namespace) that serves a VMI with the given labels, or nil. It is the
+// controller's own selection rule, for the webhooks to agree with it.
+func ServingMetadataService(services []imdsv1alpha1.MetadataService, vmiLabels map[string]string) *imdsv1alpha1.MetadataService {
+	return winnerFor(services, vmiLabels)
+}
+
+// GuestDiscoveryOf is the service's guest discovery mode, defaulted as the
+// CRD defaults it.
+func GuestDiscoveryOf(mds *imdsv1alpha1.MetadataService) imdsv1alpha1.GuestDiscovery {
+	if mds.Spec.GuestDiscovery == "" {
+		return imdsv1alpha1.GuestDiscoveryNoCloud
+	}
+	return mds.Spec.GuestDiscovery
+}
+
+// DiscoveryValue returns the SMBIOS value that mode needs on vmi, the value
+// the VMI has there ("" if unset), and whether the mode sets anything.
+func DiscoveryValue(mode imdsv1alpha1.GuestDiscovery, vmi *kubevirtv1.VirtualMachineInstance) (want, have string, applies bool) {
+	switch mode {
+	case imdsv1alpha1.GuestDiscoveryNoCloud:
+		if fw := vmi.Spec.Domain.Firmware; fw != nil {
+			have = fw.Serial
+		}
+		return NoCloudSerial, have, true
+	case imdsv1alpha1.GuestDiscoveryOpenStack:
+		if ch := vmi.Spec.Domain.Chassis; ch != nil {
+			have = ch.Asset
+		}
+		return OpenStackAssetTag, have, true
+	}
+	return "", "", false
+}
+
+// HasSidecar reports whether pod runs the metadata sidecar.
+func HasSidecar(pod *corev1.Pod) bool {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		if slices.ContainsFunc(cs, func(c corev1.Container) bool { return c.Name == SidecarContainerName }) {
+			return true
+		}
+	}
+	return false
+}
+
+// podActive is a Pod that runs or will run: not finished, not going away.
+// Its spec can no longer gain containers, so one without the sidecar stays so.
+func podActive(pod *corev1.Pod) bool {
+	return pod.DeletionTimestamp.IsZero() && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+}
+
+// Event reasons recorded on VMIs.
+const (
+	eventSidecarMissing           = imdsv1alpha1.ReasonSidecarMissing
+	eventGuestDiscoveryNotApplied = imdsv1alpha1.ReasonGuestDiscoveryNotApplied
+)
+
+// maxReported bounds the memory of which Events were recorded; forgetting
+// only means one more Event.
+const maxReported = 10000
+
+// reportedSet remembers which Pods and VMIs already got an Event, so that a
+// busy reconcile loop does not repeat it.
+type reportedSet struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// first reports whether key is new, and remembers it.
+func (s *reportedSet) first(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil || len(s.seen) >= maxReported {
+		s.seen = map[string]bool{}
+	}
+	if s.seen[key] {
+		return false
+	}
+	s.seen[key] = true
+	return true
+}
+
+// inspectInstances sets the InstancesConfigured condition: served VMIs whose
+// active virt-launcher Pod lacks the sidecar, and served VMIs without the
+// guest discovery value. Two rare cases also get a Warning Event on the VMI,
+// once per process: a Pod without the sidecar, and a discovery value the
+// user set, which is kept. A VMI merely created before its service (or
+// while the VMI webhook was unavailable) gets none: that is common, would
+// cost one write per VMI on every operator start, and the condition says it.
+func (r *MetadataServiceReconciler) inspectInstances(ctx context.Context, s *scope) error {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(s.mds.Namespace), client.MatchingLabelsSelector{Selector: LauncherPodSelector()}); err != nil {
+		return fmt.Errorf("listing virt-launcher Pods: %w", err)
+	}
+	var missing, undiscovered []string
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		vmi := s.served[types.UID(pod.Labels[kubevirtv1.CreatedByLabel])]
+		if vmi == nil || !podActive(pod) || HasSidecar(pod) {
+			continue
+		}
+		if !slices.Contains(missing, vmi.Name) {
+			missing = append(missing, vmi.Name)
+		}
+		if r.reported.first("pod/" + string(pod.UID)) {
+			r.Recorder.Eventf(vmi, pod, corev1.EventTypeWarning, eventSidecarMissing, "Inspect",
+				"virt-launcher Pod %s runs without the metadata sidecar of MetadataService %s: restart the VM to get it", pod.Name, s.mds.Name)
+		}
+	}
+	mode := GuestDiscoveryOf(s.mds)
+	for _, vmi := range s.served {
+		want, have, applies := DiscoveryValue(mode, vmi)
+		if !applies || have == want {
+			continue
+		}
+		undiscovered = append(undiscovered, vmi.Name)
+		if have != "" && r.reported.first("discovery/"+string(vmi.UID)+"/"+string(mode)) {
+			r.Recorder.Eventf(vmi, nil, corev1.EventTypeWarning, eventGuestDiscoveryNotApplied, "Inspect",
+				"guest discovery %s of MetadataService %s is not applied: the VMI sets %q itself, which is never overwritten",
+				mode, s.mds.Name, have)
+		}
+	}
+	meta.SetStatusCondition(&s.mds.Status.Conditions, instancesConfiguredCondition(s.mds.Generation, mode, missing, undiscovered))
+	return nil
+}
+
+// instancesConfiguredCondition states the findings of inspectInstances. A
+// missing sidecar outranks missing discovery data: without the sidecar the
+// guest has no metadata service at all.
+func instancesConfiguredCondition(generation int64, mode imdsv1alpha1.GuestDiscovery, missing, undiscovered []string) metav1.Condition {
+	c := metav1.Condition{Type: imdsv1alpha1.ConditionInstancesConfigured, Status: metav1.ConditionTrue, ObservedGeneration: generation,
+		Reason: imdsv1alpha1.ReasonInstancesConfigured, Message: "every served instance has the metadata sidecar and its guest discovery data"}
+	var parts []string
+	if len(missing) > 0 {
+		c.Status, c.Reason = metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing
+		parts = append(parts, fmt.Sprintf("%d instances run without the metadata sidecar (restart them): %s", len(missing), nameList(missing)))
+	}
+	if len(undiscovered) > 0 {
+		if c.Status == metav1.ConditionTrue {
+			c.Status, c.Reason = metav1.ConditionFalse, imdsv1alpha1.ReasonGuestDiscoveryNotApplied
+		}
+		parts = append(parts, fmt.Sprintf("%d instances lack the %s guest discovery data: %s", len(undiscovered), mode, nameList(undiscovered)))
+	}
+	if len(parts) > 0 {
+		c.Message = strings.Join(parts, "; ")
+	}
+	return c
+}
+
+// nameList lists names sorted, at most maxListedConflicts of them, so that the
+// message is stable and bounded.
+func nameList(names []string) string {
+	names = slices.Clone(names)
+	slices.Sort(names)
+	if len(names) > maxListedConflicts {
+		return strings.Join(names[:maxListedConflicts], ", ") + fmt.Sprintf(" and %d more", len(names)-maxListedConflicts)
+	}
+	return strings.Join(names, ", ")
+}
+
+// servicesForLauncherPod enqueues the services of a virt-launcher Pod's VMI.
+func (r *MetadataServiceReconciler) servicesForLauncherPod(ctx context.Context, o client.Object) []reconcile.Request {
+	name := o.GetAnnotations()[kubevirtv1.DomainAnnotation]
+	if name == "" {
+		return nil
+	}
+	var vmi kubevirtv1.VirtualMachineInstance
+	if err := r.Get(ctx, types.NamespacedName{Namespace: o.GetNamespace(), Name: name}, &vmi); err != nil {
+		if client.IgnoreNotFound(err) != nil {
+			log.FromContext(ctx).Error(err, "reading the VirtualMachineInstance of a virt-launcher Pod", "pod", o.GetName())
+		}
+		return nil
+	}
+	return r.servicesForInstance(ctx, &vmi)
+}
+
+// launcherPodChanged passes virt-launcher Pod events that can change whether
+// a served VMI runs without its sidecar: arrival, departure and the end of
+// the Pod, not its frequent status updates.
+var launcherPodChanged = predicate.And(
+	predicate.NewPredicateFuncs(func(o client.Object) bool { return LauncherPodSelector().Matches(labels.Set(o.GetLabels())) }),
+	predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			old, okOld := e.ObjectOld.(*corev1.Pod)
+			cur, okNew := e.ObjectNew.(*corev1.Pod)
+			if !okOld || !okNew {
+				return true
+			}
+			return podActive(old) != podActive(cur)
+		},
+	},
+)

@@ -1,0 +1,84 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+)
+
+func TestInstancesConfiguredCondition(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		missing, undiscovered []string
+		status                metav1.ConditionStatus
+		reason                string
+		contains              []string
+	}{
+		{"all well", nil, nil, metav1.ConditionTrue, imdsv1alpha1.ReasonInstancesConfigured, nil},
+		{"sidecar missing", []string{"b", "a"}, nil, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing, []string{"2 instances", "a, b"}},
+		{"discovery only", nil, []string{"c"}, metav1.ConditionFalse, imdsv1alpha1.ReasonGuestDiscoveryNotApplied, []string{"NoCloud", "c"}},
+		{"sidecar outranks discovery", []string{"a"}, []string{"c"}, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing, []string{"a", "; 1 instances lack"}},
+		{"long lists are cut", []string{"a", "b", "c", "d", "e", "f", "g"}, nil, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing, []string{"a, b, c, d, e and 2 more"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := instancesConfiguredCondition(3, imdsv1alpha1.GuestDiscoveryNoCloud, tc.missing, tc.undiscovered)
+			if c.Type != imdsv1alpha1.ConditionInstancesConfigured || c.Status != tc.status || c.Reason != tc.reason || c.ObservedGeneration != 3 {
+				t.Fatalf("got %+v", c)
+			}
+			for _, s := range tc.contains {
+				if !strings.Contains(c.Message, s) {
+					t.Errorf("message %q lacks %q", c.Message, s)
+				}
+			}
+		})
+	}
+}
+
+func TestDiscoveryValue(t *testing.T) {
+	vmi := &kubevirtv1.VirtualMachineInstance{}
+	if want, have, ok := DiscoveryValue(imdsv1alpha1.GuestDiscoveryNoCloud, vmi); !ok || want != NoCloudSerial || have != "" {
+		t.Errorf("NoCloud on a bare VMI: %q %q %v", want, have, ok)
+	}
+	vmi.Spec.Domain.Chassis = &kubevirtv1.Chassis{Asset: "mine"}
+	if want, have, ok := DiscoveryValue(imdsv1alpha1.GuestDiscoveryOpenStack, vmi); !ok || want != OpenStackAssetTag || have != "mine" {
+		t.Errorf("OpenStack with a user asset tag: %q %q %v", want, have, ok)
+	}
+	if _, _, ok := DiscoveryValue(imdsv1alpha1.GuestDiscoveryNone, vmi); ok {
+		t.Error("None applies")
+	}
+	if GuestDiscoveryOf(&imdsv1alpha1.MetadataService{}) != imdsv1alpha1.GuestDiscoveryNoCloud {
+		t.Error("the default mode is not NoCloud")
+	}
+}
+
+func TestHasSidecar(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "compute"}}}}
+	if HasSidecar(pod) {
+		t.Error("a bare launcher Pod has the sidecar")
+	}
+	pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: SidecarContainerName})
+	if !HasSidecar(pod) {
+		t.Error("the native sidecar is not found")
+	}
+}
+
+func TestServingMetadataServiceAgreesWithTheController(t *testing.T) {
+	low := imdsv1alpha1.MetadataService{ObjectMeta: metav1.ObjectMeta{Name: "low", UID: "1"}}
+	high := imdsv1alpha1.MetadataService{ObjectMeta: metav1.ObjectMeta{Name: "high", UID: "2"},
+		Spec: imdsv1alpha1.MetadataServiceSpec{Priority: 10, Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
+	services := []imdsv1alpha1.MetadataService{low, high}
+	if got := ServingMetadataService(services, map[string]string{"app": "web"}); got == nil || got.Name != "high" {
+		t.Errorf("web: %v", got)
+	}
+	if got := ServingMetadataService(services, nil); got == nil || got.Name != "low" {
+		t.Errorf("unlabelled: %v", got)
+	}
+	if got := ServingMetadataService(nil, nil); got != nil {
+		t.Errorf("no services: %v", got)
+	}
+}

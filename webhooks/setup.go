@@ -1,0 +1,78 @@
+// Package webhooks holds kubevirt-imds' admission webhooks: the Pod webhook
+// that injects the metadata sidecar into virt-launcher Pods, the VMI webhook
+// that sets the SMBIOS data by which guests find the service, and the
+// MetadataService validating webhook. docs/webhooks.md explains the choices.
+package webhooks
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+)
+
+// Webhook paths, as in the markers below.
+const (
+	PodPath             = "/mutate-v1-pod"
+	VMIPath             = "/mutate-kubevirt-io-v1-virtualmachineinstance"
+	MetadataServicePath = "/validate-imds-kubevirt-io-v1alpha1-metadataservice"
+)
+
+// The Pod and VMI webhooks fail open (failurePolicy Ignore) and never deny:
+// a VM must start even when the operator is down; the controller reports what
+// was missed. Their objectSelector and namespaceSelector are added by
+// config/webhook/selectors_patch.yaml (controller-gen has no marker for them).
+// The MetadataService webhook also fails open: the controller applies the
+// same checks when it reconciles, so the webhook gives early feedback but
+// guards nothing on its own.
+//
+// +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=pods.imds.kubevirt.io,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,timeoutSeconds=5
+// +kubebuilder:webhook:path=/mutate-kubevirt-io-v1-virtualmachineinstance,mutating=true,failurePolicy=ignore,sideEffects=None,groups=kubevirt.io,resources=virtualmachineinstances,verbs=create,versions=v1,name=virtualmachineinstances.imds.kubevirt.io,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,timeoutSeconds=5
+// +kubebuilder:webhook:path=/validate-imds-kubevirt-io-v1alpha1-metadataservice,mutating=false,failurePolicy=ignore,sideEffects=None,groups=imds.kubevirt.io,resources=metadataservices,verbs=create;update,versions=v1alpha1,name=metadataservices.imds.kubevirt.io,admissionReviewVersions=v1,timeoutSeconds=5
+
+// Options configure the webhooks.
+type Options struct {
+	// Sidecar configures the injected sidecar.
+	Sidecar SidecarOptions
+	// PayloadWait bounds the Pod webhook's wait for the payload Secret;
+	// zero takes DefaultPayloadWait.
+	PayloadWait time.Duration
+}
+
+// SetupWithManager registers the webhooks with mgr's webhook server. They
+// read through mgr's cache. Its informers for VMIs, MetadataServices and
+// Secrets are registered here, so that every replica fills them at start:
+// only the leader runs the controller, whose watches would otherwise start
+// them, and a first admission on a follower would wait for a cold informer.
+func SetupWithManager(mgr ctrl.Manager, o Options) error {
+	for _, obj := range []client.Object{&kubevirtv1.VirtualMachineInstance{}, &imdsv1alpha1.MetadataService{}, &corev1.Secret{}} {
+		if _, err := mgr.GetCache().GetInformer(context.Background(), obj); err != nil {
+			return fmt.Errorf("preparing the informer for %T: %w", obj, err)
+		}
+	}
+	if o.PayloadWait == 0 {
+		o.PayloadWait = DefaultPayloadWait
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).
+		WithDefaulter(&PodInjector{Reader: mgr.GetClient(), Sidecar: o.Sidecar, PayloadWait: o.PayloadWait}).
+		WithDefaulterCustomPath(PodPath).
+		Complete(); err != nil {
+		return err
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &kubevirtv1.VirtualMachineInstance{}).
+		WithDefaulter(&DiscoveryDefaulter{Reader: mgr.GetClient()}).
+		WithDefaulterCustomPath(VMIPath).
+		Complete(); err != nil {
+		return err
+	}
+	return ctrl.NewWebhookManagedBy(mgr, &imdsv1alpha1.MetadataService{}).
+		WithValidator(MetadataServiceValidator{}).
+		WithValidatorCustomPath(MetadataServicePath).
+		Complete()
+}
