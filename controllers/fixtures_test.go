@@ -7,40 +7,20 @@ import (
 	. "github.com/onsi/gomega"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/test/fixtures"
 )
 
-// newVMI is a minimal masquerade VMI as a user would write it.
-func newVMI(namespace, name string, labels map[string]string) *kubevirtv1.VirtualMachineInstance {
-	return &kubevirtv1.VirtualMachineInstance{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: labels},
-		Spec: kubevirtv1.VirtualMachineInstanceSpec{
-			Domain: kubevirtv1.DomainSpec{
-				Resources: kubevirtv1.ResourceRequirements{
-					Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
-				},
-				Devices: kubevirtv1.Devices{
-					Interfaces: []kubevirtv1.Interface{{
-						Name:                   "default",
-						InterfaceBindingMethod: kubevirtv1.InterfaceBindingMethod{Masquerade: &kubevirtv1.InterfaceMasquerade{}},
-					}},
-				},
-			},
-			Networks: []kubevirtv1.Network{{Name: "default", NetworkSource: kubevirtv1.NetworkSource{Pod: &kubevirtv1.PodNetwork{}}}},
-		},
-	}
-}
-
-func newMDS(namespace, name string, spec imdsv1alpha1.MetadataServiceSpec) *imdsv1alpha1.MetadataService {
-	return &imdsv1alpha1.MetadataService{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Spec: spec}
-}
+// newVMI and newMDS keep the specs short.
+var (
+	newVMI = fixtures.VMI
+	newMDS = fixtures.MetadataService
+)
 
 func ptr[T any](v T) *T { return &v }
 

@@ -11,16 +11,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	kubevirtv1 "kubevirt.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 )
 
@@ -40,10 +37,8 @@ func TestControllers(t *testing.T) {
 }
 
 func newTestScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	Expect(clientgoscheme.AddToScheme(s)).To(Succeed())
-	Expect(imdsv1alpha1.AddToScheme(s)).To(Succeed())
-	Expect(kubevirtv1.AddToScheme(s)).To(Succeed())
+	s, err := controlplane.Scheme()
+	Expect(err).NotTo(HaveOccurred())
 	return s
 }
 

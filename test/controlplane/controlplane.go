@@ -9,11 +9,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
+	goruntime "runtime"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 )
 
 // ErrNoAssets means KUBEBUILDER_ASSETS is unset: run the tests through
@@ -22,7 +27,7 @@ var ErrNoAssets = errors.New("KUBEBUILDER_ASSETS is not set: run `make test` (it
 
 // RepoRoot is the repository's root directory.
 func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
+	_, file, _, _ := goruntime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
@@ -56,3 +61,15 @@ func Start(o Options) (*envtest.Environment, *rest.Config, error) {
 
 // VMIResource is the KubeVirt VirtualMachineInstance resource.
 var VMIResource = schema.GroupVersionResource{Group: "kubevirt.io", Version: "v1", Resource: "virtualmachineinstances"}
+
+// Scheme registers the API types the operator and its tests use: Kubernetes'
+// own, imds.kubevirt.io and kubevirt.io.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, imdsv1alpha1.AddToScheme, kubevirtv1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}

@@ -12,7 +12,6 @@ package guest_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -39,6 +38,7 @@ import (
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/render"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
 	"github.com/kubevirt-imds/kubevirt-imds/test/guest"
+	"github.com/kubevirt-imds/kubevirt-imds/test/output"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
 )
 
@@ -92,29 +92,11 @@ func removeSidecarBinary() {
 	}
 }
 
-// syncBuffer collects a process's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // sidecar is one running sidecar process.
 type sidecar struct {
 	pod  *podnet.Pod
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *output.Buffer
 	done chan struct{}
 }
 
@@ -139,7 +121,7 @@ func startSidecar(ctx context.Context, pod *podnet.Pod, doc *payload.Document) *
 		`exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=` + sidecarCaps +
 		` --ambient-caps=` + sidecarCaps + ` --bounding-set=` + sidecarCaps + ` -- "$@"`
 	cmd := pod.Command(context.Background(), "sh", append([]string{"-c", script, "sh", bin}, args...)...)
-	s := &sidecar{pod: pod, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
+	s := &sidecar{pod: pod, cmd: cmd, logs: &output.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	Expect(cmd.Start()).To(Succeed())
 	go func() {

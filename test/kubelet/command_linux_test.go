@@ -1,7 +1,6 @@
 package kubelet_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 	"github.com/kubevirt-imds/kubevirt-imds/test/kubelet"
+	"github.com/kubevirt-imds/kubevirt-imds/test/output"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
 )
 
@@ -57,24 +57,6 @@ var _ = AfterSuite(func() {
 		Expect(os.RemoveAll(filepath.Dir(binary))).To(Succeed())
 	}
 })
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // procStatus returns a field of /proc/<pid>/status.
 func procStatus(pid int, key string) string {
@@ -119,7 +101,7 @@ var _ = Describe("running a container", func() {
 		netns.Plumb(GinkgoT(), podnet.Masquerade)
 		cmd, err := kl.Command(context.Background(), pod, sidecar, vols, netns.NS)
 		Expect(err).NotTo(HaveOccurred())
-		logs := &lockedBuffer{}
+		logs := &output.Buffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		Expect(cmd.Start()).To(Succeed())
 		exited := make(chan error, 1)

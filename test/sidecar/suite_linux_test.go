@@ -6,14 +6,12 @@
 package sidecar_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
+	"github.com/kubevirt-imds/kubevirt-imds/test/output"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
 )
 
@@ -68,26 +67,9 @@ func worldReadableTempDir() string {
 // sidecarProc is one running sidecar process.
 type sidecarProc struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *output.Buffer
 	done chan struct{}
 	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // capabilities the sidecar runs with: exactly what its Pod spec grants.
@@ -117,7 +99,7 @@ func startSidecar(pod *podnet.Pod, payloadDir string, extra ...string) *sidecarP
 		`exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=` + caps +
 		` --ambient-caps=` + caps + ` --bounding-set=` + caps + ` -- "$@"`
 	cmd := pod.Command(context.Background(), "sh", append([]string{"-c", script, "sh", binary}, args...)...)
-	p := &sidecarProc{cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &sidecarProc{cmd: cmd, logs: &output.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	Expect(cmd.Start()).To(Succeed())
 	go func() {
