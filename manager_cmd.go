@@ -7,9 +7,6 @@ import (
 	"os"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	kubevirtv1 "kubevirt.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -18,7 +15,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 	"github.com/kubevirt-imds/kubevirt-imds/controllers"
 	"github.com/kubevirt-imds/kubevirt-imds/webhooks"
 )
@@ -30,17 +26,6 @@ const sidecarImageEnv = "KUBEVIRT_IMDS_IMAGE"
 
 // leaderElectionID is the Lease the manager replicas compete for.
 const leaderElectionID = "kubevirt-imds.imds.kubevirt.io"
-
-// newScheme registers the API types the manager uses.
-func newScheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, imdsv1alpha1.AddToScheme, kubevirtv1.AddToScheme} {
-		if err := add(s); err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
-}
 
 // runManager wires the operator: the controller and the webhooks in a
 // controller-runtime manager.
@@ -91,7 +76,7 @@ func runManager(args []string) error {
 	}
 	log := ctrl.Log.WithName("setup")
 
-	scheme, err := newScheme()
+	scheme, err := controllers.NewScheme()
 	if err != nil {
 		return err
 	}

@@ -140,7 +140,7 @@ func BenchmarkConvergence(b *testing.B) {
 
 func newBenchScheme(b *testing.B) *runtime.Scheme {
 	b.Helper()
-	s, err := controlplane.Scheme()
+	s, err := NewScheme()
 	must(b, err)
 	return s
 }
@@ -159,12 +159,9 @@ func startBenchManager(b *testing.B, cfg *rest.Config, s *runtime.Scheme, writes
 	})
 	must(b, err)
 	must(b, (&MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds")}).SetupWithManager(mgr))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
+	stop := controlplane.RunManager(mgr)
 	return func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			b.Error(err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -37,7 +38,7 @@ func TestControllers(t *testing.T) {
 }
 
 func newTestScheme() *runtime.Scheme {
-	s, err := controlplane.Scheme()
+	s, err := NewScheme()
 	Expect(err).NotTo(HaveOccurred())
 	return s
 }
@@ -63,10 +64,8 @@ var _ = AfterSuite(func() {
 	}
 })
 
-var (
-	managerCancel context.CancelFunc
-	managerDone   chan struct{}
-)
+// stopManagerFunc stops the running manager; nil when none runs.
+var stopManagerFunc func() error
 
 // startManager runs the controller as main.go wires it, with its own cache.
 func startManager(c *rest.Config) {
@@ -74,29 +73,23 @@ func startManager(c *rest.Config) {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{ByObject: CacheByObject()},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&MetadataServiceReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("kubevirt-imds"),
 	}).SetupWithManager(mgr)).To(Succeed())
-	ctx, cancel := context.WithCancel(context.Background())
-	managerCancel, managerDone = cancel, make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(managerDone)
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
+	stopManagerFunc = controlplane.RunManager(mgr)
 }
 
 // stopManager stops the manager and waits for it, before the control plane goes.
 func stopManager() {
-	if managerCancel == nil {
+	if stopManagerFunc == nil {
 		return
 	}
-	managerCancel()
-	<-managerDone
-	managerCancel = nil
+	Expect(stopManagerFunc()).To(Succeed())
+	stopManagerFunc = nil
 }
 
 // newNamespace creates a namespace for one spec.

@@ -18,6 +18,7 @@ import (
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 	"github.com/kubevirt-imds/kubevirt-imds/controllers"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 	"github.com/kubevirt-imds/kubevirt-imds/webhooks"
 )
 
@@ -108,13 +109,7 @@ var _ = Describe("Built-in certificates", Serial, func() {
 			Expect(webhooks.SetupWithManager(mgr, webhooks.Options{Sidecar: webhooks.SidecarOptions{Image: sidecarImage}})).To(Succeed())
 			close(registered)
 		}()
-		mctx, cancel := context.WithCancel(ctx)
-		managerCancel, managerDone = cancel, make(chan struct{})
-		go func() {
-			defer GinkgoRecover()
-			defer close(managerDone)
-			Expect(mgr.Start(mctx)).To(Succeed())
-		}()
+		stopManagerFunc = controlplane.RunManager(mgr)
 
 		Eventually(registered).WithTimeout(90 * time.Second).Should(BeClosed())
 		m, v := caBundles(ctx)

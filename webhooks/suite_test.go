@@ -50,7 +50,7 @@ func TestWebhooks(t *testing.T) {
 }
 
 func newScheme() *runtime.Scheme {
-	s, err := controlplane.Scheme()
+	s, err := controllers.NewScheme()
 	Expect(err).NotTo(HaveOccurred())
 	return s
 }
@@ -94,10 +94,8 @@ var _ = AfterSuite(func() {
 	}
 })
 
-var (
-	managerCancel context.CancelFunc
-	managerDone   chan struct{}
-)
+// stopManagerFunc stops the running manager; nil when none runs.
+var stopManagerFunc func() error
 
 // startManager runs the controller and the webhooks as manager_cmd.go wires
 // them, and waits until the webhook server accepts connections.
@@ -131,13 +129,7 @@ func newManager(certDir string) ctrl.Manager {
 // connections and its cache has synced.
 func runManager(mgr ctrl.Manager) {
 	w := &testEnv.WebhookInstallOptions
-	ctx, cancel := context.WithCancel(context.Background())
-	managerCancel, managerDone = cancel, make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(managerDone)
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
+	stopManagerFunc = controlplane.RunManager(mgr)
 	addr := net.JoinHostPort(w.LocalServingHost, strconv.Itoa(w.LocalServingPort))
 	Eventually(func() error {
 		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // only checks the server is up
@@ -147,17 +139,16 @@ func runManager(mgr ctrl.Manager) {
 		return conn.Close()
 	}).Should(Succeed())
 	// The webhooks read through the cache; wait until it has synced.
-	Eventually(func() bool { return mgr.GetCache().WaitForCacheSync(ctx) }).Should(BeTrue())
+	Eventually(func() bool { return mgr.GetCache().WaitForCacheSync(context.Background()) }).Should(BeTrue())
 }
 
 // stopManager stops the manager and waits for it, before the control plane goes.
 func stopManager() {
-	if managerCancel == nil {
+	if stopManagerFunc == nil {
 		return
 	}
-	managerCancel()
-	<-managerDone
-	managerCancel = nil
+	Expect(stopManagerFunc()).To(Succeed())
+	stopManagerFunc = nil
 }
 
 // newNamespace creates a namespace for one spec.

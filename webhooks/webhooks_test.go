@@ -205,7 +205,7 @@ var _ = Describe("Pod webhook", func() {
 
 		stopManager()
 		DeferCleanup(func() {
-			if managerCancel == nil {
+			if stopManagerFunc == nil {
 				startManager()
 			}
 		})

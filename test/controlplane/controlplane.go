@@ -5,20 +5,16 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	kubevirtv1 "kubevirt.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-
-	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 )
 
 // ErrNoAssets means KUBEBUILDER_ASSETS is unset: run the tests through
@@ -27,7 +23,7 @@ var ErrNoAssets = errors.New("KUBEBUILDER_ASSETS is not set: run `make test` (it
 
 // RepoRoot is the repository's root directory.
 func RepoRoot() string {
-	_, file, _, _ := goruntime.Caller(0)
+	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
@@ -59,17 +55,15 @@ func Start(o Options) (*envtest.Environment, *rest.Config, error) {
 	return env, cfg, nil
 }
 
-// VMIResource is the KubeVirt VirtualMachineInstance resource.
-var VMIResource = schema.GroupVersionResource{Group: "kubevirt.io", Version: "v1", Resource: "virtualmachineinstances"}
-
-// Scheme registers the API types the operator and its tests use: Kubernetes'
-// own, imds.kubevirt.io and kubevirt.io.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, imdsv1alpha1.AddToScheme, kubevirtv1.AddToScheme} {
-		if err := add(s); err != nil {
-			return nil, err
-		}
+// RunManager starts mgr in the background. The returned stop cancels it,
+// waits until it has stopped (stop managers before the control plane: their
+// watches would otherwise log errors) and returns what Start returned.
+func RunManager(mgr ctrl.Manager) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return func() error {
+		cancel()
+		return <-done
 	}
-	return s, nil
 }

@@ -194,21 +194,22 @@ func fieldValue(pod *corev1.Pod, path string) (string, error) {
 	case "status.hostIP":
 		return pod.Status.HostIP, nil
 	case "status.hostIPs":
-		ips := make([]string, 0, len(pod.Status.HostIPs))
-		for _, ip := range pod.Status.HostIPs {
-			ips = append(ips, ip.IP)
-		}
-		return strings.Join(ips, ","), nil
+		return joinIPs(pod.Status.HostIPs, func(ip corev1.HostIP) string { return ip.IP }), nil
 	case "status.podIP":
 		return pod.Status.PodIP, nil
 	case "status.podIPs":
-		ips := make([]string, 0, len(pod.Status.PodIPs))
-		for _, ip := range pod.Status.PodIPs {
-			ips = append(ips, ip.IP)
-		}
-		return strings.Join(ips, ","), nil
+		return joinIPs(pod.Status.PodIPs, func(ip corev1.PodIP) string { return ip.IP }), nil
 	}
 	return "", fmt.Errorf("fieldRef %q is not supported", path)
+}
+
+// joinIPs renders a Pod's address list as the downward API does: comma-separated.
+func joinIPs[T any](ips []T, addr func(T) string) string {
+	out := make([]string, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, addr(ip))
+	}
+	return strings.Join(out, ",")
 }
 
 // subscript parses `prefix['key']`.
