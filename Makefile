@@ -7,6 +7,18 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GINKGO ?= $(LOCALBIN)/ginkgo
 IMG ?= kubevirt-imds:dev
+# dist/install.yaml is built with the default IMG, so that `make verify` can
+# regenerate it; build another image into it with `make build-installer IMG=…`.
+BUNDLE_IMG ?= kubevirt-imds-bundle:dev
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+# The kustomize that kubectl v1.37 embeds: `kubectl apply -k` renders the same.
+KUSTOMIZE_VERSION ?= v5.8.1
+# kubectl always gets --context $(KUBE_CONTEXT), never the current context.
+KIND ?= kind
+KIND_CLUSTER_NAME ?= kind
+KUBE_CONTEXT ?= kind-$(KIND_CLUSTER_NAME)
+KUBECTL ?= kubectl
+CONTAINER_TOOL ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 
 GO ?= go
 SHELL := /usr/bin/env bash -o pipefail
@@ -21,15 +33,35 @@ all: build
 help: ## Show the targets.
 	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
 
+##@ Demo
+
+# DEMO_GUEST: namespace (real cloud-init in a network namespace) or vm (a qemu VM).
+DEMO_GUEST ?= namespace
+
+.PHONY: demo
+demo: envtest ## The whole path on this machine, no cluster (root): control plane, manager, webhooks, kubelet stand-in, sidecar, a real cloud-init guest (DEMO_GUEST=vm: a qemu VM).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" KUBEVIRT_IMDS_CACHE="$(CURDIR)/tmp/cache" DEMO_GUEST="$(DEMO_GUEST)" $(GO) run ./test/e2e/demo
+
 ##@ Development
 
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC manifests from markers.
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./api/..." paths="./controllers/..." paths="./webhooks/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
+	$(CONTROLLER_GEN) crd webhook paths="./api/..." paths="./controllers/..." paths="./webhooks/..." output:crd:artifacts:config=config/crd/bases output:webhook:artifacts:config=config/webhook
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths="./controllers/..." output:rbac:artifacts:config=config/rbac
+# The RBAC markers of package webhooks are the built-in certificate mode's, granted only by its overlay.
+	$(CONTROLLER_GEN) rbac:roleName=cert-rotator-role paths="./webhooks/..." output:rbac:artifacts:config=config/overlays/builtin-certs/rbac
 
 .PHONY: generate
 generate: controller-gen ## Generate deepcopy code.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: docs
+docs: ## Generate docs/api.md from the API types.
+	$(GO) run ./hack/tools/apidocs -o docs/api.md ./api/v1alpha1 ./api/payload
+
+.PHONY: bundle
+bundle: manifests envtest ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/manifests.
+	cd hack/tools/bundle && $(GO) run . -root $(CURDIR) -kubectl "$$($(CURDIR)/hack/envtest-assets.sh)/kubectl"
 
 .PHONY: fmt
 fmt: ## Run gofmt.
@@ -40,16 +72,17 @@ vet: ## Run go vet.
 	$(GO) vet ./...
 
 .PHONY: verify
-verify: generate manifests ## Regenerate everything and fail if anything differs from what is committed.
+verify: generate manifests docs build-installer bundle ## Regenerate everything and fail if anything differs from what is committed.
 	@gofmt_out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$gofmt_out" ]; then echo "gofmt needed: $$gofmt_out"; exit 1; fi
-	@if [ -n "$$(git status --porcelain -- api config bundle)" ]; then \
-		echo "generated files are stale; run 'make generate manifests' and commit:"; \
-		git status --porcelain -- api config bundle; git --no-pager diff --stat -- api config bundle; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- api config bundle bundle.Dockerfile dist docs/api.md)" ]; then \
+		echo "generated files are stale; run 'make generate manifests docs build-installer bundle' and commit:"; \
+		git status --porcelain -- api config bundle bundle.Dockerfile dist docs/api.md; git --no-pager diff --stat -- api config bundle bundle.Dockerfile dist docs/api.md; exit 1; fi
 	@echo "generated files are up to date"
 
 .PHONY: test
 test: generate manifests vet envtest test-deps ## Run every test: unit, real API server, network namespaces and real cloud-init (root).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test ./... -count=1 -timeout 60m
+	cd hack/tools/bundle && KUBEBUILDER_ASSETS="$$($(CURDIR)/hack/envtest-assets.sh)" $(GO) test ./... -count=1
 
 .PHONY: test-deps
 test-deps: ## Install the Debian packages and build the guest root trees the tests use (as root; skipped otherwise).
@@ -72,6 +105,43 @@ build: ## Build the kubevirt-imds binary into tmp/bin.
 run: ## Run the manager against the cluster in KUBECONFIG.
 	$(GO) run . manager
 
+.PHONY: build-installer
+build-installer: kustomize ## Write dist/install.yaml: config/default (cert-manager) with the image set to $(IMG).
+	rm -rf tmp/installer && mkdir -p tmp/installer dist
+# A copy of config/, so that setting the image leaves config/manager as committed.
+	cp -r config tmp/installer/
+	cd tmp/installer/config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build tmp/installer/config/default > dist/install.yaml
+
+##@ Deploy
+
+# deploy installs config/$(DEPLOY_CONFIG): default needs cert-manager in the
+# cluster, overlays/builtin-certs does without.
+DEPLOY_CONFIG ?= default
+
+.PHONY: deploy
+deploy: kustomize ## Install the operator (config/$(DEPLOY_CONFIG), image $(IMG)) with kubectl --context $(KUBE_CONTEXT).
+	rm -rf tmp/deploy && mkdir -p tmp/deploy
+	cp -r config tmp/deploy/
+	cd tmp/deploy/config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build tmp/deploy/config/$(DEPLOY_CONFIG) | $(KUBECTL) --context $(KUBE_CONTEXT) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: kustomize ## Remove what deploy installed, with kubectl --context $(KUBE_CONTEXT).
+	$(KUSTOMIZE) build config/$(DEPLOY_CONFIG) | $(KUBECTL) --context $(KUBE_CONTEXT) delete --ignore-not-found -f -
+
+.PHONY: docker-build-all
+docker-build-all: ## Build the image $(IMG), and $(BUNDLE_IMG) when bundle.Dockerfile exists, with docker or podman.
+	@if [ -z "$(CONTAINER_TOOL)" ]; then echo "docker-build-all: neither docker nor podman is installed; install one or set CONTAINER_TOOL" >&2; exit 1; fi
+	$(CONTAINER_TOOL) build -t $(IMG) -f Dockerfile .
+	if [ -f bundle.Dockerfile ]; then $(CONTAINER_TOOL) build -t $(BUNDLE_IMG) -f bundle.Dockerfile .; fi
+
+.PHONY: kind-load-all
+kind-load-all: ## Load every image docker-build-all builds into the kind cluster $(KIND_CLUSTER_NAME).
+	@if ! command -v $(KIND) >/dev/null; then echo "kind-load-all: $(KIND) is not installed" >&2; exit 1; fi
+	$(KIND) load docker-image $(IMG) --name $(KIND_CLUSTER_NAME)
+	if [ -f bundle.Dockerfile ]; then $(KIND) load docker-image $(BUNDLE_IMG) --name $(KIND_CLUSTER_NAME); fi
+
 ##@ Tools
 
 .PHONY: envtest
@@ -81,6 +151,11 @@ envtest: ## Build the envtest control plane (kube-apiserver, etcd, kubectl) into
 .PHONY: kubevirt-crds
 kubevirt-crds: ## Regenerate the KubeVirt CRDs used as test data from kubevirt.io/kubevirt.
 	cd hack/tools/kubevirt-crds && $(GO) run . $(CURDIR)/test/crds/kubevirt
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE)
+$(KUSTOMIZE):
+	GOBIN=$(LOCALBIN) $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)

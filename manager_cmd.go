@@ -38,6 +38,7 @@ func runManager(args []string) error {
 		qps                    float64
 		burst                  int
 		enableWebhooks         bool
+		webhookHost            string
 		webhookPort            int
 		webhookCertDir         string
 		certs                  certFlags
@@ -52,6 +53,7 @@ func runManager(args []string) error {
 	fs.Float64Var(&qps, "kube-api-qps", 50, "sustained requests per second to the API server")
 	fs.IntVar(&burst, "kube-api-burst", 100, "burst of requests to the API server")
 	fs.BoolVar(&enableWebhooks, "enable-webhooks", true, "serve the Pod, VMI and MetadataService admission webhooks")
+	fs.StringVar(&webhookHost, "webhook-host", "", "address the webhook server listens on (default: every address)")
 	fs.IntVar(&webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&webhookCertDir, "webhook-cert-dir", defaultWebhookCertDir, "directory with tls.crt and tls.key for the webhook server")
 	certs.addFlags(fs)
@@ -96,7 +98,7 @@ func runManager(args []string) error {
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:        scheme,
 		Metrics:       metricsOpts,
-		WebhookServer: webhook.NewServer(webhook.Options{Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
+		WebhookServer: webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
 		// Only virt-launcher Pods are cached, not every Pod of the cluster.
 		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},
 		HealthProbeBindAddress:        probeAddr,

@@ -53,15 +53,23 @@ type MetadataServiceReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=imds.kubevirt.io,resources=metadataservices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=imds.kubevirt.io,resources=metadataservices/status,verbs=get;update;patch
+// The status is written with a merge patch only.
+// +kubebuilder:rbac:groups=imds.kubevirt.io,resources=metadataservices/status,verbs=patch
 // +kubebuilder:rbac:groups=kubevirt.io,resources=virtualmachineinstances,verbs=get;list;watch
-// The controller reads user-data and SSH keys from Secrets users name in their
-// MetadataServices, in any namespace, and writes the payload Secrets; it
-// watches Secrets to re-render when a referenced one changes.
+// Secrets and ConfigMaps are read cluster-wide because MetadataServices live in
+// any namespace and name their sources (user-data, vendor-data, SSH keys) in
+// their own: the controller gets them, and watches them to re-render when one
+// changes; RBAC cannot narrow list and watch to the Secrets a service names.
+// It writes only the payload Secrets `imds-<vmi>` beside each VMI (create,
+// full-object update, delete when stale; never patch). The webhooks read the
+// same Secrets, VMIs, Pods and MetadataServices through this cache.
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
-// The controller reports served VMIs whose virt-launcher Pod lacks the sidecar.
+// The controller reports served VMIs whose virt-launcher Pod lacks the sidecar;
+// its cache holds launcher Pods only (CacheByObject), a label selector RBAC
+// cannot express.
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// Condition changes are recorded as events.k8s.io/v1 Events on the MetadataService.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings the payload Secrets of one MetadataService, and its status,

@@ -36,11 +36,12 @@ log() { echo "guest-rootfs: $*" >&2; }
 #   net-tools because ENI `post-up route ...` lines need it.
 # trixie: netplan.io renders v2 config for systemd-networkd (in the systemd package);
 #   no init system runs in a test guest, so test/guest starts systemd-networkd itself.
-#   cloud-init pulls in dhcpcd-base for its ephemeral DHCP.
+#   cloud-init pulls in dhcpcd-base for its ephemeral DHCP; curl is what the sample
+#   user-data fetches the guest's token with, as on Ubuntu and Debian cloud images.
 # shellcheck disable=SC2034 # read indirectly, as ${!pkgs}
 packages_bookworm="cloud-init ifupdown iproute2 netbase isc-dhcp-client net-tools"
 # shellcheck disable=SC2034
-packages_trixie="cloud-init netplan.io systemd iproute2 netbase"
+packages_trixie="cloud-init netplan.io systemd iproute2 netbase curl ca-certificates"
 
 mirror() {
   if [[ -n ${KUBEVIRT_IMDS_DEBIAN_MIRROR:-} ]]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use, when missing: network namespace
 # tooling for the sidecar tests, dnsmasq to stand in for KubeVirt's in-pod
-# DHCP, debootstrap for the real cloud-init guests, and curl/setpriv for
-# checks from inside namespaces. Needs root; without root it only reports.
+# DHCP, debootstrap for the real cloud-init guests, qemu for the VM guests
+# (test/vm), and curl/setpriv for checks from inside namespaces. Needs root;
+# without root it only reports.
 set -euo pipefail
 
 # command → package
@@ -15,6 +16,8 @@ declare -A need=(
   [setpriv]=util-linux
   [unshare]=util-linux
   [mkfs.ext4]=e2fsprogs
+  [qemu-system-x86_64]=qemu-system-x86
+  [qemu-img]=qemu-utils
   [sysctl]=procps
   [mount]=mount
 )

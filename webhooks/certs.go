@@ -10,8 +10,17 @@ import (
 
 // The built-in certificate mode keeps the webhook server's CA and
 // certificate in a Secret and the CA in the webhook configurations, for
-// clusters without cert-manager.
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch;update;patch
+// clusters without cert-manager. Its rights are generated into their own
+// role (config/overlays/builtin-certs/rbac, `make manifests`) so that an
+// installation with cert-manager does not grant them; the webhooks' own
+// reads go through the controller's cache and rights. cert-controller watches
+// the configurations and the namespace's Secrets (list and watch cannot be
+// narrowed by name) and writes with update only, and only its own objects.
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,resourceNames=kubevirt-imds-mutating-webhook-configuration,verbs=update
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,resourceNames=kubevirt-imds-validating-webhook-configuration,verbs=update
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=webhook-server-cert,verbs=update
 
 // CertOptions configure the built-in certificate mode.
 type CertOptions struct {

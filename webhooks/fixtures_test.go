@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kubevirtv1 "kubevirt.io/api/core/v1"
@@ -18,82 +17,12 @@ import (
 	"github.com/kubevirt-imds/kubevirt-imds/test/fixtures"
 )
 
-// newVMI and newMDS keep the specs short.
+// newVMI, newMDS and launcherPod keep the specs short.
 var (
-	newVMI = fixtures.VMI
-	newMDS = fixtures.MetadataService
+	newVMI      = fixtures.VMI
+	newMDS      = fixtures.MetadataService
+	launcherPod = fixtures.LauncherPod
 )
-
-// launcherPod is the virt-launcher Pod of vmi as virt-controller builds it
-// (kubevirt v1.8.0 pkg/virt-controller/services/template.go: podLabels,
-// generatePodAnnotations, renderLaunchManifest), for a container-disk VM.
-func launcherPod(vmi *kubevirtv1.VirtualMachineInstance) *corev1.Pod {
-	labels := map[string]string{}
-	for k, v := range vmi.Labels {
-		labels[k] = v
-	}
-	labels[kubevirtv1.AppLabel] = "virt-launcher"
-	labels[kubevirtv1.CreatedByLabel] = string(vmi.UID)
-	labels[kubevirtv1.DeprecatedVirtualMachineNameLabel] = vmi.Name
-	labels[kubevirtv1.VirtualMachineInstanceIDLabel] = vmi.Name
-	emptyDir := func(name string) corev1.Volume {
-		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
-	}
-	user := int64(107)
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "virt-launcher-" + vmi.Name + "-",
-			Namespace:    vmi.Namespace,
-			Labels:       labels,
-			Annotations: map[string]string{
-				kubevirtv1.DomainAnnotation:                          vmi.Name,
-				"kubectl.kubernetes.io/default-container":            "compute",
-				"descheduler.alpha.kubernetes.io/request-evict-only": "",
-			},
-			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vmi, kubevirtv1.VirtualMachineInstanceGroupVersionKind)},
-		},
-		Spec: corev1.PodSpec{
-			Hostname:                      vmi.Name,
-			RestartPolicy:                 corev1.RestartPolicyNever,
-			TerminationGracePeriodSeconds: ptr(int64(210)),
-			AutomountServiceAccountToken:  ptr(false),
-			EnableServiceLinks:            ptr(false),
-			ReadinessGates:                []corev1.PodReadinessGate{{ConditionType: kubevirtv1.VirtualMachineUnpaused}},
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsUser: &user, RunAsGroup: &user, FSGroup: &user, RunAsNonRoot: ptr(true),
-			},
-			InitContainers: []corev1.Container{{
-				Name:         "container-disk-binary",
-				Image:        "quay.io/kubevirt/virt-launcher:v1.8.0",
-				Command:      []string{"/usr/bin/cp", "--preserve=all", "/usr/bin/container-disk", "/init/usr/bin/container-disk"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "virt-bin-share-dir", MountPath: "/init/usr/bin"}},
-			}},
-			Containers: []corev1.Container{{
-				Name:    "compute",
-				Image:   "quay.io/kubevirt/virt-launcher:v1.8.0",
-				Command: []string{"/usr/bin/virt-launcher-monitor", "--qemu-timeout", "321s", "--name", vmi.Name, "--uid", string(vmi.UID), "--namespace", vmi.Namespace},
-				SecurityContext: &corev1.SecurityContext{
-					RunAsUser: &user, RunAsNonRoot: ptr(true), AllowPrivilegeEscalation: ptr(false),
-					Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_BIND_SERVICE"}, Drop: []corev1.Capability{"ALL"}},
-				},
-				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-					corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("400Mi")}},
-				VolumeMounts: []corev1.VolumeMount{
-					{Name: "private", MountPath: "/var/run/kubevirt-private"},
-					{Name: "public", MountPath: "/var/run/kubevirt"},
-					{Name: "ephemeral-disks", MountPath: "/var/run/kubevirt-ephemeral-disks"},
-					{Name: "container-disks", MountPath: "/var/run/kubevirt/container-disks"},
-					{Name: "libvirt-runtime", MountPath: "/var/run/libvirt"},
-					{Name: "sockets", MountPath: "/var/run/kubevirt/sockets"},
-				},
-			}},
-			Volumes: []corev1.Volume{
-				emptyDir("private"), emptyDir("public"), emptyDir("sockets"), emptyDir("virt-bin-share-dir"),
-				emptyDir("libvirt-runtime"), emptyDir("ephemeral-disks"), emptyDir("container-disks"),
-			},
-		},
-	}
-}
 
 func create(ctx context.Context, objs ...client.Object) {
 	for _, o := range objs {

@@ -228,12 +228,7 @@ func newDHCPPod() *podnet.Pod {
 		Skip("the sidecar runs under setpriv (util-linux), which is missing")
 	}
 	pod := podnet.NewPod(GinkgoT())
-	pod.Plumb(GinkgoT(), podnet.Masquerade)
-	pod.Guest.MustIP(GinkgoT(), "addr", "flush", "dev", "eth0")
-	pod.Guest.MustIP(GinkgoT(), "link", "set", "eth0", "down")
-	Expect(pod.Guest.MustIP(GinkgoT(), "-4", "addr", "show", "dev", "eth0")).NotTo(ContainSubstring("inet "))
-	Expect(strings.TrimSpace(pod.Guest.MustIP(GinkgoT(), "-4", "route", "show"))).To(BeEmpty())
-	serveMasqueradeDHCP(pod.Name, pod.GuestMAC.String())
+	pod.PlumbMasqueradeDHCP(GinkgoT())
 	return pod
 }
 

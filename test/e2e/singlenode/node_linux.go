@@ -1,0 +1,277 @@
+package singlenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kubevirt-imds/kubevirt-imds/controllers"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
+	"github.com/kubevirt-imds/kubevirt-imds/test/kubelet"
+	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
+)
+
+// SidecarImage is the image the manager injects. There are no images here:
+// the kubelet stand-in runs the built binary for its command.
+const SidecarImage = "kubevirt-imds:dev"
+
+// managerStartTimeout bounds the manager's start: its cache sync and the
+// webhook server. Seconds normally; generous for a busy two-core machine.
+const managerStartTimeout = 2 * time.Minute
+
+// Options configure a Node.
+type Options struct {
+	// WorkDir holds everything the node writes: the binary, kubeconfig,
+	// kubelet's volumes and the processes' logs. It must exist.
+	WorkDir string
+	// Binary is a built kubevirt-imds; empty builds one into WorkDir.
+	Binary string
+	// Log receives kubelet's and the harness's structured logs.
+	Log logr.Logger
+}
+
+// Node is a single KubeVirt node on this machine: a real control plane with
+// the KubeVirt CRDs and the webhook configurations from config/webhook, the
+// real manager binary serving the controller and the webhooks, and a kubelet
+// that materialises volumes and runs containers in network namespaces.
+type Node struct {
+	// Env is the control plane.
+	Env *envtest.Environment
+	// Config reaches the API server as an administrator.
+	Config *rest.Config
+	// Client reads and writes uncached, as kubectl does.
+	Client client.Client
+	// Clientset is Client's typed counterpart (TokenReview, Pod status).
+	Clientset kubernetes.Interface
+	// Kubeconfig is the path of a kubeconfig for Config's user.
+	Kubeconfig string
+	// Binary is the kubevirt-imds executable the manager and sidecars run.
+	Binary string
+	// Kubelet materialises the Pods' volumes and runs their containers.
+	Kubelet *kubelet.Kubelet
+	// WorkDir is Options.WorkDir.
+	WorkDir string
+
+	log     logr.Logger
+	manager *Process
+}
+
+// Start builds what is needed and starts the node. Everything stops in tb's
+// Cleanup, in reverse order.
+func Start(tb podnet.TB, o Options) *Node {
+	tb.Helper()
+	n := &Node{WorkDir: o.WorkDir, Binary: o.Binary, log: o.Log}
+	if n.Binary == "" {
+		n.Binary = filepath.Join(o.WorkDir, "kubevirt-imds")
+		if err := BuildBinary(n.Binary); err != nil {
+			tb.Fatalf("%v", err)
+		}
+	}
+	webhookDir := filepath.Join(o.WorkDir, "webhook-config")
+	if err := renderKustomization(filepath.Join(controlplane.RepoRoot(), "config", "webhook"), filepath.Join(webhookDir, "webhooks.yaml")); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	env, cfg, err := controlplane.Start(controlplane.Options{
+		// A host name: the certificates envtest makes name localhost.
+		Webhooks: envtest.WebhookInstallOptions{Paths: []string{webhookDir}, LocalServingHostExternalName: "localhost"},
+	})
+	if err != nil {
+		tb.Fatalf("starting the control plane: %v", err)
+	}
+	n.Env, n.Config = env, cfg
+	tb.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			tb.Logf("stopping the control plane: %v", err)
+		}
+	})
+	scheme, err := controllers.NewScheme()
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	if n.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	if n.Clientset, err = kubernetes.NewForConfig(cfg); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	user, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		tb.Fatalf("adding the admin user: %v", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	n.Kubeconfig = filepath.Join(o.WorkDir, "kubeconfig")
+	if err := os.WriteFile(n.Kubeconfig, kubeconfig, 0o600); err != nil {
+		tb.Fatalf("%v", err)
+	}
+
+	kubeletRoot := filepath.Join(o.WorkDir, "kubelet")
+	// Containers run as other users and walk the volumes from /.
+	if err := os.MkdirAll(kubeletRoot, 0o755); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	if err := os.Chmod(o.WorkDir, 0o755); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	n.Kubelet = kubelet.New(kubelet.Config{
+		Client: n.Clientset, Root: kubeletRoot, Log: o.Log.WithName("kubelet"),
+		Executables: map[string]string{"/kubevirt-imds": n.Binary},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Kubelet.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Logf("kubelet: %v", err)
+		}
+	})
+	n.StartManager(tb)
+	return n
+}
+
+// BuildBinary builds the repository's kubevirt-imds binary to path.
+func BuildBinary(path string) error {
+	cmd := exec.Command("go", "build", "-o", path, ".")
+	cmd.Dir = controlplane.RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building kubevirt-imds: %w: %s", err, out)
+	}
+	return nil
+}
+
+// Kubectl is the control plane's kubectl, built with the envtest assets.
+func Kubectl() string {
+	return filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
+}
+
+// renderKustomization writes `kubectl kustomize dir` to file.
+func renderKustomization(dir, file string) error {
+	out, err := exec.Command(Kubectl(), "kustomize", dir).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("kubectl kustomize %s: %w: %s", dir, err, ee.Stderr)
+		}
+		return fmt.Errorf("kubectl kustomize %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(file, out, 0o644)
+}
+
+// ManagerLog is the path of the manager's log.
+func (n *Node) ManagerLog() string { return filepath.Join(n.WorkDir, "manager.log") }
+
+// StartManager runs `kubevirt-imds manager` as a Deployment would, with the
+// webhooks on envtest's port and certificates, and waits until it is ready.
+// Its log goes to ManagerLog (appended across restarts).
+func (n *Node) StartManager(tb podnet.TB) {
+	tb.Helper()
+	if n.manager != nil {
+		tb.Fatalf("the manager is already running")
+	}
+	probe, err := freeLoopbackPort()
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	w := &n.Env.WebhookInstallOptions
+	p, err := StartProcess(n.ManagerLog(), n.Binary, []string{
+		"manager",
+		"--webhook-host=" + w.LocalServingHost,
+		"--webhook-port=" + strconv.Itoa(w.LocalServingPort),
+		"--webhook-cert-dir=" + w.LocalServingCertDir,
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probe),
+		"--metrics-bind-address=0",
+		"--sidecar-image=" + SidecarImage,
+		"--zap-devel=false",
+	}, "KUBECONFIG="+n.Kubeconfig)
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	n.manager = p
+	tb.Cleanup(func() { n.stopManager(tb) })
+	readyz := "http://127.0.0.1:" + strconv.Itoa(probe) + "/readyz"
+	ctx, cancel := context.WithTimeout(context.Background(), managerStartTimeout)
+	defer cancel()
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-p.Done():
+			return false, fmt.Errorf("the manager exited: %v", p.Err())
+		default:
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, readyz, nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		tb.Fatalf("waiting for the manager to be ready (log: %s): %v", n.ManagerLog(), err)
+	}
+}
+
+// StopManager stops the manager, as when its Deployment is scaled to zero.
+func (n *Node) StopManager(tb podnet.TB) {
+	tb.Helper()
+	n.stopManager(tb)
+}
+
+func (n *Node) stopManager(tb podnet.TB) {
+	if n.manager == nil {
+		return
+	}
+	if err := n.manager.Stop(); err != nil {
+		tb.Logf("manager: %v", err)
+	}
+	n.manager = nil
+}
+
+// NewNamespace creates a namespace and its default ServiceAccount: there is
+// no controller-manager to create it, and launcher Pods run as it.
+func (n *Node) NewNamespace(tb podnet.TB, ctx context.Context, name string) {
+	tb.Helper()
+	if err := n.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		tb.Fatalf("creating namespace %s: %v", name, err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "default"}}
+	if err := n.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		tb.Fatalf("creating ServiceAccount %s/default: %v", name, err)
+	}
+}
+
+// freeLoopbackPort returns a TCP port free on 127.0.0.1 right now.
+func freeLoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

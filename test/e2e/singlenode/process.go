@@ -1,0 +1,82 @@
+package singlenode
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// stopGrace is how long a process gets between SIGTERM and SIGKILL, as a
+// Pod's terminationGracePeriodSeconds.
+const stopGrace = 10 * time.Second
+
+// Process is a long-running child whose output goes to a log file.
+type Process struct {
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{}
+	err  error
+}
+
+// StartProcess starts name with args and the extra environment, appending
+// its output to logPath.
+func StartProcess(logPath, name string, args []string, env ...string) (*Process, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	return StartCommand(logPath, cmd)
+}
+
+// StartCommand starts a prepared command, appending its output to logPath.
+func StartCommand(logPath string, cmd *exec.Cmd) (*Process, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting %s: %w", cmd.Path, err)
+	}
+	p := &Process{cmd: cmd, log: f, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Pid is the process's ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is how the process exited; valid once Done is closed.
+func (p *Process) Err() error { return p.err }
+
+// Stop sends SIGTERM, then SIGKILL after stopGrace, and waits. A process
+// that exits on SIGTERM is not an error.
+func (p *Process) Stop() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(stopGrace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not stop within %s of SIGTERM", p.cmd.Path, stopGrace)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) && !ee.Exited() {
+		return nil // ended by the signal
+	}
+	return p.err
+}
