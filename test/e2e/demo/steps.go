@@ -22,6 +22,7 @@ import (
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 	"github.com/kubevirt-imds/kubevirt-imds/controllers"
 	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
+	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/guestspecs"
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/singlenode"
 	"github.com/kubevirt-imds/kubevirt-imds/test/guest"
 )
@@ -32,10 +33,8 @@ const (
 	// The sample MetadataService and VMI (config/samples).
 	sampleService = "web"
 	sampleVMI     = "web-1"
-	// tokenFile is where the sample's user-data stores the guest's token.
-	tokenFile = "/root/vault-token.json"
-	// motdFile is the file the sample's user-data writes.
-	motdFile = "/etc/motd"
+	tokenFile     = guestspecs.TokenFile
+	motdFile      = guestspecs.MotdFile
 )
 
 // waitTimeout bounds each wait for the operator.
@@ -57,7 +56,7 @@ func (d *demo) run() int {
 		image   any
 		node    *singlenode.Node
 		l       *singlenode.Launcher
-		g       singlenode.Guest
+		g       guestspecs.Guest
 		summary []string
 	)
 	ok := d.step("Install what is missing and build: Debian packages, the binary, the guest", func() {
@@ -176,7 +175,7 @@ func (d *demo) run() int {
 			fmt.Sprintf("instance-id:   %s", f.InstanceID),
 			fmt.Sprintf("hostname:      %s", f.Hostname),
 			fmt.Sprintf("%s:     %q", motdFile, motd),
-			fmt.Sprintf("address:       %s", strings.Join(singlenode.IPv4Addresses(f.Addresses), ", ")),
+			fmt.Sprintf("address:       %s", strings.Join(guestspecs.IPv4Addresses(f.Addresses), ", ")),
 			fmt.Sprintf("network:       %s", networkSummary(f.NetworkConfig)),
 			fmt.Sprintf("token:         authenticated as %s for audience %v", st.User.Username, st.Audiences),
 		)

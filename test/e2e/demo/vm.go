@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 
+	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/guestspecs"
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/singlenode"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
 )
@@ -15,7 +16,7 @@ func ensureVMImage(ctx context.Context, progress io.Writer) (any, error) {
 	return nil, errors.New("not yet")
 }
 
-func bootVM(ctx context.Context, l *singlenode.Launcher, image any, dir string, log io.Writer) (singlenode.Guest, error) {
+func bootVM(ctx context.Context, l *singlenode.Launcher, image any, dir string, log io.Writer) (guestspecs.Guest, error) {
 	return nil, errors.New("not yet")
 }
 

@@ -12,6 +12,8 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/guestspecs"
 )
 
 // SidecarMetric reads one unlabelled sample from the sidecar's /metrics.
@@ -42,7 +44,7 @@ type LongPollResult struct {
 
 // LongPollDuring starts a long poll of the /v1 URL url from inside g, waits
 // until the sidecar holds it, runs edit, and returns the poll's answer.
-func (l *Launcher) LongPollDuring(ctx context.Context, g Guest, url string, edit func(context.Context) error) (LongPollResult, error) {
+func (l *Launcher) LongPollDuring(ctx context.Context, g guestspecs.Guest, url string, edit func(context.Context) error) (LongPollResult, error) {
 	type answer struct {
 		code int
 		body string

@@ -5,46 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
+	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/guestspecs"
 	"github.com/kubevirt-imds/kubevirt-imds/test/guest"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
 )
-
-// Guest is a booted guest of a Launcher, whichever kind it is: real
-// cloud-init in the guest's network namespace, or a VM under qemu.
-type Guest interface {
-	// Kind names the guest for people: "cloud-init 25.1.4 in a namespace".
-	Kind() string
-	// Boot summarises what cloud-init reported when it finished.
-	Boot() BootFacts
-	// ReadFile reads a file inside the guest.
-	ReadFile(ctx context.Context, path string) (string, error)
-	// Get sends a GET from inside the guest, with the given header lines
-	// ("Name: value"), and returns the status code and body.
-	Get(ctx context.Context, url string, header ...string) (int, string, error)
-	// Close shuts the guest down and removes its files.
-	Close() error
-}
-
-// BootFacts is what the guest got at boot, as its own tools report it.
-type BootFacts struct {
-	// Status is cloud-init's verdict ("done"); ExitCode that of `cloud-init status`.
-	Status   string
-	ExitCode int
-	// Datasource is the datasource cloud-init settled on, e.g. DataSourceNoCloudNet.
-	Datasource string
-	// InstanceID and Hostname are cloud-init's instance-id and the kernel's hostname.
-	InstanceID, Hostname string
-	// Addresses is the guest's `ip -4 addr` of its NIC; Routes its `ip -4 route`.
-	Addresses, Routes string
-	// NetworkConfig is the network configuration cloud-init rendered, by path.
-	NetworkConfig map[string]string
-	// Duration is the boot, from power-on to cloud-init's end.
-	Duration time.Duration
-}
 
 // namespaceGuest is real cloud-init run in the guest's network namespace.
 type namespaceGuest struct {
@@ -56,7 +23,7 @@ type namespaceGuest struct {
 // overlay of its Debian tree, in l's guest network namespace, with the
 // SMBIOS the VMI's spec gives the VM. The guest's files stay readable until
 // Close.
-func (l *Launcher) BootNamespaceGuest(ctx context.Context, root guest.Root, log io.Writer) (Guest, error) {
+func (l *Launcher) BootNamespaceGuest(ctx context.Context, root guest.Root, log io.Writer) (guestspecs.Guest, error) {
 	res, err := guest.Run(ctx, guest.Config{
 		Root:    root,
 		NetNS:   l.Net.Guest.Name,
@@ -74,8 +41,8 @@ func (g *namespaceGuest) Kind() string {
 	return fmt.Sprintf("real cloud-init (%s, Debian %s) in a network namespace", g.res.CloudInit, g.res.Generation)
 }
 
-func (g *namespaceGuest) Boot() BootFacts {
-	return BootFacts{
+func (g *namespaceGuest) Boot() guestspecs.BootFacts {
+	return guestspecs.BootFacts{
 		Status:        strings.TrimSpace(firstLine(g.res.Status)),
 		ExitCode:      g.res.StatusCode,
 		Datasource:    g.res.Datasource,
@@ -114,55 +81,8 @@ func (g *namespaceGuest) Get(ctx context.Context, url string, header ...string) 
 
 func (g *namespaceGuest) Close() error { return g.res.Close() }
 
-// IPv4Addresses condenses `ip addr` output to "ADDR/LEN on IFACE" for every
-// IPv4 address but loopback's, marking those a DHCP lease gave ("dynamic").
-func IPv4Addresses(ipAddr string) []string {
-	var out []string
-	iface := ""
-	for _, line := range strings.Split(ipAddr, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) > 1 && strings.HasSuffix(f[0], ":") && !strings.HasPrefix(line, " "):
-			iface, _, _ = strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-		case len(f) > 1 && f[0] == "inet" && iface != "lo":
-			a := f[1] + " on " + iface
-			if strings.Contains(line, " dynamic") {
-				a += " (DHCP)"
-			}
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 // firstLine is s up to its first newline.
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
-}
-
-// Describe formats boot facts for people, one fact per line.
-func (f BootFacts) Describe() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "cloud-init:    %s (exit %d) from %s in %.1fs\n", f.Status, f.ExitCode, f.Datasource, f.Duration.Seconds())
-	fmt.Fprintf(&b, "instance-id:   %s\n", f.InstanceID)
-	fmt.Fprintf(&b, "hostname:      %s\n", f.Hostname)
-	fmt.Fprintf(&b, "addresses:     %s\n", strings.Join(IPv4Addresses(f.Addresses), ", "))
-	fmt.Fprintf(&b, "routes:        %s\n", indent(strings.TrimSpace(f.Routes), "               "))
-	paths := make([]string, 0, len(f.NetworkConfig))
-	for p := range f.NetworkConfig {
-		// What cloud-init wrote; the files netplan generates from it repeat it.
-		if strings.HasPrefix(p, "/etc/") {
-			paths = append(paths, p)
-		}
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		fmt.Fprintf(&b, "network config %s:\n%s\n", p, indent("  "+strings.TrimSpace(f.NetworkConfig[p]), "  "))
-	}
-	return b.String()
-}
-
-func indent(s, prefix string) string {
-	return strings.ReplaceAll(s, "\n", "\n"+prefix)
 }

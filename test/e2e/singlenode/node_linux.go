@@ -145,6 +145,8 @@ func Start(tb podnet.TB, o Options) *Node {
 			tb.Logf("kubelet: %v", err)
 		}
 	})
+	// The manager stops with the node, however often it was restarted.
+	tb.Cleanup(func() { n.stopManager(tb) })
 	n.StartManager(tb)
 	return n
 }
@@ -186,7 +188,8 @@ func (n *Node) ManagerLog() string { return filepath.Join(n.WorkDir, "manager.lo
 
 // StartManager runs `kubevirt-imds manager` as a Deployment would, with the
 // webhooks on envtest's port and certificates, and waits until it is ready.
-// Its log goes to ManagerLog (appended across restarts).
+// Its log goes to ManagerLog (appended across restarts). It runs until
+// StopManager or the end of the node.
 func (n *Node) StartManager(tb podnet.TB) {
 	tb.Helper()
 	if n.manager != nil {
@@ -211,7 +214,6 @@ func (n *Node) StartManager(tb podnet.TB) {
 		tb.Fatalf("%v", err)
 	}
 	n.manager = p
-	tb.Cleanup(func() { n.stopManager(tb) })
 	readyz := "http://127.0.0.1:" + strconv.Itoa(probe) + "/readyz"
 	ctx, cancel := context.WithTimeout(context.Background(), managerStartTimeout)
 	defer cancel()
@@ -236,6 +238,9 @@ func (n *Node) StartManager(tb podnet.TB) {
 		tb.Fatalf("waiting for the manager to be ready (log: %s): %v", n.ManagerLog(), err)
 	}
 }
+
+// ManagerRunning says whether the manager runs.
+func (n *Node) ManagerRunning() bool { return n.manager != nil }
 
 // StopManager stops the manager, as when its Deployment is scaled to zero.
 func (n *Node) StopManager(tb podnet.TB) {
