@@ -25,6 +25,7 @@ import (
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/guestspecs"
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/singlenode"
 	"github.com/kubevirt-imds/kubevirt-imds/test/guest"
+	"github.com/kubevirt-imds/kubevirt-imds/test/vm"
 )
 
 const (
@@ -52,8 +53,7 @@ func (d *demo) run() int {
 	}()
 	var (
 		binary  string
-		root    guest.Root
-		image   any
+		images  guestImages
 		node    *singlenode.Node
 		l       *singlenode.Launcher
 		g       guestspecs.Guest
@@ -72,15 +72,16 @@ func (d *demo) run() int {
 		progress := d.logFile
 		if d.guestKind == "vm" {
 			var err error
-			image, err = ensureVMImage(d.ctx, progress)
+			images.vm, err = vm.EnsureImage(d.ctx, progress)
 			d.fatal(err, "building the VM image (hack/guest-vm-image.sh)")
-			fmt.Printf("    VM image (Debian, from Debian packages) ready (%.1fs)\n", time.Since(t).Seconds())
+			fmt.Printf("    VM image: Debian %s, kernel %s, %s, at %s (%.1fs)\n",
+				images.vm.Suite, images.vm.KernelVersion, images.vm.CloudInit, images.vm.Dir, time.Since(t).Seconds())
 			return
 		}
 		var err2 error
-		root, err2 = guest.EnsureRoot(d.ctx, guest.Trixie, progress)
+		images.root, err2 = guest.EnsureRoot(d.ctx, guest.Trixie, progress)
 		d.fatal(err2, "building the Debian trixie guest tree (hack/guest-rootfs.sh)")
-		fmt.Printf("    guest tree: Debian trixie with %s at %s (%.1fs)\n", root.CloudInit, root.Dir, time.Since(t).Seconds())
+		fmt.Printf("    guest tree: Debian trixie with %s at %s (%.1fs)\n", images.root.CloudInit, images.root.Dir, time.Since(t).Seconds())
 	})
 	ok = ok && d.step("Start the control plane (kube-apiserver, etcd, KubeVirt CRDs) and the manager (controller + webhooks)", func() {
 		node = singlenode.Start(d.tb, singlenode.Options{WorkDir: d.dir, Binary: binary, Log: d.log})
@@ -132,11 +133,7 @@ func (d *demo) run() int {
 	})
 	ok = ok && d.step("Boot the guest; it finds the metadata service through SMBIOS", func() {
 		var err error
-		if d.guestKind == "vm" {
-			g, err = bootVM(d.ctx, l, image, d.dir, d.logFile)
-		} else {
-			g, err = l.BootNamespaceGuest(d.ctx, root, d.logFile)
-		}
+		g, err = images.boot(d.ctx, d.guestKind, l, d.logFile)
 		d.fatal(err, "booting the guest")
 		d.tb.Cleanup(func() { _ = g.Close() })
 		f := g.Boot()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/singlenode"
 	"github.com/kubevirt-imds/kubevirt-imds/test/fixtures"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
+	"github.com/kubevirt-imds/kubevirt-imds/test/vm"
 )
 
 const (
@@ -80,7 +82,7 @@ func expectWholePath(ctx context.Context, plumb singlenode.PlumbFunc, boot bootF
 		Hostname:       sampleVMI,
 		ServiceAccount: ns + ":default",
 		PodName:        l.Pod.Name,
-		Address:        "10.0.2.2/24 on eth0 (DHCP)",
+		Address:        "10.0.2.2/24",
 	}, node)
 
 	By("the network configuration the sidecar served, rendered by cloud-init")
@@ -111,6 +113,19 @@ var _ = Describe("the whole path", func() {
 			return l.BootNamespaceGuest(ctx, trixie, GinkgoWriter)
 		})
 	}, SpecTimeout(10*time.Minute))
+
+	It("gives a real VM under qemu its identity, user-data, network configuration and live updates", func(ctx SpecContext) {
+		for _, tool := range []string{"qemu-system-x86_64", "qemu-img"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				Skip(tool + " is not installed (hack/install-test-deps.sh installs it)")
+			}
+		}
+		image, err := vm.EnsureImage(ctx, GinkgoWriter)
+		Expect(err).NotTo(HaveOccurred())
+		expectWholePath(ctx, singlenode.PlumbVM, func(ctx context.Context, l *singlenode.Launcher) (guestspecs.Guest, error) {
+			return l.BootVM(ctx, image, GinkgoWriter)
+		})
+	}, SpecTimeout(30*time.Minute))
 })
 
 // selectedVMI creates a MetadataService selecting app=<name> with user-data
