@@ -68,8 +68,9 @@ fmt: ## Run gofmt.
 	gofmt -l -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## Run go vet.
+vet: ## Run go vet, also on the kind e2e suite (build tag e2e).
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e/...
 
 .PHONY: verify
 verify: generate manifests docs build-installer bundle ## Regenerate everything and fail if anything differs from what is committed.
@@ -135,6 +136,10 @@ docker-build-all: ## Build the image $(IMG), and $(BUNDLE_IMG) when bundle.Docke
 	@if [ -z "$(CONTAINER_TOOL)" ]; then echo "docker-build-all: neither docker nor podman is installed; install one or set CONTAINER_TOOL" >&2; exit 1; fi
 	$(CONTAINER_TOOL) build -t $(IMG) -f Dockerfile .
 	if [ -f bundle.Dockerfile ]; then $(CONTAINER_TOOL) build -t $(BUNDLE_IMG) -f bundle.Dockerfile .; fi
+
+.PHONY: test-e2e-kind
+test-e2e-kind: ## Run the kind e2e suite against the cluster $(KIND_CLUSTER_NAME) (context $(KUBE_CONTEXT)), which needs KubeVirt and the loaded image.
+	KIND_CLUSTER_NAME="$(KIND_CLUSTER_NAME)" KUBE_CONTEXT="$(KUBE_CONTEXT)" IMG="$(IMG)" test/e2e/run.sh
 
 .PHONY: kind-load-all
 kind-load-all: ## Load every image docker-build-all builds into the kind cluster $(KIND_CLUSTER_NAME).

@@ -99,7 +99,7 @@ func (g *vmGuest) collect(ctx context.Context) error {
 }
 
 func (g *vmGuest) Kind() string {
-	return fmt.Sprintf("a Debian %s VM under qemu (TCG; kernel %s, cloud-init %s)", g.image.Suite, g.image.KernelVersion, g.image.CloudInit)
+	return fmt.Sprintf("a Debian %s VM under qemu (TCG; kernel %s, %s)", g.image.Suite, g.image.KernelVersion, g.image.CloudInit)
 }
 
 func (g *vmGuest) Boot() guestspecs.BootFacts { return g.facts }

@@ -1,0 +1,170 @@
+//go:build e2e
+
+package kind_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubevirt-imds/kubevirt-imds/controllers"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
+)
+
+// namespace is where testdata/ puts the VMs.
+const namespace = "imds-e2e"
+
+var (
+	// kubeContext is the only context the suite uses: never the current one,
+	// which other projects on the same host may switch at any time.
+	kubeContext string
+	cfg         *rest.Config
+	k8sClient   client.Client
+	clientset   kubernetes.Interface
+	img         string
+)
+
+func TestKind(t *testing.T) {
+	RegisterFailHandler(Fail)
+	// VMs boot from containerdisks under nested virtualisation, often emulated.
+	SetDefaultEventuallyTimeout(10 * time.Minute)
+	SetDefaultEventuallyPollingInterval(2 * time.Second)
+	RunSpecs(t, "kind end-to-end: the operator on a real cluster with KubeVirt")
+}
+
+// kctl runs kubectl against kubeContext only.
+func kctl(ctx context.Context, args ...string) string {
+	GinkgoHelper()
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--context", kubeContext}, args...)...)
+	out, err := cmd.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "kubectl --context %s %s: %s", kubeContext, strings.Join(args, " "), out)
+	return string(out)
+}
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	kubeContext = os.Getenv("KUBE_CONTEXT")
+	if kubeContext == "" {
+		name := os.Getenv("KIND_CLUSTER_NAME")
+		if name == "" {
+			name = "kind"
+		}
+		kubeContext = "kind-" + name
+	}
+	img = os.Getenv("IMG")
+	if img == "" {
+		img = "kubevirt-imds:dev"
+	}
+	var err error
+	cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		clientcmd.NewDefaultClientConfigLoadingRules(),
+		&clientcmd.ConfigOverrides{CurrentContext: kubeContext},
+	).ClientConfig()
+	Expect(err).NotTo(HaveOccurred(), "kubeconfig context %s", kubeContext)
+	scheme, err := controllers.NewScheme()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(apiextensionsv1.AddToScheme(scheme)).To(Succeed())
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	clientset, err = kubernetes.NewForConfig(cfg)
+	Expect(err).NotTo(HaveOccurred())
+
+	By("checking KubeVirt is installed in " + kubeContext)
+	var crd apiextensionsv1.CustomResourceDefinition
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "virtualmachineinstances.kubevirt.io"}, &crd)).To(Succeed(),
+		"KubeVirt is not installed in context %s (see CONTRIBUTING.md)", kubeContext)
+
+	By("installing the operator with kustomize (built-in certificates), image " + img)
+	dir := filepath.Join(controlplane.RepoRoot(), "tmp", "e2e-kind", "install")
+	Expect(os.MkdirAll(dir, 0o755)).To(Succeed())
+	repo, tag, _ := strings.Cut(img, ":")
+	Expect(os.WriteFile(filepath.Join(dir, "kustomization.yaml"), fmt.Appendf(nil, `resources:
+- ../../../config/overlays/builtin-certs
+images:
+- name: controller
+  newName: %s
+  newTag: %q
+# config/default copied the placeholder image into the sidecar's image.
+patches:
+- patch: |-
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: kubevirt-imds-controller-manager
+      namespace: kubevirt-imds-system
+    spec:
+      template:
+        spec:
+          containers:
+          - name: manager
+            env:
+            - name: KUBEVIRT_IMDS_IMAGE
+              value: %q
+`, repo, tag, img), 0o644)).To(Succeed())
+	kctl(ctx, "apply", "--server-side", "--force-conflicts", "-k", dir)
+	kctl(ctx, "-n", "kubevirt-imds-system", "rollout", "status", "deployment/kubevirt-imds-controller-manager", "--timeout=5m")
+
+	By("creating the test namespace and MetadataServices, then the VMs")
+	testdata := filepath.Join(controlplane.RepoRoot(), "test", "e2e", "kind", "testdata")
+	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "00-namespace.yaml"))
+	DeferCleanup(func(ctx SpecContext) {
+		kctl(ctx, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=5m")
+	})
+	// The sample MetadataService, as a user applies it, plus vendor-data
+	// giving the console a password: cloud images have none.
+	sample := kctl(ctx, "kustomize", filepath.Join(controlplane.RepoRoot(), "config", "samples"))
+	mds := extractDocument(sample, "kind: MetadataService")
+	Expect(mds).NotTo(BeEmpty())
+	cmd := exec.CommandContext(ctx, "kubectl", "--context", kubeContext, "-n", namespace, "apply", "--server-side", "-f", "-")
+	cmd.Stdin = strings.NewReader(mds)
+	out, err := cmd.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+	kctl(ctx, "-n", namespace, "patch", "mds", "web", "--type=merge", "-p",
+		`{"spec":{"vendorData":{"inline":"#cloud-config\npassword: `+consolePassword+`\nchpasswd: {expire: false}\n"}}}`)
+	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "metadataservice-reach.yaml"))
+	// The webhook injects the sidecar only for selected VMs: VMs come last.
+	for _, f := range []string{"vm-web-ubuntu.yaml", "vm-reach-masquerade.yaml", "vm-reach-bridge.yaml"} {
+		kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, f))
+	}
+}, NodeTimeout(20*time.Minute))
+
+// consolePassword is the guests' console password for the default user.
+const consolePassword = "imds-e2e-console"
+
+// extractDocument returns the YAML document of stream containing marker.
+func extractDocument(stream, marker string) string {
+	for _, doc := range strings.Split(stream, "\n---\n") {
+		if strings.Contains(doc, marker) {
+			return doc
+		}
+	}
+	return ""
+}
+
+// reviewer validates tokens with the cluster's TokenReview API.
+type reviewer struct{}
+
+func (reviewer) ReviewToken(ctx context.Context, token, audience string) (authenticationv1.TokenReviewStatus, error) {
+	tr, err := clientset.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
+		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{audience}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return authenticationv1.TokenReviewStatus{}, err
+	}
+	return tr.Status, nil
+}
