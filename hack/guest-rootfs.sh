@@ -43,20 +43,7 @@ packages_bookworm="cloud-init ifupdown iproute2 netbase isc-dhcp-client net-tool
 # shellcheck disable=SC2034
 packages_trixie="cloud-init netplan.io systemd iproute2 netbase curl ca-certificates"
 
-mirror() {
-  if [[ -n ${KUBEVIRT_IMDS_DEBIAN_MIRROR:-} ]]; then
-    echo "$KUBEVIRT_IMDS_DEBIAN_MIRROR"
-    return
-  fi
-  local m
-  m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    grep -v '^[[:space:]]*#' | grep -oE '(https?|file)://[^ ]*/debian/?( |$)' | head -n1 | tr -d ' ' || true)
-  if [[ -z $m ]]; then
-    log "no Debian mirror found in the apt sources; set KUBEVIRT_IMDS_DEBIAN_MIRROR"
-    exit 1
-  fi
-  echo "${m%/}"
-}
+mirror() { "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"; }
 
 # build_tree NAME DIR: the recipe. Its text (as bash prints it, without comments) is
 # part of the cache key, so changing a step rebuilds the trees.

@@ -50,20 +50,7 @@ bookworm) packages="$common ifupdown isc-dhcp-client net-tools" ;;
   ;;
 esac
 
-mirror() {
-  if [[ -n ${KUBEVIRT_IMDS_DEBIAN_MIRROR:-} ]]; then
-    echo "$KUBEVIRT_IMDS_DEBIAN_MIRROR"
-    return
-  fi
-  local m
-  m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    grep -v '^[[:space:]]*#' | grep -oE '(https?|file)://[^ ]*/debian/?( |$)' | head -n1 | tr -d ' ' || true)
-  if [[ -z $m ]]; then
-    log "no Debian mirror found in the apt sources; set KUBEVIRT_IMDS_DEBIAN_MIRROR"
-    exit 1
-  fi
-  echo "${m%/}"
-}
+mirror() { "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"; }
 
 # discard DIR: removes a build, first unmounting whatever an interrupted build
 # left mounted in it, never crossing into another file system.

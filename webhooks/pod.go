@@ -63,11 +63,12 @@ func DefaultSidecarResources() corev1.ResourceRequirements {
 // wrong, it leaves the Pod alone and the controller reports the VMI as
 // running without its sidecar.
 type PodInjector struct {
-	// Reader reads VMIs, MetadataServices and Secrets (the manager's cache).
+	// Reader reads VMIs, MetadataServices and Secrets: the API server
+	// itself (SetupWithManager says why), or a cache in tests.
 	Reader  client.Reader
 	Sidecar SidecarOptions
 	// PayloadWait is how long admission may wait for the payload Secret to
-	// appear in the cache. The controller renders it on the same VMI event
+	// appear. The controller renders it on the same VMI event
 	// on which virt-controller creates the Pod, so it usually lags by
 	// milliseconds; the wait is bounded so that a slow or absent operator
 	// delays a VM's start by at most this, and never stops it.
@@ -78,8 +79,8 @@ type PodInjector struct {
 // inside the webhook's 5 s timeout.
 const DefaultPayloadWait = 2 * time.Second
 
-// payloadPoll is how often the cache is checked for the payload Secret.
-const payloadPoll = 25 * time.Millisecond
+// payloadPoll is how often the API server is asked for the payload Secret.
+const payloadPoll = 50 * time.Millisecond
 
 // Default mutates a virt-launcher Pod on CREATE.
 func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {

@@ -5,14 +5,11 @@
 package webhooks
 
 import (
-	"context"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 )
@@ -51,22 +48,23 @@ type Options struct {
 // only the leader runs the controller, whose watches would otherwise start
 // them, and a first admission on a follower would wait for a cold informer.
 func SetupWithManager(mgr ctrl.Manager, o Options) error {
-	for _, obj := range []client.Object{&kubevirtv1.VirtualMachineInstance{}, &imdsv1alpha1.MetadataService{}, &corev1.Secret{}} {
-		if _, err := mgr.GetCache().GetInformer(context.Background(), obj); err != nil {
-			return fmt.Errorf("preparing the informer for %T: %w", obj, err)
-		}
-	}
+	// Admission reads live, not from the manager's cache: the MetadataService,
+	// the VMI and the payload Secret are created moments before the object
+	// admitted (kubectl apply of a service with its VMs; virt-controller
+	// creating the Pod on the VMI's event), and a cache lagging by
+	// milliseconds would leave a VM without its sidecar or discovery data.
+	live := mgr.GetAPIReader()
 	if o.PayloadWait == 0 {
 		o.PayloadWait = DefaultPayloadWait
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).
-		WithDefaulter(&PodInjector{Reader: mgr.GetClient(), Sidecar: o.Sidecar, PayloadWait: o.PayloadWait}).
+		WithDefaulter(&PodInjector{Reader: live, Sidecar: o.Sidecar, PayloadWait: o.PayloadWait}).
 		WithDefaulterCustomPath(PodPath).
 		Complete(); err != nil {
 		return err
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &kubevirtv1.VirtualMachineInstance{}).
-		WithDefaulter(&DiscoveryDefaulter{Reader: mgr.GetClient()}).
+		WithDefaulter(&DiscoveryDefaulter{Reader: live}).
 		WithDefaulterCustomPath(VMIPath).
 		Complete(); err != nil {
 		return err

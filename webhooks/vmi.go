@@ -18,7 +18,8 @@ import (
 // the VMI and the InstancesConfigured condition), since at admission the VMI
 // does not exist yet to carry an Event.
 type DiscoveryDefaulter struct {
-	// Reader lists MetadataServices (the manager's cache).
+	// Reader lists MetadataServices: the API server itself
+	// (SetupWithManager says why).
 	Reader client.Reader
 }
 

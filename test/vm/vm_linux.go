@@ -18,36 +18,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kubevirt-imds/kubevirt-imds/test/guest"
 )
-
-// SMBIOS holds the SMBIOS strings the VM's firmware reports, as KubeVirt sets
-// them: system strings from the cluster-wide SMBIOS settings, serial and
-// UUID from spec.domain.firmware, chassis strings from spec.domain.chassis.
-// Empty strings are left out.
-type SMBIOS struct {
-	// Manufacturer, Product, Version, Family and SKU are the system (type 1)
-	// strings.
-	Manufacturer, Product, Version, Family, SKU string
-	// Serial is the system serial number: cloud-init reads its NoCloud seed
-	// (e.g. "ds=nocloud;s=http://169.254.169.254/nocloud/;dsmode=net") here.
-	Serial string
-	// UUID is the system UUID (KubeVirt's firmware.uuid), also the VM's
-	// qemu -uuid.
-	UUID string
-	// ChassisManufacturer, ChassisVersion and ChassisSerial are chassis
-	// (type 3) strings.
-	ChassisManufacturer, ChassisVersion, ChassisSerial string
-	// ChassisAsset is the chassis asset tag: "OpenStack Nova" makes cloud-init
-	// identify the platform as OpenStack.
-	ChassisAsset string
-}
-
-// KubeVirtSMBIOS returns the SMBIOS a KubeVirt VM gets with the default
-// cluster-wide settings (manufacturer and family "KubeVirt", product "None")
-// and the given firmware serial and UUID.
-func KubeVirtSMBIOS(serial, uuid string) SMBIOS {
-	return SMBIOS{Manufacturer: "KubeVirt", Family: "KubeVirt", Product: "None", Serial: serial, UUID: uuid}
-}
 
 // Config describes one VM boot.
 type Config struct {
@@ -62,8 +35,8 @@ type Config struct {
 	Tap string
 	// MAC is the VM NIC's MAC address.
 	MAC net.HardwareAddr
-	// SMBIOS is what the VM's firmware reports.
-	SMBIOS SMBIOS
+	// SMBIOS is what the VM's firmware reports, as for a namespace guest.
+	SMBIOS guest.SMBIOS
 	// CPUs and MemoryMiB size the VM; zero means 2 vCPUs and 1024 MiB.
 	CPUs, MemoryMiB int
 	// KernelArgs are appended to the kernel command line.

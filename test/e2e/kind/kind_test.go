@@ -62,7 +62,7 @@ func identityName(ctx context.Context, c *kind.Console) string {
 	GinkgoHelper()
 	var name string
 	Eventually(func(g Gomega) {
-		code, body, err := kind.CurlGet(ctx, c, metadataURL+"/v1/identity", "Metadata: true")
+		code, body, err := guestspecs.CurlGet(ctx, c, metadataURL+"/v1/identity", "Metadata: true")
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(code).To(Equal(http.StatusOK), body)
 		var id struct{ Name string }

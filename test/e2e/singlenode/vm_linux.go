@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/guestspecs"
@@ -32,17 +31,11 @@ type vmGuest struct {
 // VMI's spec gives it, waits until cloud-init has finished and collects what
 // it got through the console. The VM runs until Close.
 func (l *Launcher) BootVM(ctx context.Context, image vm.Image, log io.Writer) (guestspecs.Guest, error) {
-	s := SMBIOS(l.VMI)
 	// The VM outlives the boot's ctx: Close stops it.
 	life, stop := context.WithCancel(context.Background())
 	v, err := vm.Boot(life, vm.Config{
 		Image: image, NetNS: l.Net.Name, Tap: "tap0", MAC: l.Net.GuestMAC,
-		SMBIOS: vm.SMBIOS{
-			Manufacturer: s.Manufacturer, Product: s.Product, Family: s.Family,
-			Serial: s.Serial, UUID: s.UUID,
-			ChassisManufacturer: s.ChassisManufacturer, ChassisVersion: s.ChassisVersion,
-			ChassisSerial: s.ChassisSerial, ChassisAsset: s.ChassisAsset,
-		},
+		SMBIOS:  SMBIOS(l.VMI),
 		WorkDir: l.node.WorkDir,
 		Log:     log,
 	})
@@ -58,44 +51,15 @@ func (l *Launcher) BootVM(ctx context.Context, image vm.Image, log io.Writer) (g
 	return g, nil
 }
 
-// collect waits for cloud-init and gathers the boot facts.
+// collect waits for cloud-init, failing fast when it finds no datasource
+// or qemu exits, and gathers the boot facts through the console.
 func (g *vmGuest) collect(ctx context.Context) error {
-	ds, err := g.vm.WaitCloudInit(ctx)
-	if err != nil {
+	if _, err := g.vm.WaitCloudInit(ctx); err != nil {
 		return err
 	}
-	f := guestspecs.BootFacts{Datasource: ds, Duration: time.Since(g.vm.Started), NetworkConfig: map[string]string{}}
-	status, code, err := g.vm.CloudInitStatus(ctx)
-	if err != nil {
-		return err
-	}
-	f.Status, f.ExitCode = strings.TrimSpace(firstLine(status)), code
-	for _, q := range []struct {
-		dst *string
-		cmd string
-	}{
-		{&f.InstanceID, "cloud-init query instance_id"},
-		{&f.Hostname, "hostname"},
-		{&f.Addresses, "ip -4 addr show"},
-		{&f.Routes, "ip -4 route show"},
-	} {
-		out, exit, err := g.vm.Run(ctx, q.cmd)
-		if err != nil || exit != 0 {
-			return fmt.Errorf("%s in the VM: exit %d: %v: %s", q.cmd, exit, err, out)
-		}
-		*q.dst = strings.TrimSpace(out)
-	}
-	out, _, err := g.vm.Run(ctx, "ls /etc/netplan/*.yaml /etc/network/interfaces.d/* 2>/dev/null")
-	if err != nil {
-		return err
-	}
-	for _, p := range strings.Fields(out) {
-		if f.NetworkConfig[p], err = g.ReadFile(ctx, p); err != nil {
-			return err
-		}
-	}
+	f, err := guestspecs.CollectBootFacts(ctx, g.vm, "", g.vm.Started)
 	g.facts = f
-	return nil
+	return err
 }
 
 func (g *vmGuest) Kind() string {
@@ -105,35 +69,16 @@ func (g *vmGuest) Kind() string {
 func (g *vmGuest) Boot() guestspecs.BootFacts { return g.facts }
 
 func (g *vmGuest) ReadFile(ctx context.Context, path string) (string, error) {
-	out, exit, err := g.vm.Run(ctx, "cat "+shellQuote(path))
+	out, exit, err := g.vm.Run(ctx, "cat "+guestspecs.ShellQuote(path))
 	if err == nil && exit != 0 {
 		err = fmt.Errorf("cat %s in the VM: exit %d: %s", path, exit, out)
 	}
 	return out, err
 }
 
-// Get runs curl in the VM; its last output line is the status code.
+// Get runs curl in the VM.
 func (g *vmGuest) Get(ctx context.Context, url string, header ...string) (int, string, error) {
-	cmd := "curl -sS -w '\\n%{http_code}'"
-	for _, h := range header {
-		cmd += " -H " + shellQuote(h)
-	}
-	out, exit, err := g.vm.Run(ctx, cmd+" "+shellQuote(url))
-	if err != nil {
-		return 0, "", err
-	}
-	if exit != 0 {
-		return 0, "", fmt.Errorf("curl %s in the VM: exit %d: %s", url, exit, out)
-	}
-	body, code, ok := cutLast(strings.TrimSuffix(out, "\n"), "\n")
-	if !ok {
-		body, code = "", out
-	}
-	var n int
-	if _, err := fmt.Sscanf(strings.TrimSpace(code), "%d", &n); err != nil {
-		return 0, "", fmt.Errorf("curl %s in the VM: no status code in %q", url, out)
-	}
-	return n, body, nil
+	return guestspecs.CurlGet(ctx, g.vm, url, header...)
 }
 
 func (g *vmGuest) Close() error {
@@ -142,18 +87,4 @@ func (g *vmGuest) Close() error {
 	err := g.vm.Stop(ctx)
 	g.stop()
 	return err
-}
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// cutLast is strings.Cut at the last sep.
-func cutLast(s, sep string) (before, after string, found bool) {
-	i := strings.LastIndex(s, sep)
-	if i < 0 {
-		return s, "", false
-	}
-	return s[:i], s[i+len(sep):], true
 }
