@@ -385,15 +385,7 @@ func (p *Pod) PlumbOn(tb TB, t Topology, bridge, tap string) {
 			"addr add 169.254.75.10/32 dev "+bridge,
 			"link set eth0-nic master "+bridge+" up")
 	}
-	batch = append(batch,
-		"link set "+bridge+" up",
-		"link set "+tap+" master "+bridge+" up")
-	cmd := exec.Command("ip", "-n", p.Name, "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(batch, "\n") + "\n")
-	p.BridgeAt = time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("plumbing %s in %s: %v: %s", bridge, p.Name, err, out)
-	}
+	p.raiseBridge(tb, batch, bridge, tap)
 }
 
 // GuestGet fetches url from inside the guest.
@@ -419,4 +411,20 @@ func get(ctx context.Context, n NS, url string) (int, string, error) {
 	var b bytes.Buffer
 	_, err = b.ReadFrom(resp.Body)
 	return resp.StatusCode, b.String(), err
+}
+
+// raiseBridge runs batch, which creates and addresses the bridge, then brings
+// it up with tap enslaved, in one `ip -batch`; BridgeAt records the moment
+// just before.
+func (p *Pod) raiseBridge(tb TB, batch []string, bridge, tap string) {
+	tb.Helper()
+	batch = append(batch,
+		"link set "+bridge+" up",
+		"link set "+tap+" master "+bridge+" up")
+	cmd := exec.Command("ip", "-n", p.Name, "-batch", "-")
+	cmd.Stdin = strings.NewReader(strings.Join(batch, "\n") + "\n")
+	p.BridgeAt = time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("plumbing %s with %s in %s: %v: %s", bridge, tap, p.Name, err, out)
+	}
 }

@@ -4,9 +4,6 @@ import (
 	"crypto/sha256"
 	"net"
 	"net/netip"
-	"os/exec"
-	"strings"
-	"time"
 )
 
 // PlumbTap is Plumb for a real VM: the same Pod topology (bridge k6t-eth0,
@@ -52,13 +49,5 @@ func (p *Pod) PlumbTap(tb TB, t Topology) {
 	case Masquerade, LinkLocal:
 		batch = append(batch, "addr add "+MasqueradeGatewayAddr+"/24 dev "+bridge)
 	}
-	batch = append(batch,
-		"link set "+bridge+" up",
-		"link set "+tap+" master "+bridge+" up")
-	cmd := exec.Command("ip", "-n", p.Name, "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(batch, "\n") + "\n")
-	p.BridgeAt = time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("plumbing %s with %s in %s: %v: %s", bridge, tap, p.Name, err, out)
-	}
+	p.raiseBridge(tb, batch, bridge, tap)
 }
