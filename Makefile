@@ -81,7 +81,7 @@ verify: generate manifests docs build-installer bundle ## Regenerate everything 
 	@echo "generated files are up to date"
 
 .PHONY: test
-test: generate manifests vet envtest test-deps ## Run every test: unit, real API server, network namespaces and real cloud-init (root).
+test: generate manifests vet envtest test-deps ## Run every test (root): unit, real API server, network namespaces, real cloud-init, the end-to-end path with a qemu VM, the OLM bundle.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test ./... -count=1 -timeout 60m
 	cd hack/tools/bundle && KUBEBUILDER_ASSETS="$$($(CURDIR)/hack/envtest-assets.sh)" $(GO) test ./... -count=1
 
