@@ -21,6 +21,12 @@ KUBECTL ?= kubectl
 CONTAINER_TOOL ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 
 GO ?= go
+# The envtest control plane's directory, for KUBEBUILDER_ASSETS: a shell
+# substitution, run where a recipe uses it (the envtest prerequisite has built
+# it by then, so the call only prints the cached path).
+ENVTEST_ASSETS = $$($(CURDIR)/hack/envtest-assets.sh)
+# What `make verify` regenerates and compares with the commit.
+GENERATED = api config bundle bundle.Dockerfile dist docs/api.md
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
 
@@ -40,7 +46,7 @@ DEMO_GUEST ?= namespace
 
 .PHONY: demo
 demo: envtest ## The whole path on this machine, no cluster (root): control plane, manager, webhooks, kubelet stand-in, sidecar, a real cloud-init guest (DEMO_GUEST=vm: a qemu VM).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" KUBEVIRT_IMDS_CACHE="$(CURDIR)/tmp/cache" DEMO_GUEST="$(DEMO_GUEST)" $(GO) run ./test/e2e/demo
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" KUBEVIRT_IMDS_CACHE="$(CURDIR)/tmp/cache" DEMO_GUEST="$(DEMO_GUEST)" $(GO) run ./test/e2e/demo
 
 ##@ Development
 
@@ -61,7 +67,7 @@ docs: ## Generate docs/api.md from the API types.
 
 .PHONY: bundle
 bundle: manifests envtest ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/manifests.
-	cd hack/tools/bundle && $(GO) run . -root $(CURDIR) -kubectl "$$($(CURDIR)/hack/envtest-assets.sh)/kubectl"
+	cd hack/tools/bundle && $(GO) run . -root $(CURDIR) -kubectl "$(ENVTEST_ASSETS)/kubectl"
 
 .PHONY: fmt
 fmt: ## Run gofmt.
@@ -75,15 +81,15 @@ vet: ## Run go vet, also on the kind e2e suite (build tag e2e).
 .PHONY: verify
 verify: generate manifests docs build-installer bundle ## Regenerate everything and fail if anything differs from what is committed.
 	@gofmt_out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$gofmt_out" ]; then echo "gofmt needed: $$gofmt_out"; exit 1; fi
-	@if [ -n "$$(git status --porcelain -- api config bundle bundle.Dockerfile dist docs/api.md)" ]; then \
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 		echo "generated files are stale; run 'make generate manifests docs build-installer bundle' and commit:"; \
-		git status --porcelain -- api config bundle bundle.Dockerfile dist docs/api.md; git --no-pager diff --stat -- api config bundle bundle.Dockerfile dist docs/api.md; exit 1; fi
+		git status --porcelain -- $(GENERATED); git --no-pager diff --stat -- $(GENERATED); exit 1; fi
 	@echo "generated files are up to date"
 
 .PHONY: test
 test: generate manifests vet envtest test-deps ## Run every test (root): unit, real API server, network namespaces, real cloud-init, the end-to-end path with a qemu VM, the OLM bundle.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test ./... -count=1 -timeout 60m
-	cd hack/tools/bundle && KUBEBUILDER_ASSETS="$$($(CURDIR)/hack/envtest-assets.sh)" $(GO) test ./... -count=1
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test ./... -count=1 -timeout 60m
+	cd hack/tools/bundle && KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test ./... -count=1
 
 .PHONY: test-deps
 test-deps: ## Install the Debian packages and build the guest root trees the tests use (as root; skipped otherwise).
@@ -92,7 +98,7 @@ test-deps: ## Install the Debian packages and build the guest root trees the tes
 
 .PHONY: bench
 bench: envtest ## Benchmarks: operator convergence (1,000 VMIs), sidecar load in a Pod namespace (root), admission latency, handlers.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test ./controllers/ ./test/bench/ -run '^$$' -bench . -benchtime 1x -timeout 30m
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test ./controllers/ ./test/bench/ -run '^$$' -bench . -benchtime 1x -timeout 30m
 	$(GO) test ./webhooks/ -run '^$$' -bench . -benchtime 1x -benchmem
 	$(GO) test ./sidecar/... -run '^$$' -bench . -benchmem
 
@@ -106,12 +112,18 @@ build: ## Build the kubevirt-imds binary into tmp/bin.
 run: ## Run the manager against the cluster in KUBECONFIG.
 	$(GO) run . manager
 
+# config-with-image DIR: a copy of config/ in DIR with the manager image set
+# to $(IMG), so that setting the image leaves config/manager as committed.
+define config-with-image
+rm -rf $(1) && mkdir -p $(1)
+cp -r config $(1)/
+cd $(1)/config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+endef
+
 .PHONY: build-installer
 build-installer: kustomize ## Write dist/install.yaml: config/default (cert-manager) with the image set to $(IMG).
-	rm -rf tmp/installer && mkdir -p tmp/installer dist
-# A copy of config/, so that setting the image leaves config/manager as committed.
-	cp -r config tmp/installer/
-	cd tmp/installer/config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	mkdir -p dist
+	$(call config-with-image,tmp/installer)
 	$(KUSTOMIZE) build tmp/installer/config/default > dist/install.yaml
 
 ##@ Deploy
@@ -122,9 +134,7 @@ DEPLOY_CONFIG ?= default
 
 .PHONY: deploy
 deploy: kustomize ## Install the operator (config/$(DEPLOY_CONFIG), image $(IMG)) with kubectl --context $(KUBE_CONTEXT).
-	rm -rf tmp/deploy && mkdir -p tmp/deploy
-	cp -r config tmp/deploy/
-	cd tmp/deploy/config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(call config-with-image,tmp/deploy)
 	$(KUSTOMIZE) build tmp/deploy/config/$(DEPLOY_CONFIG) | $(KUBECTL) --context $(KUBE_CONTEXT) apply --server-side -f -
 
 .PHONY: undeploy

@@ -11,15 +11,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// releaseStartupPages drops this process's mappings of the executable's
+// releaseExecutablePages drops this process's mappings of the executable's
 // read-only pages. The binary also holds the manager, whose dependencies'
 // package initialisers touch some 30 MiB of code and read-only data at start;
 // the sidecar never runs that code again, yet those pages would count towards
-// its resident memory for the VM's whole life. MADV_DONTNEED on a read-only
+// its resident memory for the VM's whole life. The sidecar calls it at start
+// and then periodically (sidecar_cmd.go). MADV_DONTNEED on a read-only
 // private file mapping only unmaps the pages (they stay in the page cache and
 // fault back in on use), so it is safe; writable mappings are left alone.
-func releaseStartupPages() error {
-	// The package initialisers' garbage, too, need not stay resident.
+func releaseExecutablePages() error {
+	// Garbage (the package initialisers' at start), too, need not stay
+	// resident.
 	debug.FreeOSMemory()
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {

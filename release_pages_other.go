@@ -2,5 +2,5 @@
 
 package main
 
-// releaseStartupPages is Linux-only; elsewhere there is nothing to release.
-func releaseStartupPages() error { return nil }
+// releaseExecutablePages is Linux-only; elsewhere there is nothing to release.
+func releaseExecutablePages() error { return nil }

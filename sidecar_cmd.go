@@ -35,7 +35,7 @@ func runSidecar(args []string) error {
 	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	release := func() {
-		if err := releaseStartupPages(); err != nil {
+		if err := releaseExecutablePages(); err != nil {
 			log.V(1).Info("could not release executable pages", "error", err.Error())
 		}
 	}

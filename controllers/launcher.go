@@ -104,12 +104,6 @@ func podActive(pod *corev1.Pod) bool {
 	return pod.DeletionTimestamp.IsZero() && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
 }
 
-// Event reasons recorded on VMIs.
-const (
-	eventSidecarMissing           = imdsv1alpha1.ReasonSidecarMissing
-	eventGuestDiscoveryNotApplied = imdsv1alpha1.ReasonGuestDiscoveryNotApplied
-)
-
 // maxReported bounds the memory of which Events were recorded; forgetting
 // only means one more Event.
 const maxReported = 10000
@@ -158,7 +152,7 @@ func (r *MetadataServiceReconciler) inspectInstances(ctx context.Context, s *sco
 			missing = append(missing, vmi.Name)
 		}
 		if r.reported.first("pod/" + string(pod.UID)) {
-			r.Recorder.Eventf(vmi, pod, corev1.EventTypeWarning, eventSidecarMissing, "Inspect",
+			r.Recorder.Eventf(vmi, pod, corev1.EventTypeWarning, imdsv1alpha1.ReasonSidecarMissing, "Inspect",
 				"virt-launcher Pod %s runs without the metadata sidecar of MetadataService %s: restart the VM to get it", pod.Name, s.mds.Name)
 		}
 	}
@@ -170,7 +164,7 @@ func (r *MetadataServiceReconciler) inspectInstances(ctx context.Context, s *sco
 		}
 		undiscovered = append(undiscovered, vmi.Name)
 		if have != "" && r.reported.first("discovery/"+string(vmi.UID)+"/"+string(mode)) {
-			r.Recorder.Eventf(vmi, nil, corev1.EventTypeWarning, eventGuestDiscoveryNotApplied, "Inspect",
+			r.Recorder.Eventf(vmi, nil, corev1.EventTypeWarning, imdsv1alpha1.ReasonGuestDiscoveryNotApplied, "Inspect",
 				"guest discovery %s of MetadataService %s is not applied: the VMI sets %q itself, which is never overwritten",
 				mode, s.mds.Name, have)
 		}

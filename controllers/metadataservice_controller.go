@@ -62,7 +62,7 @@ type MetadataServiceReconciler struct {
 // changes; RBAC cannot narrow list and watch to the Secrets a service names.
 // It writes only the payload Secrets `imds-<vmi>` beside each VMI (create,
 // full-object update, delete when stale; never patch). The webhooks read the
-// same Secrets, VMIs, Pods and MetadataServices through this cache.
+// same Secrets, VMIs and MetadataServices, live, with these rights.
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 // The controller reports served VMIs whose virt-launcher Pod lacks the sidecar;

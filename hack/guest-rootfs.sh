@@ -43,7 +43,8 @@ packages_bookworm="cloud-init ifupdown iproute2 netbase isc-dhcp-client net-tool
 # shellcheck disable=SC2034
 packages_trixie="cloud-init netplan.io systemd iproute2 netbase curl ca-certificates"
 
-mirror() { "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"; }
+# shellcheck source=hack/guest-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/guest-lib.sh"
 
 # build_tree NAME DIR: the recipe. Its text (as bash prints it, without comments) is
 # part of the cache key, so changing a step rebuilds the trees.
@@ -71,15 +72,6 @@ build_tree() {
   # A record of what the tree holds, read by test/guest for its reports.
   # shellcheck disable=SC2016 # dpkg-query's own format fields
   chroot "$dir" dpkg-query -W -f '${Package} ${Version}\n' cloud-init >"$dir/.kubevirt-imds-guest"
-}
-
-# discard DIR: removes a tree, first unmounting whatever an interrupted build
-# left mounted in it, and never crossing into another file system.
-discard() {
-  local mnt
-  [[ -e $1 ]] || return 0
-  findmnt -rn -o TARGET | { grep -F "$1/" || true; } | sort -r | while read -r mnt; do umount -l "$mnt"; done
-  rm -rf --one-file-system "$1"
 }
 
 key_of() {
@@ -111,14 +103,7 @@ build() {
     discard "$dir"
     mv "$dir.tmp" "$dir"
     log "built $name in $((SECONDS - start))s ($(du -sh "$dir" | cut -f1)): $(cat "$dir/.kubevirt-imds-guest")"
-    # Trees of an older recipe are dead weight (about 300 MB each).
-    local old
-    for old in "$cache/guests/$name"-*; do
-      case $old in
-      "$dir" | "$dir.lock") ;;
-      *) discard "$old" ;;
-      esac
-    done
+    discard_others "$cache/guests/$name" "$dir"
   fi
   exec {lock}>&-
   echo "$dir"

@@ -50,16 +50,8 @@ bookworm) packages="$common ifupdown isc-dhcp-client net-tools" ;;
   ;;
 esac
 
-mirror() { "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"; }
-
-# discard DIR: removes a build, first unmounting whatever an interrupted build
-# left mounted in it, never crossing into another file system.
-discard() {
-  local mnt
-  [[ -e $1 ]] || return 0
-  findmnt -rn -o TARGET | { grep -F "$1/" || true; } | sort -r | while read -r mnt; do umount -l "$mnt"; done
-  rm -rf --one-file-system "$1"
-}
+# shellcheck source=hack/guest-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/guest-lib.sh"
 
 need() { # need COMMAND PACKAGE
   command -v "$1" >/dev/null && return
@@ -174,13 +166,7 @@ if [[ ! -f $dir/disk.qcow2 ]]; then
   discard "$dir.tmp"
   trap - EXIT
   log "built $suite in $((SECONDS - start))s ($(du -sh "$dir/disk.qcow2" | cut -f1) qcow2): $(tr '\n' ';' <"$dir/manifest")"
-  # Images of an older recipe are dead weight (hundreds of MB each).
-  for old in "$base/$suite"-*; do
-    case $old in
-    "$dir" | "$dir.lock") ;;
-    *) discard "$old" ;;
-    esac
-  done
+  discard_others "$base/$suite" "$dir"
 fi
 exec {lock}>&-
 echo "$dir"

@@ -18,24 +18,23 @@ import (
 type readiness struct {
 	payloadLoaded func() bool
 
+	mu sync.Mutex
 	// onServing, if set, runs once, the first time the network is applied
-	// and the listener is up.
+	// and the listener is up; it is cleared when it runs.
 	onServing func()
-
-	mu        sync.Mutex
 	network   string // why the network is not ready; "" once applied
 	listening bool
-	served    bool
 }
 
 // notifyServing runs onServing the first time the sidecar can serve. Call
 // with r.mu held: /readyz then reports ready only once onServing is done.
 func (r *readiness) notifyServing() {
-	if r.served || r.network != "" || !r.listening || r.onServing == nil {
+	if r.onServing == nil || r.network != "" || !r.listening {
 		return
 	}
-	r.served = true
-	r.onServing()
+	f := r.onServing
+	r.onServing = nil
+	f()
 }
 
 func newReadiness(payloadLoaded func() bool) *readiness {

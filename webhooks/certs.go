@@ -13,9 +13,10 @@ import (
 // clusters without cert-manager. Its rights are generated into their own
 // role (config/overlays/builtin-certs/rbac, `make manifests`) so that an
 // installation with cert-manager does not grant them; the webhooks' own
-// reads go through the controller's cache and rights. cert-controller watches
-// the configurations and the namespace's Secrets (list and watch cannot be
-// narrowed by name) and writes with update only, and only its own objects.
+// reads (live, from the API server) use the controller's rights.
+// cert-controller watches the configurations and the namespace's Secrets
+// (list and watch cannot be narrowed by name) and writes with update only,
+// and only its own objects.
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,resourceNames=kubevirt-imds-mutating-webhook-configuration,verbs=update
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,resourceNames=kubevirt-imds-validating-webhook-configuration,verbs=update

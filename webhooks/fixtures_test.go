@@ -30,9 +30,12 @@ func create(ctx context.Context, objs ...client.Object) {
 	}
 }
 
-// waitReconciled waits until the controller has reconciled mds's current
-// generation: the manager's cache then holds it, which the webhooks read.
-func waitReconciled(ctx context.Context, mds *imdsv1alpha1.MetadataService) {
+// serve creates the MetadataService "web" in namespace and waits until the
+// controller has reconciled it, so that a spec goes on from a settled service
+// rather than racing its first reconcile.
+func serve(ctx context.Context, namespace string, spec imdsv1alpha1.MetadataServiceSpec) {
+	mds := newMDS(namespace, "web", spec)
+	ExpectWithOffset(1, k8sClient.Create(ctx, mds)).To(Succeed())
 	EventuallyWithOffset(1, func(g Gomega) {
 		var m imdsv1alpha1.MetadataService
 		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(mds), &m)).To(Succeed())

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/controllers"
 	"github.com/kubevirt-imds/kubevirt-imds/controllers/netconfig"
 	"github.com/kubevirt-imds/kubevirt-imds/controllers/userdata"
 )
@@ -85,7 +86,7 @@ func validateMetadataService(mds *imdsv1alpha1.MetadataService) (admission.Warni
 			}
 		}
 	}
-	errs = append(errs, validateDiscovery(spec, p)...)
+	errs = append(errs, validateDiscovery(mds, p)...)
 
 	if len(errs) > 0 {
 		return warnings, apierrors.NewInvalid(imdsv1alpha1.GroupVersion.WithKind("MetadataService").GroupKind(), mds.Name, errs)
@@ -148,19 +149,16 @@ func checkSSHKey(line string) error {
 
 // validateDiscovery rejects a guest discovery mode whose dialect is not
 // served: the guest would be sent to an API that answers 404.
-func validateDiscovery(spec *imdsv1alpha1.MetadataServiceSpec, p *field.Path) field.ErrorList {
-	if len(spec.Dialects) == 0 {
+func validateDiscovery(mds *imdsv1alpha1.MetadataService, p *field.Path) field.ErrorList {
+	if len(mds.Spec.Dialects) == 0 {
 		return nil // defaulted to all
 	}
 	need := map[imdsv1alpha1.GuestDiscovery]imdsv1alpha1.Dialect{
 		imdsv1alpha1.GuestDiscoveryNoCloud:   "nocloud",
 		imdsv1alpha1.GuestDiscoveryOpenStack: "openstack",
 	}
-	mode := spec.GuestDiscovery
-	if mode == "" {
-		mode = imdsv1alpha1.GuestDiscoveryNoCloud
-	}
-	if d, ok := need[mode]; ok && !slices.Contains(spec.Dialects, d) {
+	mode := controllers.GuestDiscoveryOf(mds)
+	if d, ok := need[mode]; ok && !slices.Contains(mds.Spec.Dialects, d) {
 		return field.ErrorList{field.Invalid(p.Child("guestDiscovery"), mode,
 			fmt.Sprintf("guest discovery %s needs the %s dialect in spec.dialects", mode, d))}
 	}

@@ -13,7 +13,6 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
@@ -64,7 +63,7 @@ func DefaultSidecarResources() corev1.ResourceRequirements {
 // running without its sidecar.
 type PodInjector struct {
 	// Reader reads VMIs, MetadataServices and Secrets: the API server
-	// itself (SetupWithManager says why), or a cache in tests.
+	// itself (SetupWithManager says why).
 	Reader  client.Reader
 	Sidecar SidecarOptions
 	// PayloadWait is how long admission may wait for the payload Secret to
@@ -87,11 +86,7 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	if pod.Labels[kubevirtv1.AppLabel] != controllers.LauncherAppValue {
 		return nil
 	}
-	namespace := pod.Namespace
-	if req, err := admission.RequestFromContext(ctx); err == nil && req.Namespace != "" {
-		// At CREATE the object may not carry its namespace yet.
-		namespace = req.Namespace
-	}
+	namespace := admittedNamespace(ctx, pod)
 	log := logf.FromContext(ctx).WithValues("namespace", namespace, "vmi", pod.Annotations[kubevirtv1.DomainAnnotation])
 	vmi, mds, err := p.servedInstance(ctx, namespace, pod)
 	if err != nil {
@@ -199,17 +194,17 @@ func InjectSidecar(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, mds 
 			SecretName: imdsv1alpha1.PayloadSecretName(vmi.Name),
 			// Not optional: the kubelet waits for the Secret rather than
 			// start a sidecar that would serve nothing.
-			Optional: ptr(false),
+			Optional: new(false),
 		}},
 	}}
 	mounts := []corev1.VolumeMount{{Name: PayloadVolumeName, MountPath: PayloadDir, ReadOnly: true}}
-	if id := mds.Spec.Identity; id != nil && len(id.ServiceAccountTokens) > 0 && pod.Spec.ServiceAccountName == "" {
-		// Token projections need a named ServiceAccount; "default" is what
-		// the ServiceAccount admission plugin would set, and what the
-		// controller renders into the payload (serviceAccountName).
-		pod.Spec.ServiceAccountName = "default"
-	}
 	if id := mds.Spec.Identity; id != nil {
+		if len(id.ServiceAccountTokens) > 0 && pod.Spec.ServiceAccountName == "" {
+			// Token projections need a named ServiceAccount; "default" is what
+			// the ServiceAccount admission plugin would set, and what the
+			// controller renders into the payload (serviceAccountName).
+			pod.Spec.ServiceAccountName = "default"
+		}
 		for _, t := range id.ServiceAccountTokens {
 			exp := t.ExpirationSeconds
 			if exp == 0 {
@@ -220,7 +215,7 @@ func InjectSidecar(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, mds 
 				Name: name,
 				VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 					Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-						Audience: t.Audience, ExpirationSeconds: ptr(exp), Path: payload.TokenFileName,
+						Audience: t.Audience, ExpirationSeconds: new(exp), Path: payload.TokenFileName,
 					}}},
 				}},
 			})
@@ -261,7 +256,7 @@ func sidecarContainer(o SidecarOptions, mounts []corev1.VolumeMount) corev1.Cont
 			{Name: "GOMAXPROCS", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
 				Resource: "limits.cpu", Divisor: resource.MustParse("1")}}},
 		},
-		RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways),
+		RestartPolicy: new(corev1.ContainerRestartPolicyAlways),
 		Resources:     res,
 		VolumeMounts:  mounts,
 		// No startupProbe and no readinessProbe: the sidecar becomes ready
@@ -277,11 +272,11 @@ func sidecarContainer(o SidecarOptions, mounts []corev1.VolumeMount) corev1.Cont
 		SecurityContext: &corev1.SecurityContext{
 			// Root, but only with the capabilities below: they take effect
 			// for UID 0 only, and no_new_privs rules out file capabilities.
-			RunAsUser:                ptr(int64(0)),
-			RunAsNonRoot:             ptr(false),
-			Privileged:               ptr(false),
-			AllowPrivilegeEscalation: ptr(false),
-			ReadOnlyRootFilesystem:   ptr(true),
+			RunAsUser:                new(int64(0)),
+			RunAsNonRoot:             new(false),
+			Privileged:               new(false),
+			AllowPrivilegeEscalation: new(false),
+			ReadOnlyRootFilesystem:   new(true),
 			Capabilities: &corev1.Capabilities{
 				Drop: []corev1.Capability{"ALL"},
 				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"},
@@ -299,5 +294,3 @@ func addMissing[T any](list []T, item T, key func(T) string) []T {
 	}
 	return append(list, item)
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -5,11 +5,14 @@
 package webhooks
 
 import (
+	"context"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 )
@@ -42,11 +45,8 @@ type Options struct {
 	PayloadWait time.Duration
 }
 
-// SetupWithManager registers the webhooks with mgr's webhook server. They
-// read through mgr's cache. Its informers for VMIs, MetadataServices and
-// Secrets are registered here, so that every replica fills them at start:
-// only the leader runs the controller, whose watches would otherwise start
-// them, and a first admission on a follower would wait for a cold informer.
+// SetupWithManager registers the webhooks with mgr's webhook server. Every
+// replica serves them, leader or not.
 func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	// Admission reads live, not from the manager's cache: the MetadataService,
 	// the VMI and the payload Secret are created moments before the object
@@ -73,4 +73,13 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 		WithValidator(MetadataServiceValidator{}).
 		WithValidatorCustomPath(MetadataServicePath).
 		Complete()
+}
+
+// admittedNamespace is the namespace of the object being admitted: at CREATE
+// the object may not carry its namespace yet, the admission request does.
+func admittedNamespace(ctx context.Context, obj client.Object) string {
+	if req, err := admission.RequestFromContext(ctx); err == nil && req.Namespace != "" {
+		return req.Namespace
+	}
+	return obj.GetNamespace()
 }

@@ -138,7 +138,9 @@ func runManager(mgr ctrl.Manager) {
 		}
 		return conn.Close()
 	}).Should(Succeed())
-	// The webhooks read through the cache; wait until it has synced.
+	// The webhooks read live, but the controller reads through the cache:
+	// wait until it has synced, so that the specs' Eventually timeouts time
+	// the controller's work, not the manager's start.
 	Eventually(func() bool { return mgr.GetCache().WaitForCacheSync(context.Background()) }).Should(BeTrue())
 }
 

@@ -6,7 +6,6 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 	"github.com/kubevirt-imds/kubevirt-imds/controllers"
@@ -26,10 +25,7 @@ type DiscoveryDefaulter struct {
 // Default mutates a VirtualMachineInstance on CREATE. It never fails: a VMI
 // without discovery data still boots, and is reported.
 func (d *DiscoveryDefaulter) Default(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstance) error {
-	namespace := vmi.Namespace
-	if req, err := admission.RequestFromContext(ctx); err == nil && req.Namespace != "" {
-		namespace = req.Namespace
-	}
+	namespace := admittedNamespace(ctx, vmi)
 	log := logf.FromContext(ctx).WithValues("namespace", namespace)
 	var services imdsv1alpha1.MetadataServiceList
 	if err := d.Reader.List(ctx, &services, client.InNamespace(namespace)); err != nil {

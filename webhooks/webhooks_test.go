@@ -54,14 +54,12 @@ var _ = Describe("Pod webhook", func() {
 	})
 
 	It("injects the sidecar into the virt-launcher Pod of a served VMI, once", func() {
-		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{
 			Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 			Identity: &imdsv1alpha1.IdentitySpec{ServiceAccountTokens: []imdsv1alpha1.ServiceAccountTokenSpec{
 				{Audience: "vault", ExpirationSeconds: 7200}, {Audience: "sts.example.com"},
 			}},
 		})
-		create(ctx, mds)
-		waitReconciled(ctx, mds)
 		vmi := newVMI(ns, "vm1", map[string]string{"app": "web"})
 		create(ctx, vmi)
 		waitPayload(ctx, vmi)
@@ -141,9 +139,7 @@ var _ = Describe("Pod webhook", func() {
 	})
 
 	It("waits briefly for the payload the controller renders on the same VMI event", func() {
-		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{})
-		create(ctx, mds)
-		waitReconciled(ctx, mds)
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{})
 		// As virt-controller does: the Pod follows the VMI at once, racing
 		// the controller's rendering of the payload.
 		vmi := newVMI(ns, "vm1", nil)
@@ -155,11 +151,9 @@ var _ = Describe("Pod webhook", func() {
 	})
 
 	It("leaves the Pod of an unselected VMI alone", func() {
-		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{
 			Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 		})
-		create(ctx, mds)
-		waitReconciled(ctx, mds)
 		vmi := newVMI(ns, "db", map[string]string{"app": "db"})
 		create(ctx, vmi)
 		pod := launcherPod(vmi)
@@ -173,11 +167,9 @@ var _ = Describe("Pod webhook", func() {
 	It("leaves the Pod alone when the payload Secret does not exist, and the controller reports it", func() {
 		// A source that cannot be resolved keeps the controller from
 		// rendering a payload: there is none when the Pod arrives.
-		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{
 			UserData: &imdsv1alpha1.DataSource{SecretRef: &imdsv1alpha1.KeyReference{Name: "absent", Key: "user-data"}},
 		})
-		create(ctx, mds)
-		waitReconciled(ctx, mds)
 		vmi := newVMI(ns, "vm1", nil)
 		create(ctx, vmi)
 		pod := launcherPod(vmi)
@@ -196,9 +188,7 @@ var _ = Describe("Pod webhook", func() {
 	})
 
 	It("never blocks Pods when the webhook server is down, and the controller reports them when back", func() {
-		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{})
-		create(ctx, mds)
-		waitReconciled(ctx, mds)
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{})
 		vmi := newVMI(ns, "vm1", nil)
 		create(ctx, vmi)
 		waitPayload(ctx, vmi)
@@ -256,9 +246,7 @@ var _ = Describe("VMI webhook", func() {
 	})
 
 	It("sets the NoCloud serial", func() {
-		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{})
-		create(ctx, mds)
-		waitReconciled(ctx, mds)
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{})
 		vmi := newVMI(ns, "vm1", nil)
 		create(ctx, vmi)
 		Expect(vmi.Spec.Domain.Firmware).NotTo(BeNil())
@@ -270,9 +258,7 @@ var _ = Describe("VMI webhook", func() {
 	})
 
 	It("sets the OpenStack asset tag", func() {
-		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{GuestDiscovery: imdsv1alpha1.GuestDiscoveryOpenStack})
-		create(ctx, mds)
-		waitReconciled(ctx, mds)
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{GuestDiscovery: imdsv1alpha1.GuestDiscoveryOpenStack})
 		vmi := newVMI(ns, "vm1", nil)
 		create(ctx, vmi)
 		Expect(vmi.Spec.Domain.Chassis).NotTo(BeNil())
@@ -281,10 +267,8 @@ var _ = Describe("VMI webhook", func() {
 	})
 
 	It("changes nothing with guest discovery None, or for unselected VMIs", func() {
-		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{GuestDiscovery: imdsv1alpha1.GuestDiscoveryNone,
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{GuestDiscovery: imdsv1alpha1.GuestDiscoveryNone,
 			Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}})
-		create(ctx, mds)
-		waitReconciled(ctx, mds)
 		for _, vmi := range []*kubevirtv1.VirtualMachineInstance{newVMI(ns, "served", map[string]string{"app": "web"}), newVMI(ns, "other", nil)} {
 			create(ctx, vmi)
 			Expect(vmi.Spec.Domain.Firmware).To(BeNil(), vmi.Name)
@@ -293,9 +277,7 @@ var _ = Describe("VMI webhook", func() {
 	})
 
 	It("keeps a serial the user set, and says so", func() {
-		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{})
-		create(ctx, mds)
-		waitReconciled(ctx, mds)
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{})
 		vmi := newVMI(ns, "vm1", nil)
 		vmi.Spec.Domain.Firmware = &kubevirtv1.Firmware{Serial: "ABC-123"}
 		create(ctx, vmi)

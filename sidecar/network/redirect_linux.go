@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"syscall"
 
 	"github.com/google/nftables"
@@ -135,11 +136,7 @@ func observeRedirect() (*Redirect, error) {
 		}
 		return nil, fmt.Errorf("listing nftables bridge tables: %w", err)
 	}
-	found := false
-	for _, t := range tables {
-		found = found || t.Name == RedirectTable
-	}
-	if !found {
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == RedirectTable }) {
 		return nil, nil
 	}
 	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)

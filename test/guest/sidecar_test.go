@@ -37,6 +37,7 @@ import (
 	"github.com/kubevirt-imds/kubevirt-imds/controllers/netconfig"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/render"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 	"github.com/kubevirt-imds/kubevirt-imds/test/guest"
 	"github.com/kubevirt-imds/kubevirt-imds/test/output"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
@@ -72,11 +73,11 @@ func buildSidecar(ctx context.Context) string {
 	Expect(os.Chmod(dir, 0o755)).To(Succeed())
 	bin := filepath.Join(dir, "kubevirt-imds")
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/kubevirt-imds/kubevirt-imds").CombinedOutput()
+	err = controlplane.BuildBinary(ctx, bin)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 	}
-	Expect(err).NotTo(HaveOccurred(), "building the binary: %s", out)
+	Expect(err).NotTo(HaveOccurred())
 	GinkgoWriter.Printf("sidecar binary built in %v\n", time.Since(start).Round(time.Millisecond))
 	sidecarBinary.dir, sidecarBinary.path = dir, bin
 	return bin

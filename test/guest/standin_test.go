@@ -11,7 +11,6 @@ package guest_test
 // move to the real Pod network and sidecar by swapping this file out.
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -30,6 +29,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
 )
 
 const (
@@ -76,60 +77,8 @@ func newPodNetwork(ctx context.Context) *podNetwork {
 	Expect(links).To(HaveLen(1))
 	n.GuestMAC = links[0].Address
 
-	n.startDHCP()
+	podnet.ServeMasqueradeDHCP(GinkgoT(), n.Pod, "k6t-eth0", n.GuestMAC)
 	return n
-}
-
-// startDHCP serves KubeVirt's masquerade DHCP in the Pod namespace.
-func (n *podNetwork) startDHCP() {
-	GinkgoHelper()
-	serveMasqueradeDHCP(n.Pod, n.GuestMAC)
-}
-
-// serveMasqueradeDHCP runs dnsmasq on k6t-eth0 in the Pod namespace pod as
-// KubeVirt's masquerade DHCP server answers: the guest NIC guestMAC always
-// gets 10.0.2.2/24 with router 10.0.2.1, whatever client identifier it
-// presents (cloud-init's ephemeral DHCP and the guest's own client use
-// different ones). It stops when the current spec ends.
-func serveMasqueradeDHCP(pod, guestMAC string) {
-	GinkgoHelper()
-	cmd := exec.Command("ip", "netns", "exec", pod, "dnsmasq",
-		"--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--conf-file=/dev/null",
-		"--port=0", "--no-hosts", "--no-resolv", "--leasefile-ro", "--pid-file=",
-		"--interface=k6t-eth0", "--bind-interfaces", "--dhcp-authoritative",
-		"--dhcp-range=10.0.2.0,static,255.255.255.0,1h",
-		"--dhcp-host="+guestMAC+",id:*,"+guestAddr,
-		"--dhcp-option=option:router,"+gatewayAddr)
-	stderr, err := cmd.StderrPipe()
-	Expect(err).NotTo(HaveOccurred())
-	Expect(cmd.Start()).To(Succeed())
-	exited := make(chan struct{})
-	ready := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		sc := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(GinkgoWriter, "dnsmasq:", line)
-			if strings.Contains(line, "DHCP, static leases only") {
-				once.Do(func() { close(ready) })
-			}
-		}
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	DeferCleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	select {
-	case <-ready:
-	case <-exited:
-		Fail("dnsmasq exited before serving DHCP")
-	case <-time.After(30 * time.Second):
-		Fail("dnsmasq did not start serving DHCP within 30s")
-	}
 }
 
 // metadataServer serves fixed files over HTTP at 169.254.169.254:80 in a Pod

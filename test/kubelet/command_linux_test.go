@@ -22,6 +22,7 @@ import (
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 	"github.com/kubevirt-imds/kubevirt-imds/test/kubelet"
 	"github.com/kubevirt-imds/kubevirt-imds/test/output"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
@@ -43,10 +44,7 @@ func buildBinary() string {
 			return
 		}
 		binary = filepath.Join(dir, "kubevirt-imds")
-		out, err := exec.Command("go", "build", "-o", binary, "github.com/kubevirt-imds/kubevirt-imds").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building the binary: %w: %s", err, out)
-		}
+		buildErr = controlplane.BuildBinary(context.Background(), binary)
 	})
 	Expect(buildErr).NotTo(HaveOccurred())
 	return binary

@@ -16,19 +16,27 @@ const (
 // dhcpStartTimeout bounds dnsmasq's start; it is ready in milliseconds.
 const dhcpStartTimeout = 30 * time.Second
 
-// ServeDHCP runs dnsmasq on the Pod's bridge the way KubeVirt's masquerade
-// DHCP server answers: the guest NIC p.GuestMAC always gets 10.0.2.2/24 with
-// router 10.0.2.1, whatever client identifier it presents (cloud-init's
-// ephemeral DHCP and the guest's own client use different ones). dnsmasq's
-// log lines go to tb.Logf; it stops in tb's Cleanup.
+// ServeDHCP runs ServeMasqueradeDHCP on the Pod's bridge for its guest NIC.
 func (p *Pod) ServeDHCP(tb TB) {
 	tb.Helper()
-	cmd := exec.Command("ip", "netns", "exec", p.Name, "dnsmasq",
+	ServeMasqueradeDHCP(tb, p.Name, p.Bridge, p.GuestMAC.String())
+}
+
+// ServeMasqueradeDHCP runs dnsmasq on bridge in the network namespace ns the
+// way KubeVirt's masquerade DHCP server answers: the guest NIC guestMAC
+// always gets 10.0.2.2/24 with router 10.0.2.1, whatever client identifier
+// it presents (cloud-init's ephemeral DHCP and the guest's own client use
+// different ones). It takes names rather than a Pod so that networks built
+// without this package can be served too. dnsmasq's log lines go to tb.Logf;
+// it stops in tb's Cleanup.
+func ServeMasqueradeDHCP(tb TB, ns, bridge, guestMAC string) {
+	tb.Helper()
+	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq",
 		"--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--conf-file=/dev/null",
 		"--port=0", "--no-hosts", "--no-resolv", "--leasefile-ro", "--pid-file=",
-		"--interface="+p.Bridge, "--bind-interfaces", "--dhcp-authoritative",
+		"--interface="+bridge, "--bind-interfaces", "--dhcp-authoritative",
 		"--dhcp-range=10.0.2.0,static,255.255.255.0,1h",
-		"--dhcp-host="+p.GuestMAC.String()+",id:*,"+MasqueradeGuestAddr,
+		"--dhcp-host="+guestMAC+",id:*,"+MasqueradeGuestAddr,
 		"--dhcp-option=option:router,"+MasqueradeGatewayAddr)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -60,9 +68,9 @@ func (p *Pod) ServeDHCP(tb TB) {
 	select {
 	case <-ready:
 	case <-exited:
-		tb.Fatalf("dnsmasq exited before serving DHCP on %s", p.Bridge)
+		tb.Fatalf("dnsmasq exited before serving DHCP on %s", bridge)
 	case <-time.After(dhcpStartTimeout):
-		tb.Fatalf("dnsmasq did not start serving DHCP on %s within %s", p.Bridge, dhcpStartTimeout)
+		tb.Fatalf("dnsmasq did not start serving DHCP on %s within %s", bridge, dhcpStartTimeout)
 	}
 }
 

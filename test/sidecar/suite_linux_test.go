@@ -21,6 +21,7 @@ import (
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 	"github.com/kubevirt-imds/kubevirt-imds/test/output"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
 )
@@ -33,7 +34,7 @@ func TestSidecarNetns(t *testing.T) {
 // binary is the kubevirt-imds binary built from the repository root.
 var binary string
 
-var _ = BeforeSuite(func() {
+var _ = BeforeSuite(func(ctx SpecContext) {
 	if err := podnet.Available(); err != nil {
 		Skip(err.Error())
 	}
@@ -44,13 +45,14 @@ var _ = BeforeSuite(func() {
 	}
 	dir := worldReadableTempDir()
 	binary = filepath.Join(dir, "kubevirt-imds")
-	args := []string{"build", "-o", binary}
-	if os.Getenv("IMDS_SIDECAR_RACE") == "1" {
-		// The sidecar's goroutines under the race detector, on demand: it
-		// makes the binary slow to build.
-		args = append(args, "-race")
+	if os.Getenv("IMDS_SIDECAR_RACE") != "1" {
+		Expect(controlplane.BuildBinary(ctx, binary)).To(Succeed())
+		return
 	}
-	out, err := exec.Command("go", append(args, "github.com/kubevirt-imds/kubevirt-imds")...).CombinedOutput()
+	// The sidecar's goroutines under the race detector, on demand: it makes
+	// the binary slow to build, and needs cgo, which the image's build leaves
+	// out.
+	out, err := exec.CommandContext(ctx, "go", "build", "-race", "-o", binary, "github.com/kubevirt-imds/kubevirt-imds").CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), "building the binary: %s", out)
 })
 

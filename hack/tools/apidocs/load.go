@@ -19,8 +19,6 @@ import (
 // apiPackage is one documented package.
 type apiPackage struct {
 	Name string
-	// Dir is the directory as given on the command line.
-	Dir string
 	// Doc is the package comment without markers.
 	Doc string
 	// Group is the +groupName marker; empty for a plain JSON schema.
@@ -93,13 +91,20 @@ type marker struct{ Name, Value string }
 
 type markers []marker
 
-func (ms markers) get(name string) string {
+// lookup returns the value of the first marker called name, and whether
+// there is one: a marker may be present with an empty value.
+func (ms markers) lookup(name string) (string, bool) {
 	for _, m := range ms {
 		if m.Name == name {
-			return m.Value
+			return m.Value, true
 		}
 	}
-	return ""
+	return "", false
+}
+
+func (ms markers) get(name string) string {
+	v, _ := ms.lookup(name)
+	return v
 }
 
 func (ms markers) has(name string) bool {
@@ -185,6 +190,16 @@ func markerArgs(s string) [][2]string {
 	return out
 }
 
+// markerArgMap is markerArgs by key, for markers whose arguments are read by
+// name; a repeated key keeps its last value.
+func markerArgMap(s string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range markerArgs(s) {
+		m[kv[0]] = kv[1]
+	}
+	return m
+}
+
 // loadPackage parses the non-test Go files of dir, in file name order.
 func loadPackage(dir string) (*apiPackage, error) {
 	entries, err := os.ReadDir(dir)
@@ -234,7 +249,7 @@ func loadPackage(dir string) (*apiPackage, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &apiPackage{Name: dp.Name, Dir: dir, docPkg: dp}
+	p := &apiPackage{Name: dp.Name, docPkg: dp}
 	var pkgMarkers markers
 	p.Doc, pkgMarkers = splitDoc(dp.Doc)
 	p.Group = pkgMarkers.get("groupName")

@@ -143,7 +143,7 @@ func renderType(w *bytes.Buffer, p *apiPackage, t *apiType) {
 				required = "no"
 			}
 			def := ""
-			if d, ok := markerValue(f.Markers, "kubebuilder:default"); ok {
+			if d, ok := f.Markers.lookup("kubebuilder:default"); ok {
 				def = "`" + cellEscape(d) + "`"
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", name, f.Type, required, def, desc)
@@ -169,7 +169,7 @@ func renderResource(w *bytes.Buffer, p *apiPackage, t *apiType) {
 			sub = append(sub, "`"+s+"`")
 		}
 	}
-	if v, ok := markerValue(t.Markers, "kubebuilder:resource"); ok {
+	if v, ok := t.Markers.lookup("kubebuilder:resource"); ok {
 		scope := "Namespaced"
 		for _, kv := range markerArgs(v) {
 			switch kv[0] {
@@ -193,16 +193,8 @@ func renderResource(w *bytes.Buffer, p *apiPackage, t *apiType) {
 		if m.Name != "kubebuilder:printcolumn" {
 			continue
 		}
-		var name, path string
-		for _, kv := range markerArgs(m.Value) {
-			switch kv[0] {
-			case "name":
-				name = kv[1]
-			case "JSONPath":
-				path = kv[1]
-			}
-		}
-		cols = append(cols, name+" (`"+cellEscape(path)+"`)")
+		args := markerArgMap(m.Value)
+		cols = append(cols, args["name"]+" (`"+cellEscape(args["JSONPath"])+"`)")
 	}
 	if len(cols) > 0 {
 		fmt.Fprintf(w, "| `kubectl get` columns | %s |\n", strings.Join(cols, ", "))
@@ -225,17 +217,9 @@ func validations(ms markers) []string {
 		case !ok:
 			continue
 		case name == "XValidation":
-			var rule, msg string
-			for _, kv := range markerArgs(m.Value) {
-				switch kv[0] {
-				case "rule":
-					rule = kv[1]
-				case "message":
-					msg = kv[1]
-				}
-			}
-			s := "rule `" + rule + "`"
-			if msg != "" {
+			args := markerArgMap(m.Value)
+			s := "rule `" + args["rule"] + "`"
+			if msg := args["message"]; msg != "" {
 				s += ": " + msg
 			}
 			out = append(out, s)
@@ -289,15 +273,6 @@ func count(n, noun string) string {
 		return n + " " + s + "ies"
 	}
 	return n + " " + noun + "s"
-}
-
-func markerValue(ms markers, name string) (string, bool) {
-	for _, m := range ms {
-		if m.Name == name {
-			return m.Value, true
-		}
-	}
-	return "", false
 }
 
 // codeList renders "a;b" as `a`, `b`.

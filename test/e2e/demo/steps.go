@@ -66,7 +66,7 @@ func (d *demo) run() int {
 		fmt.Printf("    Debian packages present (%.1fs)\n", time.Since(t).Seconds())
 		t = time.Now()
 		binary = filepath.Join(d.dir, "kubevirt-imds")
-		d.fatal(singlenode.BuildBinary(binary), "building")
+		d.fatal(controlplane.BuildBinary(d.ctx, binary), "building")
 		fmt.Printf("    kubevirt-imds built: %s (%.1fs)\n", binary, time.Since(t).Seconds())
 		t = time.Now()
 		progress := d.logFile

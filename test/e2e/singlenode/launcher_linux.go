@@ -2,13 +2,11 @@ package singlenode
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -149,14 +147,9 @@ func (l *Launcher) StartSidecar(tb podnet.TB, ctx context.Context) {
 	tb.Cleanup(func() { l.stopSidecar(tb) })
 	rctx, cancel := context.WithTimeout(ctx, sidecarReadyTimeout)
 	defer cancel()
-	err = wait.PollUntilContextCancel(rctx, 20*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-p.Done():
-			return false, fmt.Errorf("the sidecar exited: %v", p.Err())
-		default:
-		}
+	err = p.WaitReady(rctx, 20*time.Millisecond, func(ctx context.Context) bool {
 		code, _, err := l.Net.AdminGet(ctx, "http://127.0.0.1:8081/readyz")
-		return err == nil && code == http.StatusOK, nil
+		return err == nil && code == http.StatusOK
 	})
 	if err != nil {
 		tb.Fatalf("waiting for the sidecar to be ready (log: %s): %v", l.SidecarLog(), err)

@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -80,7 +79,7 @@ func Start(tb podnet.TB, o Options) *Node {
 	n := &Node{WorkDir: o.WorkDir, Binary: o.Binary, log: o.Log}
 	if n.Binary == "" {
 		n.Binary = filepath.Join(o.WorkDir, "kubevirt-imds")
-		if err := BuildBinary(n.Binary); err != nil {
+		if err := controlplane.BuildBinary(context.Background(), n.Binary); err != nil {
 			tb.Fatalf("%v", err)
 		}
 	}
@@ -151,17 +150,6 @@ func Start(tb podnet.TB, o Options) *Node {
 	return n
 }
 
-// BuildBinary builds the repository's kubevirt-imds binary to path.
-func BuildBinary(path string) error {
-	cmd := exec.Command("go", "build", "-o", path, ".")
-	cmd.Dir = controlplane.RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building kubevirt-imds: %w: %s", err, out)
-	}
-	return nil
-}
-
 // Kubectl is the control plane's kubectl, built with the envtest assets.
 func Kubectl() string {
 	return filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
@@ -217,22 +205,17 @@ func (n *Node) StartManager(tb podnet.TB) {
 	readyz := "http://127.0.0.1:" + strconv.Itoa(probe) + "/readyz"
 	ctx, cancel := context.WithTimeout(context.Background(), managerStartTimeout)
 	defer cancel()
-	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-p.Done():
-			return false, fmt.Errorf("the manager exited: %v", p.Err())
-		default:
-		}
+	err = p.WaitReady(ctx, 100*time.Millisecond, func(ctx context.Context) bool {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, readyz, nil)
 		if err != nil {
-			return false, err
+			return false
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			return false, nil
+			return false
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return resp.StatusCode == http.StatusOK
 	})
 	if err != nil {
 		tb.Fatalf("waiting for the manager to be ready (log: %s): %v", n.ManagerLog(), err)

@@ -1,12 +1,15 @@
 package singlenode
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"syscall"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // stopGrace is how long a process gets between SIGTERM and SIGKILL, as a
@@ -49,14 +52,19 @@ func StartCommand(logPath string, cmd *exec.Cmd) (*Process, error) {
 	return p, nil
 }
 
-// Pid is the process's ID.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
-
-// Done is closed when the process has exited.
-func (p *Process) Done() <-chan struct{} { return p.done }
-
-// Err is how the process exited; valid once Done is closed.
-func (p *Process) Err() error { return p.err }
+// WaitReady polls ready every interval until it says yes, ctx ends or the
+// process exits: a process that died while starting fails at once, not at
+// the deadline.
+func (p *Process) WaitReady(ctx context.Context, interval time.Duration, ready func(context.Context) bool) error {
+	return wait.PollUntilContextCancel(ctx, interval, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-p.done:
+			return false, fmt.Errorf("exited while starting: %v", p.err)
+		default:
+		}
+		return ready(ctx), nil
+	})
+}
 
 // Stop sends SIGTERM, then SIGKILL after stopGrace, and waits. A process
 // that exits on SIGTERM is not an error.
