@@ -20,13 +20,6 @@ func (v *VM) WaitCloudInit(ctx context.Context) (string, error) {
 	return m[2], nil
 }
 
-// CloudInitStatus returns `cloud-init status --long` from inside the VM and
-// its exit status: 0 done, 1 error, 2 done but degraded (recoverable
-// errors or deprecations).
-func (v *VM) CloudInitStatus(ctx context.Context) (string, int, error) {
-	return v.Run(ctx, "cloud-init status --long")
-}
-
 // upSeconds reads "Up N seconds" from cloud-init's finished line: the guest's
 // own uptime when its final stage ended.
 var upSeconds = regexp.MustCompile(`Up ([0-9.]+) seconds`)

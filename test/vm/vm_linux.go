@@ -268,40 +268,6 @@ func smbiosOption(kind string, fields map[string]string) string {
 // qemuEscape doubles commas, qemu's escape inside option values.
 func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
-// PID is qemu's process id.
-func (v *VM) PID() int { return v.cmd.Process.Pid }
-
-// RSS is qemu's resident memory now, in bytes.
-func (v *VM) RSS() (int64, error) {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", v.PID()))
-	if err != nil {
-		return 0, fmt.Errorf("vm: %w", err)
-	}
-	m := regexp.MustCompile(`(?m)^VmRSS:\s+(\d+) kB$`).FindSubmatch(status)
-	if m == nil {
-		return 0, errors.New("vm: no VmRSS in qemu's status")
-	}
-	kb, err := strconv.ParseInt(string(m[1]), 10, 64)
-	return kb << 10, err
-}
-
-// Exited is closed when qemu has exited.
-func (v *VM) Exited() <-chan struct{} { return v.exited }
-
-// ExitErr is how qemu exited, once Exited is closed: nil for exit status 0
-// (the guest powered off), else the error.
-func (v *VM) ExitErr() error {
-	<-v.exited
-	return v.exitErr
-}
-
-// Console returns everything the VM has printed on its serial console so far.
-func (v *VM) Console() string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return string(v.console)
-}
-
 // snapshot returns the console from offset on, and a channel closed when it
 // grows.
 func (v *VM) snapshot(offset int) (string, chan struct{}) {

@@ -172,17 +172,6 @@ func (l *Launcher) stopSidecar(tb podnet.TB) {
 	l.sidecar = nil
 }
 
-// Refresh rereads the VMI and the Pod.
-func (l *Launcher) Refresh(tb podnet.TB, ctx context.Context) {
-	tb.Helper()
-	if err := l.node.Client.Get(ctx, client.ObjectKeyFromObject(l.VMI), l.VMI); err != nil {
-		tb.Fatalf("%v", err)
-	}
-	if err := l.node.Client.Get(ctx, client.ObjectKeyFromObject(l.Pod), l.Pod); err != nil {
-		tb.Fatalf("%v", err)
-	}
-}
-
 // SMBIOS is what the VM's firmware reports, from the VMI's spec as KubeVirt
 // builds the domain with its default cluster-wide SMBIOS settings.
 func SMBIOS(vmi *kubevirtv1.VirtualMachineInstance) guest.SMBIOS {
