@@ -8,7 +8,7 @@
 //
 // EnsureImage builds (or finds in tmp/guest-vm/) the image; Boot starts a VM
 // on a throw-away overlay of it; the VM's serial console is both its log
-// (Console, WaitFor, WaitCloudInit) and a root shell that tests type
+// (ConsoleLog, WaitFor, WaitCloudInit) and a root shell that tests type
 // commands into (Run). Stop kills the VM and deletes its overlay.
 //
 // A caller owns the network, as virt-handler does for virt-launcher: the Pod
@@ -19,10 +19,6 @@
 // is not used (the machines this runs on cannot boot a stock kernel with it):
 // under TCG a VM with two vCPUs reaches cloud-init's final stage in about
 // 40 s on an idle two-core machine, and in two to three minutes when other
-// work keeps it busy. Run the package's specs as root:
-//
-//	hack/guest-vm-image.sh                 # optional: build the image up front
-//	go test ./test/vm/ -v -timeout 30m
-//
-// Without root or qemu they skip.
+// work keeps it busy. The package's own tests check the console protocol
+// without qemu; test/e2e/hermetic and `make demo DEMO_GUEST=vm` boot VMs.
 package vm
