@@ -1,5 +1,6 @@
 // Command kubevirt-imds is the kubevirt-imds operator (`manager`), the
-// metadata service sidecar injected into virt-launcher Pods (`sidecar`) and
+// metadata service sidecar injected into virt-launcher Pods (`sidecar`), the
+// node agent that plumbs unprivileged sidecars' network (`node-agent`) and
 // the sidecar's exec probe (`probe`).
 package main
 
@@ -19,6 +20,8 @@ func main() {
 		err = runManager(os.Args[2:])
 	case "sidecar":
 		err = runSidecar(os.Args[2:])
+	case "node-agent":
+		err = runNodeAgent(os.Args[2:])
 	case "probe":
 		err = runProbe(os.Args[2:])
 	case "-h", "--help", "help":
@@ -39,8 +42,9 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage: kubevirt-imds <subcommand> [flags]
 
 subcommands:
-  manager   run the operator: controllers and webhooks
-  sidecar   run the metadata service inside a virt-launcher Pod
-  probe     GET a URL and exit 0 on 200 (the sidecar's exec probe)
+  manager     run the operator: controllers and webhooks
+  sidecar     run the metadata service inside a virt-launcher Pod
+  node-agent  plumb the network of unprivileged sidecars on this node (a DaemonSet)
+  probe       GET a URL and exit 0 on 200 (the sidecar's exec probe)
 `)
 }

@@ -2,11 +2,14 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -44,14 +47,22 @@ func runManager(args []string) error {
 		certs                  certFlags
 		sidecarImage           string
 		sidecarPullPolicy      string
+		sidecarNetworkSetup    string
+		podSecurityDefault     string
+		sidecarCPU, sidecarMem quantityFlag
+		sidecarCPUReq          quantityFlag
+		sidecarMemReq          quantityFlag
 	)
+	defaults := webhooks.DefaultSidecarResources()
+	sidecarCPU.q, sidecarMem.q = defaults.Limits[corev1.ResourceCPU], defaults.Limits[corev1.ResourceMemory]
+	sidecarCPUReq.q, sidecarMemReq.q = defaults.Requests[corev1.ResourceCPU], defaults.Requests[corev1.ResourceMemory]
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "0", "address of the metrics endpoint (:8443 for HTTPS, :8080 for HTTP, 0 disables it)")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of the health and readiness probes")
 	fs.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles")
 	fs.BoolVar(&secure, "metrics-secure", true, "serve metrics over HTTPS, authenticated and authorised by the API server")
 	fs.BoolVar(&enableHTTP2, "enable-http2", false, "allow HTTP/2 on the metrics and webhook servers (off: CVE-2023-44487, CVE-2023-39325)")
-	fs.Float64Var(&qps, "kube-api-qps", 50, "sustained requests per second to the API server")
-	fs.IntVar(&burst, "kube-api-burst", 100, "burst of requests to the API server")
+	fs.Float64Var(&qps, "kube-api-qps", controllers.DefaultKubeAPIQPS, "sustained requests per second to the API server")
+	fs.IntVar(&burst, "kube-api-burst", controllers.DefaultKubeAPIBurst, "burst of requests to the API server")
 	fs.BoolVar(&enableWebhooks, "enable-webhooks", true, "serve the Pod, VMI and MetadataService admission webhooks")
 	fs.StringVar(&webhookHost, "webhook-host", "", "address the webhook server listens on (default: every address)")
 	fs.IntVar(&webhookPort, "webhook-port", 9443, "port of the webhook server")
@@ -59,6 +70,14 @@ func runManager(args []string) error {
 	certs.addFlags(fs)
 	fs.StringVar(&sidecarImage, "sidecar-image", os.Getenv(sidecarImageEnv), "image of the injected metadata sidecar (default: $"+sidecarImageEnv+", the manager's own image)")
 	fs.StringVar(&sidecarPullPolicy, "sidecar-image-pull-policy", "", "imagePullPolicy of the sidecar (Always, IfNotPresent, Never; default: the API server's)")
+	fs.Var(&sidecarCPU, "sidecar-cpu", "CPU limit of the sidecar (its request too in Guaranteed launcher Pods)")
+	fs.Var(&sidecarMem, "sidecar-memory", "memory limit of the sidecar (its request too in Guaranteed launcher Pods)")
+	fs.Var(&sidecarCPUReq, "sidecar-cpu-request", "CPU request of the sidecar in launcher Pods that are not Guaranteed")
+	fs.Var(&sidecarMemReq, "sidecar-memory-request", "memory request of the sidecar in launcher Pods that are not Guaranteed")
+	fs.StringVar(&sidecarNetworkSetup, "sidecar-network-setup", string(webhooks.NetworkSetupNode),
+		"who plumbs 169.254.169.254 into a launcher Pod: node (the node agent DaemonSet; the sidecar is unprivileged and passes every Pod Security level) or sidecar (the sidecar itself, as root with NET_ADMIN/NET_RAW; injected only where the Pod Security level is privileged)")
+	fs.StringVar(&podSecurityDefault, "pod-security-default-level", webhooks.PodSecurityPrivileged,
+		"the Pod Security level the API server enforces in namespaces without the "+webhooks.PodSecurityEnforceLabel+" label (its AdmissionConfiguration's defaults.enforce); consulted with --sidecar-network-setup=sidecar")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -75,6 +94,19 @@ func runManager(args []string) error {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
 		return fmt.Errorf("--sidecar-image-pull-policy %q: want Always, IfNotPresent or Never", sidecarPullPolicy)
+	}
+	switch webhooks.NetworkSetup(sidecarNetworkSetup) {
+	case webhooks.NetworkSetupNode, webhooks.NetworkSetupSidecar:
+	default:
+		return fmt.Errorf("--sidecar-network-setup %q: want node or sidecar", sidecarNetworkSetup)
+	}
+	switch podSecurityDefault {
+	case webhooks.PodSecurityPrivileged, "baseline", "restricted":
+	default:
+		return fmt.Errorf("--pod-security-default-level %q: want privileged, baseline or restricted", podSecurityDefault)
+	}
+	if sidecarCPUReq.q.Cmp(sidecarCPU.q) > 0 || sidecarMemReq.q.Cmp(sidecarMem.q) > 0 {
+		return errors.New("the sidecar's requests (--sidecar-cpu-request, --sidecar-memory-request) must not exceed its limits (--sidecar-cpu, --sidecar-memory)")
 	}
 	log := ctrl.Log.WithName("setup")
 
@@ -123,10 +155,25 @@ func runManager(args []string) error {
 		setup := func() error {
 			return webhooks.SetupWithManager(mgr, webhooks.Options{Sidecar: webhooks.SidecarOptions{
 				Image: sidecarImage, ImagePullPolicy: corev1.PullPolicy(sidecarPullPolicy),
+				Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceCPU: sidecarCPUReq.q, corev1.ResourceMemory: sidecarMemReq.q},
+					Limits:   corev1.ResourceList{corev1.ResourceCPU: sidecarCPU.q, corev1.ResourceMemory: sidecarMem.q},
+				},
+				NetworkSetup:            webhooks.NetworkSetup(sidecarNetworkSetup),
+				PodSecurityDefaultLevel: podSecurityDefault,
 			}})
 		}
-		if readyz, err = startWebhooks(mgr, certs, webhookCertDir, setup); err != nil {
+		webhooksReady, err := startWebhooks(mgr, certs, webhookCertDir, setup)
+		if err != nil {
 			return err
+		}
+		// Admission answers from the cache: not ready before it has synced.
+		cacheSynced := webhooks.CacheSynced(mgr)
+		readyz = func(req *http.Request) error {
+			if err := webhooksReady(req); err != nil {
+				return err
+			}
+			return cacheSynced(req)
 		}
 	}
 	if err := mgr.AddReadyzCheck("readyz", readyz); err != nil {
@@ -134,4 +181,21 @@ func runManager(args []string) error {
 	}
 	log.Info("starting manager")
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// quantityFlag is a resource quantity flag ("100m", "64Mi").
+type quantityFlag struct{ q resource.Quantity }
+
+func (f *quantityFlag) String() string { return f.q.String() }
+
+func (f *quantityFlag) Set(v string) error {
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return err
+	}
+	if q.Sign() <= 0 {
+		return errors.New("must be positive")
+	}
+	f.q = q
+	return nil
 }

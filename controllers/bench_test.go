@@ -29,7 +29,7 @@ const (
 	benchVMIs     = 1000
 	benchServices = 20
 	// benchQPS matches the manager's default --kube-api-qps/--kube-api-burst.
-	benchQPS, benchBurst = 50, 100
+	benchQPS, benchBurst = DefaultKubeAPIQPS, DefaultKubeAPIBurst
 )
 
 // writeCounter counts the manager's mutating API requests by resource.

@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	kubevirtv1 "kubevirt.io/api/core/v1"
@@ -129,82 +126,110 @@ func (s *reportedSet) first(key string) bool {
 	return true
 }
 
-// inspectInstances sets the InstancesConfigured condition: served VMIs whose
-// active virt-launcher Pod lacks the sidecar, and served VMIs without the
-// guest discovery value. Two rare cases also get a Warning Event on the VMI,
-// once per process: a Pod without the sidecar, and a discovery value the
-// user set, which is kept. A VMI merely created before its service (or
-// while the VMI webhook was unavailable) gets none: that is common, would
-// cost one write per VMI on every operator start, and the condition says it.
+// inspectInstances finds what keeps served VMIs from being configured:
+// VMIs the sidecar cannot serve (Unservable), active virt-launcher Pods
+// without the sidecar, and VMIs without the guest discovery value. Each gets
+// a Warning Event on the VMI once per process, except a VMI merely created
+// before its service (or while the VMI webhook was unavailable): that is
+// common, would cost one write per VMI on every operator start, and the
+// condition says it.
+//
+// A VMI has two launcher Pods during a live migration, both labelled with its
+// UID (kubevirt.io/created-by); the target is rendered afresh and admitted
+// like any Pod, so it gets the sidecar or not on its own. Each active Pod is
+// judged by itself: a target without the sidecar is reported (the VM loses
+// the service when the migration completes), and a source that has finished
+// (its phase, or the VMI's completed migration state) no longer counts.
 func (r *MetadataServiceReconciler) inspectInstances(ctx context.Context, s *scope) error {
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(s.mds.Namespace), client.MatchingLabelsSelector{Selector: LauncherPodSelector()}); err != nil {
 		return fmt.Errorf("listing virt-launcher Pods: %w", err)
 	}
-	var missing, undiscovered []string
+	in := &inspection{Mode: GuestDiscoveryOf(s.mds)}
+	unservable := map[types.UID]bool{}
+	for _, vmi := range s.served {
+		reason, message := Unservable(s.mds, vmi)
+		if reason == "" {
+			continue
+		}
+		unservable[vmi.UID] = true
+		in.Unservable = append(in.Unservable, imdsv1alpha1.UnservableInstance{Name: vmi.Name, Reason: reason, Message: message})
+		if r.reported.first("unservable/" + string(vmi.UID) + "/" + reason) {
+			r.Recorder.Eventf(vmi, s.mds, corev1.EventTypeWarning, reason, "Inspect",
+				"MetadataService %s cannot serve VirtualMachineInstance %s: %s. Its virt-launcher Pod gets no metadata sidecar.",
+				s.mds.Name, vmi.Name, message)
+		}
+	}
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		vmi := s.served[types.UID(pod.Labels[kubevirtv1.CreatedByLabel])]
-		if vmi == nil || !podActive(pod) || HasSidecar(pod) {
+		if vmi == nil || unservable[vmi.UID] || !podActive(pod) || migratedAway(vmi, pod) || HasSidecar(pod) {
 			continue
 		}
-		if !slices.Contains(missing, vmi.Name) {
-			missing = append(missing, vmi.Name)
+		if !slices.Contains(in.Missing, vmi.Name) {
+			in.Missing = append(in.Missing, vmi.Name)
 		}
 		if r.reported.first("pod/" + string(pod.UID)) {
-			r.Recorder.Eventf(vmi, pod, corev1.EventTypeWarning, imdsv1alpha1.ReasonSidecarMissing, "Inspect",
-				"virt-launcher Pod %s runs without the metadata sidecar of MetadataService %s: restart the VM to get it", pod.Name, s.mds.Name)
+			r.Recorder.Eventf(vmi, pod, corev1.EventTypeWarning, imdsv1alpha1.ReasonSidecarMissing, "Inspect", "%s", sidecarMissingMessage(s.mds, vmi, pod))
 		}
 	}
-	mode := GuestDiscoveryOf(s.mds)
 	for _, vmi := range s.served {
-		want, have, applies := DiscoveryValue(mode, vmi)
-		if !applies || have == want {
+		want, have, applies := DiscoveryValue(in.Mode, vmi)
+		if unservable[vmi.UID] || !applies || have == want {
 			continue
 		}
-		undiscovered = append(undiscovered, vmi.Name)
-		if have != "" && r.reported.first("discovery/"+string(vmi.UID)+"/"+string(mode)) {
+		in.Undiscovered = append(in.Undiscovered, vmi.Name)
+		if have != "" && r.reported.first("discovery/"+string(vmi.UID)+"/"+string(in.Mode)) {
 			r.Recorder.Eventf(vmi, nil, corev1.EventTypeWarning, imdsv1alpha1.ReasonGuestDiscoveryNotApplied, "Inspect",
 				"guest discovery %s of MetadataService %s is not applied: the VMI sets %q itself, which is never overwritten",
-				mode, s.mds.Name, have)
+				in.Mode, s.mds.Name, have)
 		}
 	}
-	meta.SetStatusCondition(&s.mds.Status.Conditions, instancesConfiguredCondition(s.mds.Generation, mode, missing, undiscovered))
+	s.status.Inspection = in
 	return nil
 }
 
-// instancesConfiguredCondition states the findings of inspectInstances. A
-// missing sidecar outranks missing discovery data: without the sidecar the
-// guest has no metadata service at all.
-func instancesConfiguredCondition(generation int64, mode imdsv1alpha1.GuestDiscovery, missing, undiscovered []string) metav1.Condition {
-	c := metav1.Condition{Type: imdsv1alpha1.ConditionInstancesConfigured, Status: metav1.ConditionTrue, ObservedGeneration: generation,
-		Reason: imdsv1alpha1.ReasonInstancesConfigured, Message: "every served instance has the metadata sidecar and its guest discovery data"}
-	var parts []string
-	if len(missing) > 0 {
-		c.Status, c.Reason = metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing
-		parts = append(parts, fmt.Sprintf("%d instances run without the metadata sidecar (restart them): %s", len(missing), nameList(missing)))
+// migratingTo reports whether pod is the target of a live migration of vmi
+// that has not completed. It carries the job's label, which it keeps for
+// life: once the migration completes it is the Pod the VM runs in, and the
+// source of the next migration. The VMI's migration state tells those apart;
+// it still describes the previous migration while a new target starts.
+func migratingTo(vmi *kubevirtv1.VirtualMachineInstance, pod *corev1.Pod) bool {
+	if pod.Labels[kubevirtv1.MigrationJobLabel] == "" {
+		return false
 	}
-	if len(undiscovered) > 0 {
-		if c.Status == metav1.ConditionTrue {
-			c.Status, c.Reason = metav1.ConditionFalse, imdsv1alpha1.ReasonGuestDiscoveryNotApplied
-		}
-		parts = append(parts, fmt.Sprintf("%d instances lack the %s guest discovery data: %s", len(undiscovered), mode, nameList(undiscovered)))
+	ms := vmi.Status.MigrationState
+	switch {
+	case ms == nil:
+		return true
+	case ms.SourcePod == pod.Name:
+		return false
+	case ms.TargetPod == pod.Name:
+		return !ms.Completed
 	}
-	if len(parts) > 0 {
-		c.Message = strings.Join(parts, "; ")
-	}
-	return c
+	return true
 }
 
-// nameList lists names sorted, at most maxListedConflicts of them, so that the
-// message is stable and bounded.
-func nameList(names []string) string {
-	names = slices.Clone(names)
-	slices.Sort(names)
-	if len(names) > maxListedConflicts {
-		return strings.Join(names[:maxListedConflicts], ", ") + fmt.Sprintf(" and %d more", len(names)-maxListedConflicts)
+// migratedAway reports whether pod is the source of a live migration of vmi
+// that has completed: the VM runs in the target, and the source is only
+// waiting to end (virt-handler shuts its domain down and the Pod turns
+// Succeeded shortly after).
+func migratedAway(vmi *kubevirtv1.VirtualMachineInstance, pod *corev1.Pod) bool {
+	ms := vmi.Status.MigrationState
+	return ms != nil && ms.Completed && !ms.Failed && ms.SourcePod == pod.Name && ms.TargetPod != pod.Name
+}
+
+// sidecarMissingMessage tells what a Pod without the sidecar means for the VM
+// and what gets it the sidecar: a new launcher Pod, from a restart or a live
+// migration, whose admission injects it.
+func sidecarMissingMessage(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachineInstance, pod *corev1.Pod) string {
+	if migratingTo(vmi, pod) {
+		return fmt.Sprintf("virt-launcher Pod %s, the target of live migration %s of VirtualMachineInstance %s, runs without the metadata sidecar of MetadataService %s: "+
+			"once the migration completes the VM has no metadata service; migrate it again or restart it to get it",
+			pod.Name, pod.Labels[kubevirtv1.MigrationJobLabel], vmi.Name, mds.Name)
 	}
-	return strings.Join(names, ", ")
+	return fmt.Sprintf("virt-launcher Pod %s of VirtualMachineInstance %s runs without the metadata sidecar of MetadataService %s: restart or live-migrate the VM to get it",
+		pod.Name, vmi.Name, mds.Name)
 }
 
 // servicesForLauncherPod enqueues the services of a virt-launcher Pod's VMI.

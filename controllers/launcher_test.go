@@ -12,22 +12,31 @@ import (
 )
 
 func TestInstancesConfiguredCondition(t *testing.T) {
+	hpc := imdsv1alpha1.UnservableInstance{Name: "hpc", Reason: imdsv1alpha1.ReasonNoPodNetwork}
+	passt := imdsv1alpha1.UnservableInstance{Name: "fast", Reason: imdsv1alpha1.ReasonUnsupportedBinding}
 	for _, tc := range []struct {
 		name                  string
 		missing, undiscovered []string
+		unservable            []imdsv1alpha1.UnservableInstance
 		status                metav1.ConditionStatus
 		reason                string
 		contains              []string
 	}{
-		{"all well", nil, nil, metav1.ConditionTrue, imdsv1alpha1.ReasonInstancesConfigured, nil},
-		{"sidecar missing", []string{"b", "a"}, nil, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing, []string{"2 instances", "a, b"}},
-		{"discovery only", nil, []string{"c"}, metav1.ConditionFalse, imdsv1alpha1.ReasonGuestDiscoveryNotApplied, []string{"NoCloud", "c"}},
-		{"sidecar outranks discovery", []string{"a"}, []string{"c"}, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing, []string{"a", "; 1 instances lack"}},
-		{"long lists are cut", []string{"a", "b", "c", "d", "e", "f", "g"}, nil, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing, []string{"a, b, c, d, e and 2 more"}},
+		{"all well", nil, nil, nil, metav1.ConditionTrue, imdsv1alpha1.ReasonInstancesConfigured, nil},
+		{"sidecar missing", []string{"b", "a"}, nil, nil, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing, []string{"2 instances", "a, b"}},
+		{"discovery only", nil, []string{"c"}, nil, metav1.ConditionFalse, imdsv1alpha1.ReasonGuestDiscoveryNotApplied, []string{"NoCloud", "c"}},
+		{"sidecar outranks discovery", []string{"a"}, []string{"c"}, nil, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing, []string{"a", "; 1 instances lack"}},
+		{"long lists are cut", []string{"a", "b", "c", "d", "e", "f", "g"}, nil, nil, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing, []string{"a, b, c, d, e and 2 more"}},
+		{"unservable: the first one's reason", nil, nil, []imdsv1alpha1.UnservableInstance{hpc, passt}, metav1.ConditionFalse, imdsv1alpha1.ReasonUnsupportedBinding,
+			[]string{"2 instances cannot be served", "fast (UnsupportedBinding), hpc (NoServableInterface)"}},
+		{"sidecar missing outranks unservable", []string{"a"}, nil, []imdsv1alpha1.UnservableInstance{hpc}, metav1.ConditionFalse, imdsv1alpha1.ReasonSidecarMissing,
+			[]string{"1 instances run without", "hpc (NoServableInterface)"}},
+		{"unservable outranks discovery", nil, []string{"c"}, []imdsv1alpha1.UnservableInstance{hpc}, metav1.ConditionFalse, imdsv1alpha1.ReasonNoPodNetwork,
+			[]string{"hpc", "1 instances lack the NoCloud"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := instancesConfiguredCondition(3, imdsv1alpha1.GuestDiscoveryNoCloud, tc.missing, tc.undiscovered)
-			if c.Type != imdsv1alpha1.ConditionInstancesConfigured || c.Status != tc.status || c.Reason != tc.reason || c.ObservedGeneration != 3 {
+			c := instancesConfiguredCondition(&inspection{Mode: imdsv1alpha1.GuestDiscoveryNoCloud, Missing: tc.missing, Undiscovered: tc.undiscovered, Unservable: tc.unservable})
+			if c.Type != imdsv1alpha1.ConditionInstancesConfigured || c.Status != tc.status || c.Reason != tc.reason {
 				t.Fatalf("got %+v", c)
 			}
 			for _, s := range tc.contains {

@@ -5,8 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,6 +34,9 @@ import (
 // sourceRecheckInterval re-reads the sources of a MetadataService whose
 // sources are missing or invalid, as a safety net besides the watches.
 const sourceRecheckInterval = 5 * time.Minute
+
+// payloadWriteConcurrency bounds the payload Secret writes of one reconcile.
+const payloadWriteConcurrency = 16
 
 // sourceRefIndex indexes MetadataServices by the Secrets and ConfigMaps they
 // read (see sourceRefs).
@@ -73,7 +80,8 @@ type MetadataServiceReconciler struct {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings the payload Secrets of one MetadataService, and its status,
-// in line with its spec, its sources and the VMIs it selects.
+// in line with its spec, its sources and the VMIs it selects. The status is
+// patched whatever happens, from what the phases found (computeStatus).
 func (r *MetadataServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	mds := &imdsv1alpha1.MetadataService{}
 	if err := r.Get(ctx, req.NamespacedName, mds); err != nil {
@@ -90,39 +98,30 @@ func (r *MetadataServiceReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 
 	s := &scope{mds: mds, before: mds.DeepCopy()}
 	defer func() {
+		s.status.Err = retErr
 		if err := r.patchStatus(ctx, s); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
+	return r.reconcileNormal(ctx, s)
+}
 
-	if err := r.selectInstances(ctx, s); err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.inspectInstances(ctx, s); err != nil {
-		return ctrl.Result{}, err
-	}
-	src, err := r.resolveSources(ctx, mds)
-	if p := (*problem)(nil); errors.As(err, &p) {
-		s.status.Source = p
-		s.status.Unrendered = len(s.served)
-		// Deselected VMIs still lose their payloads; served ones keep the last good one.
-		if _, err := r.removeStalePayloads(ctx, mds.Namespace, mds.Name, s); err != nil {
+// reconcileNormal runs the phases in order; each records its findings in the
+// scope, and the first error ends the reconcile.
+func (r *MetadataServiceReconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
+	for _, phase := range []func(context.Context, *scope) error{
+		r.selectInstances,
+		r.inspectInstances,
+		r.reconcilePayloads,
+		r.reconcileStalePayloads,
+	} {
+		if err := phase(ctx, s); err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	if s.status.Source != nil {
+		// The watches re-render when a source appears; this is the safety net.
 		return ctrl.Result{RequeueAfter: sourceRecheckInterval}, nil
-	} else if err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.writePayloads(ctx, s, src); err != nil {
-		return ctrl.Result{}, err
-	}
-	removed, err := r.removeStalePayloads(ctx, mds.Namespace, mds.Name, s)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if removed > 0 {
-		r.Recorder.Eventf(mds, nil, corev1.EventTypeNormal, eventPayloadsRemoved, "Reconcile",
-			"removed the payloads of %d instances no longer served", removed)
 	}
 	return ctrl.Result{}, nil
 }
@@ -156,6 +155,7 @@ func (r *MetadataServiceReconciler) selectInstances(ctx context.Context, s *scop
 	s.services = services.Items
 	s.instances = make(map[types.UID]*kubevirtv1.VirtualMachineInstance, len(vmis.Items))
 	s.served = map[types.UID]*kubevirtv1.VirtualMachineInstance{}
+	sel := &selection{}
 	own := selectorFor(s.mds)
 	for i := range vmis.Items {
 		vmi := &vmis.Items[i]
@@ -168,28 +168,71 @@ func (r *MetadataServiceReconciler) selectInstances(ctx context.Context, s *scop
 			s.served[vmi.UID] = vmi
 			continue
 		}
-		s.status.Conflicts = append(s.status.Conflicts, conflict{Instance: vmi.Name, Winner: winner.Name})
+		sel.Conflicts = append(sel.Conflicts, conflict{Instance: vmi.Name, Winner: winner.Name})
 	}
-	s.status.Served = len(s.served)
+	sel.Served = len(s.served)
+	s.status.Selection = sel
 	return nil
+}
+
+// reconcilePayloads resolves the service's sources and writes the payload of
+// every served VMI. A source problem (missing, oversized, invalid) writes
+// nothing: served VMIs keep their last good payload.
+func (r *MetadataServiceReconciler) reconcilePayloads(ctx context.Context, s *scope) error {
+	src, err := r.resolveSources(ctx, s.mds)
+	if p := (*problem)(nil); errors.As(err, &p) {
+		s.status.Source, s.status.Unrendered = p, len(s.served)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return r.writePayloads(ctx, s, src)
+}
+
+// reconcileStalePayloads removes the payloads of VMIs no service serves any
+// more; VMIs that another service now wins keep theirs until it overwrites
+// them.
+func (r *MetadataServiceReconciler) reconcileStalePayloads(ctx context.Context, s *scope) error {
+	removed, err := r.removeStalePayloads(ctx, s.mds.Namespace, s.mds.Name, s)
+	if p := (*problem)(nil); errors.As(err, &p) {
+		s.status.Write = p
+	}
+	if removed > 0 {
+		r.Recorder.Eventf(s.mds, nil, corev1.EventTypeNormal, eventPayloadsRemoved, "Reconcile",
+			"removed the payloads of %d instances no longer served", removed)
+	}
+	return err
 }
 
 // writePayloads renders and stores the payload of every served VMI.
 func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope, src *resolvedSources) error {
-	written := 0
-	var errs []error
+	var (
+		mu      sync.Mutex
+		written int
+		errs    []error
+	)
 	s.kept = make(map[string]bool, len(s.served))
+	// In a boot storm hundreds of VMIs arrive at once, and each launcher
+	// Pod's admission waits for its payload: write them concurrently, so
+	// that the client's rate limit, not round trips, bounds the wait.
+	g := new(errgroup.Group)
+	g.SetLimit(payloadWriteConcurrency)
 	for _, vmi := range s.served {
 		s.kept[imdsv1alpha1.PayloadSecretName(vmi.Name)] = true
-		wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, renderPayload(s.mds, src, vmi))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("payload of %s: %w", vmi.Name, err))
-			continue
-		}
-		if wrote {
-			written++
-		}
+		g.Go(func() error {
+			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, renderPayload(s.mds, src, vmi))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("payload of %s: %w", vmi.Name, err))
+			} else if wrote {
+				written++
+			}
+			return nil
+		})
 	}
+	_ = g.Wait()
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	if written > 0 {
 		r.Recorder.Eventf(s.mds, nil, corev1.EventTypeNormal, eventPayloadsWritten, "Reconcile",
 			"wrote the payloads of %d instances", written)
@@ -204,8 +247,8 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 // patchStatus computes the status from the scope, records Events for changed
 // conditions and patches the status only when it changed.
 func (r *MetadataServiceReconciler) patchStatus(ctx context.Context, s *scope) error {
-	s.status.Generation = s.mds.Generation
-	applyStatus(&s.mds.Status, computeStatus(s.status))
+	s.status.Generation, s.status.Now = s.mds.Generation, metav1.Now()
+	s.mds.Status = computeStatus(s.before.Status, s.status)
 	if equality.Semantic.DeepEqual(s.before.Status, s.mds.Status) {
 		return nil
 	}
@@ -228,7 +271,7 @@ func (r *MetadataServiceReconciler) recordConditionEvents(s *scope) {
 	switch {
 	case now.Status == metav1.ConditionTrue:
 		r.Recorder.Eventf(s.mds, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
-	case was != nil && was.Status == metav1.ConditionTrue:
+	case now.Status == metav1.ConditionFalse && was != nil && was.Status == metav1.ConditionTrue:
 		r.Recorder.Eventf(s.mds, nil, corev1.EventTypeNormal, eventRecovered, "Reconcile", "no longer degraded (was %s)", was.Reason)
 	}
 }

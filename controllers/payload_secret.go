@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -60,6 +61,29 @@ func desiredPayloadSecret(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.Vir
 // only when content, labels, annotations or owner differ. It reports whether
 // it wrote. A Secret is always written whole, so a guest never sees a
 // half-written payload.
+// RenderPayload renders vmi's payload as mds serves it, from the sources as
+// the cache has them, without writing anything; it fails when a source is
+// missing or invalid, as the reconcile would.
+func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imdsv1alpha1.MetadataService,
+	vmi *kubevirtv1.VirtualMachineInstance) (*payload.Document, error) {
+	src, err := r.resolveSources(ctx, mds)
+	if err != nil {
+		return nil, err
+	}
+	return renderPayload(mds, src, vmi), nil
+}
+
+// WritePayload writes doc into vmi's payload Secret unless it is current.
+// The Pod webhook calls it when a launcher Pod arrives before the reconcile
+// that would write the Secret: in a boot storm, reconciles lag VM creation by
+// seconds. Both render from the same objects, so whichever writes first, the
+// other finds the Secret current.
+func (r *MetadataServiceReconciler) WritePayload(ctx context.Context, mds *imdsv1alpha1.MetadataService,
+	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) error {
+	_, err := r.ensurePayloadSecret(ctx, mds, vmi, doc)
+	return err
+}
+
 func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds *imdsv1alpha1.MetadataService,
 	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) (bool, error) {
 	want, err := desiredPayloadSecret(mds, vmi, doc)
@@ -70,7 +94,13 @@ func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds
 	err = r.Get(ctx, client.ObjectKeyFromObject(want), &have)
 	switch {
 	case apierrors.IsNotFound(err):
-		if err := r.Create(ctx, want); err != nil {
+		err := r.Create(ctx, want)
+		if apierrors.IsAlreadyExists(err) {
+			// The Pod webhook (WritePayload) or another writer was first;
+			// its create event brings this service back to compare.
+			return false, nil
+		}
+		if err != nil {
 			return false, fmt.Errorf("creating Secret %s: %w", want.Name, err)
 		}
 		return true, nil
@@ -116,6 +146,10 @@ func isSubset(want, have map[string]string) bool {
 // VMIs no service serves any more. A Secret whose VMI another service now wins
 // is left for the winner to overwrite, so the guest never sees its payload
 // vanish in a hand-over. s is nil when the service itself is gone.
+// unknownInstanceGrace is how long a payload Secret of a VMI the cache does
+// not know is left alone: far longer than any cache lag.
+const unknownInstanceGrace = 2 * time.Minute
+
 func (r *MetadataServiceReconciler) removeStalePayloads(ctx context.Context, namespace, name string, s *scope) (int, error) {
 	var secrets corev1.SecretList
 	if err := r.List(ctx, &secrets, client.InNamespace(namespace), client.MatchingLabels{
@@ -150,13 +184,21 @@ func (r *MetadataServiceReconciler) removeStalePayloads(ctx context.Context, nam
 		if _, served := s.served[uid]; served || s.kept[secret.Name] {
 			continue
 		}
-		if vmi, ok := s.instances[uid]; ok && vmi.DeletionTimestamp.IsZero() && winnerFor(s.services, vmi.Labels) != nil {
+		vmi, ok := s.instances[uid]
+		if ok && vmi.DeletionTimestamp.IsZero() && winnerFor(s.services, vmi.Labels) != nil {
+			continue
+		}
+		if !ok && time.Since(secret.CreationTimestamp.Time) < unknownInstanceGrace {
+			// The Pod webhook writes the payload of a VMI this cache may not
+			// have seen yet (WritePayload); a deleted VMI's payload goes
+			// with it through its owner reference anyway.
 			continue
 		}
 		rv, id := secret.ResourceVersion, secret.UID
 		err := r.Delete(ctx, secret, client.Preconditions{UID: &id, ResourceVersion: &rv})
 		if err != nil && !apierrors.IsNotFound(err) {
-			return removed, fmt.Errorf("deleting stale payload Secret %s: %w", secret.Name, err)
+			return removed, &problem{Reason: imdsv1alpha1.ReasonPayloadWriteFailed,
+				Message: fmt.Sprintf("deleting stale payload Secret %s: %v", secret.Name, err)}
 		}
 		log.FromContext(ctx).V(1).Info("removed stale payload", "secret", secret.Name)
 		removed++

@@ -1,9 +1,14 @@
 package controllers
 
 import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -13,38 +18,116 @@ import (
 func TestComputeStatus(t *testing.T) {
 	missing := &problem{Reason: imdsv1alpha1.ReasonSourceNotFound, Message: `spec.userData.secretRef: Secret "s" not found`}
 	writeFail := &problem{Reason: imdsv1alpha1.ReasonPayloadWriteFailed, Message: "payload of vm: forbidden"}
+	listFail := errors.New("listing VirtualMachineInstances: the server is currently unable to handle the request")
+	served := func(n int, conflicts ...conflict) *selection { return &selection{Served: n, Conflicts: conflicts} }
+	inspected := &inspection{Mode: imdsv1alpha1.GuestDiscoveryNoCloud}
+	sriov := &inspection{Mode: imdsv1alpha1.GuestDiscoveryNoCloud, Unservable: []imdsv1alpha1.UnservableInstance{
+		{Name: "hpc", Reason: imdsv1alpha1.ReasonNoPodNetwork, Message: "no pod network"}}}
+	const (
+		prevGeneration = 6
+		generation     = 7
+	)
+	// prev is the status of a converged service at the previous generation.
+	prev := imdsv1alpha1.MetadataServiceStatus{
+		Conditions: []metav1.Condition{
+			{Type: imdsv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: imdsv1alpha1.ReasonReconciled, ObservedGeneration: prevGeneration},
+			{Type: imdsv1alpha1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: imdsv1alpha1.ReasonAsExpected, ObservedGeneration: prevGeneration},
+			{Type: imdsv1alpha1.ConditionInstancesConfigured, Status: metav1.ConditionTrue, Reason: imdsv1alpha1.ReasonInstancesConfigured, ObservedGeneration: prevGeneration},
+		},
+		SelectedInstances:  3,
+		ObservedGeneration: prevGeneration,
+	}
 	for _, tc := range []struct {
 		name                        string
 		in                          statusInput
 		ready                       metav1.ConditionStatus
 		readyReason, degradedReason string
 		degraded                    metav1.ConditionStatus
+		configuredReason            string
 		selected                    int32
+		observedGeneration          int64
 	}{
-		{"all rendered", statusInput{Served: 3}, metav1.ConditionTrue, imdsv1alpha1.ReasonReconciled, imdsv1alpha1.ReasonAsExpected, metav1.ConditionFalse, 3},
-		{"nothing selected", statusInput{}, metav1.ConditionTrue, imdsv1alpha1.ReasonNoInstances, imdsv1alpha1.ReasonAsExpected, metav1.ConditionFalse, 0},
-		{"missing source", statusInput{Served: 2, Unrendered: 2, Source: missing}, metav1.ConditionFalse, imdsv1alpha1.ReasonSourceNotFound, imdsv1alpha1.ReasonSourceNotFound, metav1.ConditionTrue, 2},
-		{"write failure", statusInput{Served: 1, Write: writeFail}, metav1.ConditionFalse, imdsv1alpha1.ReasonPayloadWriteFailed, imdsv1alpha1.ReasonPayloadWriteFailed, metav1.ConditionTrue, 1},
-		{"conflict only", statusInput{Served: 1, Conflicts: []conflict{{"vm", "other"}}}, metav1.ConditionTrue, imdsv1alpha1.ReasonReconciled, imdsv1alpha1.ReasonConflict, metav1.ConditionTrue, 1},
-		{"source problem outranks conflict", statusInput{Served: 1, Source: missing, Conflicts: []conflict{{"vm", "other"}}}, metav1.ConditionFalse, imdsv1alpha1.ReasonSourceNotFound, imdsv1alpha1.ReasonSourceNotFound, metav1.ConditionTrue, 1},
+		{"all rendered", statusInput{Selection: served(3), Inspection: inspected},
+			metav1.ConditionTrue, imdsv1alpha1.ReasonReconciled, imdsv1alpha1.ReasonAsExpected, metav1.ConditionFalse, imdsv1alpha1.ReasonInstancesConfigured, 3, generation},
+		{"nothing selected", statusInput{Selection: served(0), Inspection: inspected},
+			metav1.ConditionTrue, imdsv1alpha1.ReasonNoInstances, imdsv1alpha1.ReasonAsExpected, metav1.ConditionFalse, imdsv1alpha1.ReasonInstancesConfigured, 0, generation},
+		{"missing source is a verdict on this generation", statusInput{Selection: served(2), Inspection: inspected, Unrendered: 2, Source: missing},
+			metav1.ConditionFalse, imdsv1alpha1.ReasonSourceNotFound, imdsv1alpha1.ReasonSourceNotFound, metav1.ConditionTrue, imdsv1alpha1.ReasonInstancesConfigured, 2, generation},
+		{"write failure", statusInput{Selection: served(1), Inspection: inspected, Write: writeFail, Err: writeFail},
+			metav1.ConditionFalse, imdsv1alpha1.ReasonPayloadWriteFailed, imdsv1alpha1.ReasonPayloadWriteFailed, metav1.ConditionTrue, imdsv1alpha1.ReasonInstancesConfigured, 1, prevGeneration},
+		{"conflict only", statusInput{Selection: served(1, conflict{"vm", "other"}), Inspection: inspected},
+			metav1.ConditionTrue, imdsv1alpha1.ReasonReconciled, imdsv1alpha1.ReasonConflict, metav1.ConditionTrue, imdsv1alpha1.ReasonInstancesConfigured, 1, generation},
+		{"source problem outranks conflict", statusInput{Selection: served(1, conflict{"vm", "other"}), Inspection: inspected, Source: missing},
+			metav1.ConditionFalse, imdsv1alpha1.ReasonSourceNotFound, imdsv1alpha1.ReasonSourceNotFound, metav1.ConditionTrue, imdsv1alpha1.ReasonInstancesConfigured, 1, generation},
+		{"failed VMI List keeps what it could not see", statusInput{Err: listFail},
+			metav1.ConditionUnknown, imdsv1alpha1.ReasonReadFailed, imdsv1alpha1.ReasonReadFailed, metav1.ConditionUnknown, imdsv1alpha1.ReasonInstancesConfigured, 3, prevGeneration},
+		{"failed Pod List", statusInput{Selection: served(5), Err: listFail},
+			metav1.ConditionUnknown, imdsv1alpha1.ReasonReadFailed, imdsv1alpha1.ReasonReadFailed, metav1.ConditionUnknown, imdsv1alpha1.ReasonInstancesConfigured, 5, prevGeneration},
+		{"failed source read", statusInput{Selection: served(2), Inspection: inspected, Err: errors.New("reading Secret s for spec.userData.secretRef: timeout")},
+			metav1.ConditionUnknown, imdsv1alpha1.ReasonReadFailed, imdsv1alpha1.ReasonReadFailed, metav1.ConditionUnknown, imdsv1alpha1.ReasonInstancesConfigured, 2, prevGeneration},
+		{"failed List after a source problem", statusInput{Selection: served(2), Inspection: inspected, Source: missing, Err: listFail},
+			metav1.ConditionFalse, imdsv1alpha1.ReasonSourceNotFound, imdsv1alpha1.ReasonSourceNotFound, metav1.ConditionTrue, imdsv1alpha1.ReasonInstancesConfigured, 2, prevGeneration},
+		{"a reconcile that ended without an error or a selection", statusInput{},
+			metav1.ConditionUnknown, imdsv1alpha1.ReasonReadFailed, imdsv1alpha1.ReasonReadFailed, metav1.ConditionUnknown, imdsv1alpha1.ReasonInstancesConfigured, 3, prevGeneration},
+		{"unservable instance", statusInput{Selection: served(4), Inspection: sriov},
+			metav1.ConditionTrue, imdsv1alpha1.ReasonReconciled, imdsv1alpha1.ReasonAsExpected, metav1.ConditionFalse, imdsv1alpha1.ReasonNoPodNetwork, 4, generation},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.in.Generation = 7
-			got := computeStatus(tc.in)
-			if len(got.Conditions) != 2 {
+			tc.in.Generation = generation
+			got := computeStatus(prev, tc.in)
+			ready := meta.FindStatusCondition(got.Conditions, imdsv1alpha1.ConditionReady)
+			degraded := meta.FindStatusCondition(got.Conditions, imdsv1alpha1.ConditionDegraded)
+			configured := meta.FindStatusCondition(got.Conditions, imdsv1alpha1.ConditionInstancesConfigured)
+			if len(got.Conditions) != 3 || ready == nil || degraded == nil || configured == nil {
 				t.Fatalf("conditions: %+v", got.Conditions)
 			}
-			ready, degraded := got.Conditions[0], got.Conditions[1]
 			if ready.Status != tc.ready || ready.Reason != tc.readyReason {
 				t.Errorf("Ready = %s/%s, want %s/%s", ready.Status, ready.Reason, tc.ready, tc.readyReason)
 			}
 			if degraded.Status != tc.degraded || degraded.Reason != tc.degradedReason {
 				t.Errorf("Degraded = %s/%s, want %s/%s", degraded.Status, degraded.Reason, tc.degraded, tc.degradedReason)
 			}
-			if got.SelectedInstances != tc.selected || got.ObservedGeneration != 7 || ready.ObservedGeneration != 7 {
-				t.Errorf("selected %d generation %d", got.SelectedInstances, got.ObservedGeneration)
+			if configured.Reason != tc.configuredReason {
+				t.Errorf("InstancesConfigured reason %s, want %s", configured.Reason, tc.configuredReason)
+			}
+			if got.SelectedInstances != tc.selected || got.ObservedGeneration != tc.observedGeneration {
+				t.Errorf("selected %d, observedGeneration %d; want %d, %d", got.SelectedInstances, got.ObservedGeneration, tc.selected, tc.observedGeneration)
+			}
+			if ready.ObservedGeneration != generation || degraded.ObservedGeneration != generation {
+				t.Errorf("conditions computed now carry generation %d and %d", ready.ObservedGeneration, degraded.ObservedGeneration)
+			}
+			if tc.in.Inspection == nil && configured.ObservedGeneration != prevGeneration {
+				t.Errorf("InstancesConfigured was not inspected but moved to generation %d", configured.ObservedGeneration)
+			}
+			if tc.in.Err != nil && tc.in.Write == nil && tc.in.Source == nil && !strings.Contains(ready.Message, tc.in.Err.Error()) {
+				t.Errorf("Ready message %q does not say what failed", ready.Message)
 			}
 		})
+	}
+	if !reflect.DeepEqual(prev.Conditions[0], metav1.Condition{Type: imdsv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+		Reason: imdsv1alpha1.ReasonReconciled, ObservedGeneration: prevGeneration}) {
+		t.Errorf("computeStatus modified its input: %+v", prev.Conditions[0])
+	}
+}
+
+func TestComputeStatusListsUnservableInstances(t *testing.T) {
+	var us []imdsv1alpha1.UnservableInstance
+	for i := range 25 {
+		us = append(us, imdsv1alpha1.UnservableInstance{Name: fmt.Sprintf("vm-%02d", 24-i), Reason: imdsv1alpha1.ReasonUnsupportedBinding})
+	}
+	got := computeStatus(imdsv1alpha1.MetadataServiceStatus{}, statusInput{Selection: &selection{Served: 25},
+		Inspection: &inspection{Unservable: us}})
+	if len(got.UnservableInstances) != maxListedUnservable || got.UnservableInstances[0].Name != "vm-00" || got.UnservableInstances[19].Name != "vm-19" {
+		t.Errorf("unservableInstances %+v", got.UnservableInstances)
+	}
+	c := meta.FindStatusCondition(got.Conditions, imdsv1alpha1.ConditionInstancesConfigured)
+	if c == nil || !strings.Contains(c.Message, "25 instances cannot be served") || !strings.Contains(c.Message, "vm-00 (UnsupportedBinding)") {
+		t.Errorf("InstancesConfigured %+v", c)
+	}
+	// Once they are gone, so is the field.
+	got = computeStatus(got, statusInput{Selection: &selection{Served: 25}, Inspection: &inspection{}})
+	if got.UnservableInstances != nil {
+		t.Errorf("unservableInstances %+v after they became servable", got.UnservableInstances)
 	}
 }
 
@@ -61,14 +144,22 @@ func TestConflictMessageIsBoundedAndStable(t *testing.T) {
 	}
 }
 
-func TestApplyStatusKeepsTransitionTimes(t *testing.T) {
+func TestComputeStatusKeepsTransitionTimes(t *testing.T) {
 	old := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	st := imdsv1alpha1.MetadataServiceStatus{Conditions: []metav1.Condition{
 		{Type: imdsv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: imdsv1alpha1.ReasonReconciled, LastTransitionTime: old},
 	}}
-	applyStatus(&st, computeStatus(statusInput{Served: 1}))
-	if !st.Conditions[0].LastTransitionTime.Equal(&old) {
-		t.Errorf("Ready transition time changed to %v", st.Conditions[0].LastTransitionTime)
+	now := metav1.NewTime(old.Add(time.Hour))
+	st = computeStatus(st, statusInput{Selection: &selection{Served: 1}, Inspection: &inspection{}, Now: now})
+	if c := meta.FindStatusCondition(st.Conditions, imdsv1alpha1.ConditionReady); !c.LastTransitionTime.Equal(&old) {
+		t.Errorf("Ready transition time changed to %v", c.LastTransitionTime)
+	}
+	if c := meta.FindStatusCondition(st.Conditions, imdsv1alpha1.ConditionDegraded); !c.LastTransitionTime.Equal(&now) {
+		t.Errorf("a new condition got transition time %v, want %v", c.LastTransitionTime, now)
+	}
+	st = computeStatus(st, statusInput{Err: errors.New("boom"), Now: metav1.NewTime(now.Add(time.Hour))})
+	if c := meta.FindStatusCondition(st.Conditions, imdsv1alpha1.ConditionReady); c.Status != metav1.ConditionUnknown || c.LastTransitionTime.Equal(&old) {
+		t.Errorf("Ready after a failed read: %+v", c)
 	}
 }
 

@@ -10,14 +10,18 @@ import (
 // else KubeVirt's primary bridge. The seed is the VMI's UID, which stays the
 // same on a live-migration target, so the guest's neighbour entry does too.
 func inputsFor(o Options, doc *payload.Document) network.Inputs {
-	in := network.Inputs{Bridge: o.Bridge, GuestPort: o.GuestPort}
+	// The guest connects to the port the sidecar listens on: in mode
+	// "sidecar" nothing redirects. (Mode "node" has the agent's inputs.)
+	in := network.Inputs{Bridge: o.Bridge, GuestPort: o.GuestPort, MACSeed: o.MACSeed, ServicePort: o.ListenPort, ListenPort: o.ListenPort}
 	if doc == nil {
 		if in.Bridge == "" {
 			in.Bridge = network.PrimaryBridge
 		}
 		return in
 	}
-	in.MACSeed = doc.Instance.UID
+	if in.MACSeed == "" {
+		in.MACSeed = doc.Instance.UID
+	}
 	if in.MACSeed == "" {
 		in.MACSeed = doc.Instance.ID
 	}

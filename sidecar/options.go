@@ -19,9 +19,18 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
+)
+
+// Network set-up modes (Options.NetworkSetup).
+const (
+	// NetworkSetupSidecar: the sidecar plumbs its own Pod's namespace.
+	NetworkSetupSidecar = "sidecar"
+	// NetworkSetupNode: the node agent plumbs it; the sidecar is unprivileged.
+	NetworkSetupNode = "node"
 )
 
 // Options configure the sidecar. Every field has a flag.
@@ -34,6 +43,15 @@ type Options struct {
 	// Bridge is the in-pod bridge to serve on; empty takes the payload's
 	// Serve.Bridge, else the primary interface's bridge (k6t-eth0).
 	Bridge string
+	// NetworkSetup says who plumbs the Pod's network namespace:
+	// NetworkSetupSidecar (this process, with CAP_NET_ADMIN and CAP_NET_RAW)
+	// or NetworkSetupNode (the node agent; this process needs no capability
+	// and only waits for 169.254.169.254 to appear on veth-imds).
+	NetworkSetup string
+	// MACSeed overrides the payload's instance UID as veth-imds's MAC seed;
+	// the webhook sets it in mode "node", where the node agent, which cannot
+	// read the payload, derives the MAC from the same flag.
+	MACSeed string
 	// GuestPort is the VM's port on Bridge; empty derives it (tap0 on
 	// k6t-eth0, tap<hash> on k6t-<hash>).
 	GuestPort string
@@ -45,11 +63,20 @@ type Options struct {
 	// NetworkTimeout bounds the wait for the payload, the bridge and the
 	// VM's port; Run fails after it.
 	NetworkTimeout time.Duration
-	// RateLimit is the guest's sustained request rate (requests/s); 0 takes
-	// the server's default.
+	// RateLimit is a guest connection's sustained request rate
+	// (requests/s); 0 takes the server's default.
 	RateLimit float64
-	// Burst is the guest's request burst; 0 takes the server's default.
+	// Burst is a guest connection's request burst; 0 takes the server's
+	// default.
 	Burst int
+	// MaxConns caps the guest's open connections; 0 takes the server's
+	// default.
+	MaxConns int
+	// MaxLongPolls caps the guest's waiting long polls; 0 takes the
+	// server's default.
+	MaxLongPolls int
+	// Hosts are names the guest may send as Host besides 169.254.169.254.
+	Hosts []string
 
 	// OnServing, if set, runs once when the sidecar first serves the guest:
 	// start-up is over. Not a flag.
@@ -61,18 +88,33 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.PayloadDir, "payload-dir", "/var/run/kubevirt-imds/payload", "directory of the mounted payload Secret")
 	fs.StringVar(&o.TokenDir, "token-dir", "/var/run/kubevirt-imds/tokens", "directory holding the projected ServiceAccount token volumes")
 	fs.StringVar(&o.Bridge, "bridge", "", "in-pod bridge to serve on (default: the payload's serve.bridge, else k6t-eth0)")
+	fs.StringVar(&o.NetworkSetup, "network-setup", NetworkSetupSidecar, "who plumbs the Pod's network: sidecar (this process, needs NET_ADMIN and NET_RAW) or node (the kubevirt-imds node agent; no capabilities needed)")
+	fs.StringVar(&o.MACSeed, "mac-seed", "", "seed of veth-imds's MAC address (default: the payload's instance UID)")
 	fs.StringVar(&o.GuestPort, "guest-port", "", "the VM's port on the bridge (default: derived from the bridge name, tap0 for k6t-eth0)")
 	fs.IntVar(&o.ListenPort, "listen-port", 80, "guest-facing TCP port on 169.254.169.254")
 	fs.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:8081", "loopback address for /healthz, /readyz and /metrics")
 	fs.DurationVar(&o.NetworkTimeout, "network-timeout", 5*time.Minute, "how long to wait for the payload, the bridge and the VM's port before failing")
-	fs.Float64Var(&o.RateLimit, "rate-limit", 0, "guest requests per second (0: the server's default)")
-	fs.IntVar(&o.Burst, "burst", 0, "guest request burst (0: the server's default)")
+	fs.Float64Var(&o.RateLimit, "rate-limit", 0, "guest requests per second, per connection (0: the server's default)")
+	fs.IntVar(&o.Burst, "burst", 0, "guest request burst, per connection (0: the server's default)")
+	fs.IntVar(&o.MaxConns, "max-connections", 0, "guest connections open at once (0: the server's default)")
+	fs.IntVar(&o.MaxLongPolls, "max-long-polls", 0, "guest long polls waiting at once (0: the server's default)")
+	fs.Func("allowed-hosts", "comma-separated names the guest may send as Host besides 169.254.169.254 (e.g. instance-data)", func(v string) error {
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				o.Hosts = append(o.Hosts, h)
+			}
+		}
+		return nil
+	})
 }
 
 // validate checks what flags cannot.
 func (o *Options) validate() error {
 	if o.ListenPort <= 0 || o.ListenPort > 65535 {
 		return fmt.Errorf("--listen-port %d: out of range", o.ListenPort)
+	}
+	if o.NetworkSetup != NetworkSetupSidecar && o.NetworkSetup != NetworkSetupNode {
+		return fmt.Errorf("--network-setup %q: must be %q or %q", o.NetworkSetup, NetworkSetupSidecar, NetworkSetupNode)
 	}
 	if o.NetworkTimeout <= 0 {
 		return fmt.Errorf("--network-timeout %s: must be positive", o.NetworkTimeout)

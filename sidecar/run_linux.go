@@ -16,6 +16,7 @@ import (
 
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/arp"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/plumbing"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/server"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store"
 )
@@ -26,7 +27,8 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newMetrics(reg)
-	srv, err := server.New(server.Config{Store: st, RateLimit: o.RateLimit, Burst: o.Burst, Registry: reg, Log: log.WithName("server")})
+	srv, err := server.New(server.Config{Store: st, RateLimit: o.RateLimit, Burst: o.Burst, MaxConns: o.MaxConns,
+		MaxLongPolls: o.MaxLongPolls, Hosts: o.Hosts, Registry: reg, Log: log.WithName("server")})
 	if err != nil {
 		return err
 	}
@@ -50,8 +52,9 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 	return err
 }
 
-// netRunner waits for the VM's network, keeps it planned, and runs what
-// depends on it: the ARP responder and the guest-facing listener.
+// netRunner waits for the VM's network, keeps it planned (mode "sidecar")
+// or waits for the node agent to plan it (mode "node"), and runs the
+// guest-facing listener once 169.254.169.254 is in place.
 type netRunner struct {
 	o     Options
 	log   logr.Logger
@@ -61,11 +64,8 @@ type netRunner struct {
 	m     *metrics
 	start time.Time
 
-	ln        *network.Listener
-	ingress   []int
-	arpKey    [3]string // guest port, owner link, MAC of the running responder
-	arpCancel context.CancelFunc
-	arpDone   chan struct{}
+	ln      *network.Listener
+	ingress []int
 }
 
 func (n *netRunner) run(ctx context.Context) error {
@@ -88,33 +88,37 @@ func (n *netRunner) run(ctx context.Context) error {
 		}
 	}
 	in := inputsFor(n.o, n.st.Current())
-	n.log.Info("serving bridge", "bridge", in.Bridge, "guestPort", in.GuestPort)
+	n.log.Info("serving bridge", "bridge", in.Bridge, "guestPort", in.GuestPort, "networkSetup", n.o.NetworkSetup)
 	waiting := "looking for bridge " + in.Bridge
+	if n.o.NetworkSetup == NetworkSetupNode {
+		waiting = "waiting for the node agent to attach " + network.LinkName + " to " + in.Bridge
+	}
 	n.ready.setNetwork(waiting)
 
-	k, err := network.NewKernel()
-	if err != nil {
-		return err
-	}
-	defer k.Close()
 	statuses := make(chan network.Status, 1)
-	rec := &network.Reconciler{Kernel: k, Inputs: in, Log: n.log.WithName("network"), OnStatus: func(s network.Status) {
+	onStatus := func(s network.Status) {
 		// Only the latest status matters.
 		select {
 		case <-statuses:
 		default:
 		}
 		statuses <- s
-	}}
+	}
+	var source interface{ Run(context.Context) error }
+	if n.o.NetworkSetup == NetworkSetupNode {
+		source = &nodeSetupWatcher{Inputs: in, OnStatus: onStatus}
+	} else {
+		source = &plumbing.Plumber{Inputs: in, Log: n.log, OnStatus: onStatus,
+			ObserveARP: func(r arp.Reason) { n.m.arpPackets.WithLabelValues(r.String()).Inc() }}
+	}
 	recCtx, recCancel := context.WithCancel(ctx)
 	recErr := make(chan error, 1)
-	go func() { recErr <- rec.Run(recCtx) }()
+	go func() { recErr <- source.Run(recCtx) }()
 	serveErr := make(chan error, 1)
 	serveDone := make(chan struct{})
 	defer func() {
 		recCancel()
 		<-recErr
-		n.stopARP()
 		if n.ln != nil {
 			// Let in-flight guest requests finish before Run returns.
 			<-serveDone
@@ -134,8 +138,13 @@ func (n *netRunner) run(ctx context.Context) error {
 		case err := <-serveErr:
 			return err
 		case <-deadline.C:
-			if n.ln == nil {
+			if n.ln == nil && n.o.NetworkSetup != NetworkSetupNode {
 				return fmt.Errorf("the VM's network was not ready after %s: %s", n.o.NetworkTimeout, waiting)
+			}
+			if n.ln == nil {
+				// Restarting would not bring the node agent; keep waiting, and
+				// say so where an operator looks.
+				n.log.Info("still waiting for the node agent", "after", n.o.NetworkTimeout.String(), "reason", waiting)
 			}
 		case s := <-statuses:
 			if s.Err != nil {
@@ -161,7 +170,6 @@ func (n *netRunner) run(ctx context.Context) error {
 // applied (re)starts what depends on the network after a successful
 // reconciliation.
 func (n *netRunner) applied(ctx context.Context, s network.Status, serveErr chan<- error, serveDone chan<- struct{}) error {
-	n.startARP(ctx, s)
 	if n.ln == nil {
 		addr := net.JoinHostPort(network.Address.Addr().String(), strconv.Itoa(n.o.ListenPort))
 		ln, err := network.Listen(ctx, addr, s.Ingress)
@@ -188,61 +196,4 @@ func (n *netRunner) applied(ctx context.Context, s network.Status, serveErr chan
 	n.ready.setNetwork("")
 	n.m.networkReady.Set(1)
 	return nil
-}
-
-// startARP runs a responder for s unless one for the same port, link and
-// MAC is still running.
-func (n *netRunner) startARP(ctx context.Context, s network.Status) {
-	key := [3]string{strconv.Itoa(s.GuestPortIndex), strconv.Itoa(s.LinkIndex), s.Plan.MAC.String()}
-	if n.arpDone != nil {
-		select {
-		case <-n.arpDone:
-		default:
-			if key == n.arpKey {
-				return
-			}
-		}
-	}
-	n.stopARP()
-	log := n.log.WithName("arp")
-	guest, err := net.InterfaceByIndex(s.GuestPortIndex)
-	if err != nil {
-		log.Error(err, "guest port vanished", "port", s.Plan.GuestPort)
-		return
-	}
-	owner, err := net.InterfaceByIndex(s.LinkIndex)
-	if err != nil {
-		log.Error(err, "serving link vanished", "link", network.LinkName)
-		return
-	}
-	r, w, err := arp.Listen(guest, owner)
-	if err != nil {
-		log.Error(err, "opening ARP sockets")
-		return
-	}
-	resp := arp.New(arp.Config{
-		IP:        network.Address.Addr(),
-		MAC:       s.Plan.MAC,
-		GuestPort: guest.Index,
-		Observe:   func(r arp.Reason) { n.m.arpPackets.WithLabelValues(r.String()).Inc() },
-	}, r, w, log)
-	actx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	n.arpKey, n.arpCancel, n.arpDone = key, cancel, done
-	go func() {
-		defer close(done)
-		if err := resp.Run(actx); err != nil {
-			// The next link event (the port came back) restarts it.
-			log.Error(err, "ARP responder stopped")
-		}
-	}()
-	log.Info("answering ARP", "port", guest.Name, "mac", s.Plan.MAC.String())
-}
-
-func (n *netRunner) stopARP() {
-	if n.arpCancel != nil {
-		n.arpCancel()
-		<-n.arpDone
-		n.arpCancel, n.arpDone = nil, nil
-	}
 }

@@ -95,7 +95,7 @@ var _ = Describe("Built-in certificates", Serial, func() {
 		certDir := GinkgoT().TempDir()
 		mirrorSecret(mirrorCtx, client.ObjectKeyFromObject(secret), certDir)
 
-		mgr := newManager(certDir)
+		mgr := newManager(testEnv, cfg, certDir)
 		ready, err := webhooks.AddCertRotator(mgr, webhooks.CertOptions{
 			Namespace: operatorNS, SecretName: secret.Name, ServiceName: "webhook-service",
 			ExtraDNSNames: []string{"localhost"}, CertDir: certDir,
@@ -106,7 +106,7 @@ var _ = Describe("Built-in certificates", Serial, func() {
 		go func() {
 			defer GinkgoRecover()
 			<-ready
-			Expect(webhooks.SetupWithManager(mgr, webhooks.Options{Sidecar: webhooks.SidecarOptions{Image: sidecarImage}})).To(Succeed())
+			Expect(webhooks.SetupWithManager(mgr, defaultOptions())).To(Succeed())
 			close(registered)
 		}()
 		stopManagerFunc = controlplane.RunManager(mgr)

@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -13,6 +14,7 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
@@ -32,8 +34,38 @@ const (
 	AdminAddress = "127.0.0.1:8081"
 	// BinaryPath is the kubevirt-imds binary in the image.
 	BinaryPath = "/kubevirt-imds"
+	// ListenPort is the unprivileged port the sidecar serves on in the
+	// "node" network setup; the node agent redirects 169.254.169.254:80 to
+	// it, so the sidecar needs no capability to bind.
+	ListenPort = 8775
+	// SidecarUser is the user (and group) the "node"-mode sidecar runs as
+	// when the Pod names none: KubeVirt's qemu user, as its own containers.
+	SidecarUser = int64(107)
 	// defaultTokenExpiration is the CRD's default for expirationSeconds.
 	defaultTokenExpiration = 3600
+)
+
+// NetworkSetup says who plumbs 169.254.169.254 into a launcher Pod.
+type NetworkSetup string
+
+const (
+	// NetworkSetupNode: the node agent (a privileged DaemonSet, as KubeVirt's
+	// virt-handler) plumbs the Pod's network namespace, and the injected
+	// sidecar is fully unprivileged. It passes every Pod Security level.
+	NetworkSetupNode NetworkSetup = "node"
+	// NetworkSetupSidecar: the sidecar plumbs the namespace itself, as root
+	// with NET_ADMIN and NET_RAW. Only the Pod Security level "privileged"
+	// admits it, so it is injected only in namespaces at that level.
+	NetworkSetupSidecar NetworkSetup = "sidecar"
+)
+
+// Pod Security levels, as the namespace label and the API server's
+// AdmissionConfiguration spell them.
+const (
+	// PodSecurityEnforceLabel is the namespace label holding the enforced level.
+	PodSecurityEnforceLabel = "pod-security.kubernetes.io/enforce"
+	// PodSecurityPrivileged is the level that enforces nothing.
+	PodSecurityPrivileged = "privileged"
 )
 
 // SidecarOptions configure the injected sidecar.
@@ -42,14 +74,31 @@ type SidecarOptions struct {
 	Image string
 	// ImagePullPolicy of the sidecar; empty leaves the API server's default.
 	ImagePullPolicy corev1.PullPolicy
-	// Resources of the sidecar; zero takes DefaultSidecarResources.
+	// Resources of the sidecar; zero takes DefaultSidecarResources. In a Pod
+	// whose own containers are all Guaranteed the requests are raised to the
+	// limits (sidecarResources).
 	Resources corev1.ResourceRequirements
+	// NetworkSetup chooses who plumbs the Pod's network; empty is
+	// NetworkSetupNode.
+	NetworkSetup NetworkSetup
+	// PodSecurityDefaultLevel is the Pod Security level enforced in
+	// namespaces without the enforce label, as the API server's
+	// AdmissionConfiguration sets it; empty is "privileged" (the API
+	// server's own default). Only NetworkSetupSidecar consults it.
+	PodSecurityDefaultLevel string
+}
+
+// networkSetup is o.NetworkSetup, defaulted.
+func (o SidecarOptions) networkSetup() NetworkSetup {
+	if o.NetworkSetup == "" {
+		return NetworkSetupNode
+	}
+	return o.NetworkSetup
 }
 
 // DefaultSidecarResources suit one guest's metadata traffic: the sidecar
-// idles at a few MiB and is rate-limited per guest. Requests equal limits for
-// memory so that the sidecar does not change the Pod's QoS class reasoning
-// beyond what KubeVirt computes for its own containers.
+// idles at a few MiB and bounds its connections and rates (sidecar/server). Requests are below the
+// limits; in a Guaranteed Pod sidecarResources raises them to the limits.
 func DefaultSidecarResources() corev1.ResourceRequirements {
 	return corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
@@ -62,9 +111,19 @@ func DefaultSidecarResources() corev1.ResourceRequirements {
 // wrong, it leaves the Pod alone and the controller reports the VMI as
 // running without its sidecar.
 type PodInjector struct {
-	// Reader reads VMIs, MetadataServices and Secrets: the API server
-	// itself (SetupWithManager says why).
-	Reader  client.Reader
+	// Reader reads VMIs, MetadataServices, Secrets and Namespaces: the
+	// manager's cache (SetupWithManager says why).
+	Reader client.Reader
+	// Live, when set, is asked on a cache miss: an object created moments
+	// before the Pod may not have reached the cache yet.
+	Live client.Reader
+	// Payloads, when set, wakes the wait for a payload Secret as soon as the
+	// cache sees it; without it the wait is a single look.
+	Payloads *PayloadEvents
+	// Payload, when set, renders and writes a payload Secret the cache does
+	// not have yet, instead of waiting for the controller to: in a boot
+	// storm the controller's reconciles lag VM creation by seconds.
+	Payload PayloadWriter
 	Sidecar SidecarOptions
 	// PayloadWait is how long admission may wait for the payload Secret to
 	// appear. The controller renders it on the same VMI event
@@ -72,22 +131,48 @@ type PodInjector struct {
 	// milliseconds; the wait is bounded so that a slow or absent operator
 	// delays a VM's start by at most this, and never stops it.
 	PayloadWait time.Duration
+
+	services liveServices
 }
 
-// DefaultPayloadWait is PodInjector.PayloadWait as the manager sets it: well
-// inside the webhook's 5 s timeout.
+// PayloadWriter renders and writes a VMI's payload Secret (controllers'
+// MetadataServiceReconciler).
+type PayloadWriter interface {
+	RenderPayload(ctx context.Context, mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachineInstance) (*payload.Document, error)
+	WritePayload(ctx context.Context, mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) error
+}
+
+// payloadWriteTimeout bounds the write of a payload Secret the webhook
+// rendered; the controller writes it anyway if this one fails.
+const payloadWriteTimeout = 30 * time.Second
+
+// DefaultPayloadWait is PodInjector.PayloadWait as the manager sets it:
+// with admissionMargin well inside the Pod webhook's timeoutSeconds (4, in
+// setup.go's marker), so that the API server does not give up on the
+// webhook before it has answered.
 const DefaultPayloadWait = 2 * time.Second
 
-// payloadPoll is how often the API server is asked for the payload Secret.
-const payloadPoll = 50 * time.Millisecond
+// admissionMargin is what a Pod admission may take beyond PayloadWait: the
+// final live look for the payload.
+const admissionMargin = 500 * time.Millisecond
 
 // Default mutates a virt-launcher Pod on CREATE.
 func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	if pod.Labels[kubevirtv1.AppLabel] != controllers.LauncherAppValue {
 		return nil
 	}
+	// Everything, live reads included, fits in the webhook's timeoutSeconds:
+	// the payload wait ends PayloadWait after the request came in.
+	deadline := time.Now().Add(p.PayloadWait)
+	ctx, cancel := context.WithTimeout(ctx, p.PayloadWait+admissionMargin)
+	defer cancel()
 	namespace := admittedNamespace(ctx, pod)
 	log := logf.FromContext(ctx).WithValues("namespace", namespace, "vmi", pod.Annotations[kubevirtv1.DomainAnnotation])
+	if job := pod.Labels[kubevirtv1.MigrationJobLabel]; job != "" {
+		// The target Pod of a live migration is rendered afresh from the
+		// VMI: it needs the sidecar again, with the same payload.
+		log = log.WithValues("migrationJobUID", job)
+	}
 	vmi, mds, err := p.servedInstance(ctx, namespace, pod)
 	if err != nil {
 		// Denying would stop the VM; the controller reports the missing sidecar.
@@ -97,97 +182,226 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	if mds == nil {
 		return nil
 	}
-	ready, why, err := p.waitPayload(ctx, namespace, vmi)
+	if reason, message := controllers.Unservable(mds, vmi); reason != "" {
+		// A sidecar waiting for a bridge that never comes would restart for
+		// ever; the controller reports the reason on the MetadataService.
+		log.Info("not injecting the metadata sidecar", "reason", reason, "message", message)
+		return nil
+	}
+	if p.Sidecar.networkSetup() == NetworkSetupSidecar {
+		level, err := p.enforcedLevel(ctx, namespace)
+		if err != nil {
+			log.Error(err, "not injecting the metadata sidecar")
+			return nil
+		}
+		if level != PodSecurityPrivileged {
+			// PodSecurity admission runs after the webhooks and would reject
+			// the whole Pod for the sidecar's capabilities, and with it the VM.
+			log.Info("not injecting the metadata sidecar", "reason", "PodSecurity",
+				"message", fmt.Sprintf("the namespace enforces Pod Security level %q, which rejects the privileged sidecar of --sidecar-network-setup=sidecar", level))
+			return nil
+		}
+	}
+	doc, why, err := p.payload(ctx, namespace, vmi, mds, deadline)
 	if err != nil {
 		log.Error(err, "not injecting the metadata sidecar")
 		return nil
 	}
-	if !ready {
+	if doc == nil {
 		log.Info("not injecting the metadata sidecar", "reason", why)
 		return nil
 	}
-	InjectSidecar(pod, vmi, mds, p.Sidecar)
+	InjectSidecar(pod, vmi, mds, doc.Serve, p.Sidecar)
 	return nil
 }
 
 // servedInstance finds the Pod's VMI, by KubeVirt's domain annotation and
 // checked against the created-by UID label, and the MetadataService serving
-// it; mds is nil when none does or the Pod is not a VMI's.
+// it; mds is nil when none does or the Pod is not a VMI's. A migration's
+// target Pod carries the same created-by UID as its source, so it finds the
+// same VMI.
 func (p *PodInjector) servedInstance(ctx context.Context, namespace string, pod *corev1.Pod) (*kubevirtv1.VirtualMachineInstance, *imdsv1alpha1.MetadataService, error) {
 	name, uid := pod.Annotations[kubevirtv1.DomainAnnotation], pod.Labels[kubevirtv1.CreatedByLabel]
 	if name == "" || uid == "" {
 		return nil, nil, nil
 	}
-	var vmi kubevirtv1.VirtualMachineInstance
-	if err := p.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &vmi); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil, nil
-		}
-		return nil, nil, fmt.Errorf("reading VirtualMachineInstance %s: %w", name, err)
+	vmi, err := p.instance(ctx, types.NamespacedName{Namespace: namespace, Name: name}, types.UID(uid))
+	if vmi == nil || err != nil {
+		return nil, nil, err
 	}
-	if string(vmi.UID) != uid {
-		// A VMI of the same name, not the one this Pod was made for.
-		return nil, nil, nil
-	}
-	var services imdsv1alpha1.MetadataServiceList
-	if err := p.Reader.List(ctx, &services, client.InNamespace(namespace)); err != nil {
-		return nil, nil, fmt.Errorf("listing MetadataServices: %w", err)
-	}
-	return &vmi, controllers.ServingMetadataService(services.Items, vmi.Labels), nil
+	mds, err := servingService(ctx, p.Reader, &p.services, p.Live, namespace, vmi.Labels)
+	return vmi, mds, err
 }
 
-// waitPayload polls payloadReady for up to PayloadWait.
-func (p *PodInjector) waitPayload(ctx context.Context, namespace string, vmi *kubevirtv1.VirtualMachineInstance) (bool, string, error) {
-	ready, why, err := p.payloadReady(ctx, namespace, vmi)
-	if ready || err != nil || p.PayloadWait <= 0 {
-		return ready, why, err
+// instance reads the VMI key with the given UID from the cache, and from the
+// API server when the cache does not have that very VMI yet (virt-controller
+// may have seen it first); nil when neither has it.
+func (p *PodInjector) instance(ctx context.Context, key types.NamespacedName, uid types.UID) (*kubevirtv1.VirtualMachineInstance, error) {
+	readers := []client.Reader{p.Reader}
+	if p.Live != nil {
+		readers = append(readers, p.Live)
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.PayloadWait)
-	defer cancel()
-	tick := time.NewTicker(payloadPoll)
-	defer tick.Stop()
+	for _, r := range readers {
+		var vmi kubevirtv1.VirtualMachineInstance
+		err := r.Get(ctx, key, &vmi)
+		switch {
+		case err == nil && vmi.UID == uid:
+			return &vmi, nil
+		case err != nil && !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("reading VirtualMachineInstance %s: %w", key.Name, err)
+		}
+		// Absent, or a VMI of the same name that is not the one this Pod
+		// was made for (or not yet the new one, in a stale cache).
+	}
+	return nil, nil
+}
+
+// enforcedLevel is the Pod Security level PodSecurity admission enforces in
+// namespace: its label, else the cluster's default. An unknown value counts
+// as what it is not: privileged (PodSecurity treats it as restricted).
+func (p *PodInjector) enforcedLevel(ctx context.Context, namespace string) (string, error) {
+	var ns corev1.Namespace
+	err := p.Reader.Get(ctx, types.NamespacedName{Name: namespace}, &ns)
+	if apierrors.IsNotFound(err) && p.Live != nil {
+		err = p.Live.Get(ctx, types.NamespacedName{Name: namespace}, &ns)
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading Namespace %s for its Pod Security level: %w", namespace, err)
+	}
+	if level, ok := ns.Labels[PodSecurityEnforceLabel]; ok {
+		return level, nil
+	}
+	if p.Sidecar.PodSecurityDefaultLevel != "" {
+		return p.Sidecar.PodSecurityDefaultLevel, nil
+	}
+	return PodSecurityPrivileged, nil
+}
+
+// payload returns the VMI's payload document: the cached Secret's, else one
+// rendered here from the cache, whose Secret is written after the admission
+// returns (not on a dry run: that write is the webhook's side effect), else
+// the one the controller writes within PayloadWait.
+//
+// Rendering here takes the controller's rendering latency — seconds in a
+// boot storm — out of the Pod's admission. The Secret is mounted
+// non-optionally, so the kubelet holds the Pod until it exists: it is written
+// right away, in the background, and the controller writes the same
+// document anyway. A payload that cannot be rendered (a missing source) is
+// not injected this way, so a Pod is never held for a Secret nobody writes.
+func (p *PodInjector) payload(ctx context.Context, namespace string, vmi *kubevirtv1.VirtualMachineInstance,
+	mds *imdsv1alpha1.MetadataService, deadline time.Time) (*payload.Document, string, error) {
+	key := types.NamespacedName{Namespace: namespace, Name: imdsv1alpha1.PayloadSecretName(vmi.Name)}
+	if doc, _, err := payloadReady(ctx, p.Reader, key, vmi); doc != nil || err != nil {
+		return doc, "", err
+	}
+	if p.Payload != nil {
+		doc, err := p.Payload.RenderPayload(ctx, mds, vmi)
+		if err == nil {
+			if req, rerr := admission.RequestFromContext(ctx); rerr != nil || req.DryRun == nil || !*req.DryRun {
+				p.writeLater(ctx, mds, vmi, doc)
+			}
+			return doc, "", nil
+		}
+		// A missing source, say: the controller reports it; wait as before.
+		logf.FromContext(ctx).Info("cannot render the payload at admission; waiting for the controller", "error", err.Error())
+	}
+	return p.waitPayload(ctx, namespace, vmi, deadline)
+}
+
+// writeLater writes doc into vmi's payload Secret once the admission has
+// returned, so that the Pod's creation does not wait for the write.
+func (p *PodInjector) writeLater(ctx context.Context, mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) {
+	log := logf.FromContext(ctx)
+	go func() {
+		wctx, cancel := context.WithTimeout(context.Background(), payloadWriteTimeout)
+		defer cancel()
+		if err := p.Payload.WritePayload(wctx, mds, vmi, doc); err != nil {
+			log.Error(err, "writing the payload rendered at admission; the controller writes it")
+		}
+	}()
+}
+
+// waitPayload returns the VMI's payload document once its Secret is ready,
+// waiting up to PayloadWait for the cache to see it: woken by the cache's
+// own events, so the wait costs the API server nothing. One live read at the
+// end covers a cache that lags. doc is nil, and why says why, when there is
+// none.
+func (p *PodInjector) waitPayload(ctx context.Context, namespace string, vmi *kubevirtv1.VirtualMachineInstance, deadline time.Time) (*payload.Document, string, error) {
+	key := types.NamespacedName{Namespace: namespace, Name: imdsv1alpha1.PayloadSecretName(vmi.Name)}
+	var changed <-chan struct{}
+	if p.Payloads != nil && p.PayloadWait > 0 {
+		// Subscribed before the first look, so that no event is lost between.
+		var cancel func()
+		changed, cancel = p.Payloads.subscribe(key)
+		defer cancel()
+	}
+	doc, why, err := payloadReady(ctx, p.Reader, key, vmi)
+	if doc != nil || err != nil {
+		return doc, why, err
+	}
+	if changed == nil {
+		// Nothing to wait on: one look at the API server, as on any miss.
+		if p.Live != nil {
+			return payloadReady(ctx, p.Live, key, vmi)
+		}
+		return doc, why, err
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return false, why + fmt.Sprintf(" (waited %s)", p.PayloadWait), nil
-		case <-tick.C:
+			return nil, why + " (the admission request ended)", nil
+		case <-timer.C:
+			if p.Live != nil {
+				if doc, _, err := payloadReady(ctx, p.Live, key, vmi); doc != nil || err != nil {
+					return doc, "", err
+				}
+			}
+			return nil, why + fmt.Sprintf(" (waited %s)", p.PayloadWait), nil
+		case <-changed:
 		}
-		if ready, why, err = p.payloadReady(ctx, namespace, vmi); ready || err != nil {
-			return ready, why, err
+		if doc, why, err = payloadReady(ctx, p.Reader, key, vmi); doc != nil || err != nil {
+			return doc, why, err
 		}
 	}
 }
 
-// payloadReady reports whether the VMI's payload Secret exists and was
-// rendered for this very VMI. Only then is the sidecar injected: it mounts
-// the Secret non-optionally, so the kubelet would hold the Pod (and the VM)
-// until the Secret exists, and a Secret left over from a former VMI of the
-// same name would tell the guest another instance's identity.
-func (p *PodInjector) payloadReady(ctx context.Context, namespace string, vmi *kubevirtv1.VirtualMachineInstance) (bool, string, error) {
+// payloadReady returns the payload document of the Secret key if the Secret
+// was rendered for this very VMI. Only then is the sidecar injected: it
+// mounts the Secret non-optionally, so the kubelet would hold the Pod (and
+// the VM) until the Secret exists, and a Secret left over from a former VMI
+// of the same name would tell the guest another instance's identity.
+func payloadReady(ctx context.Context, r client.Reader, key types.NamespacedName, vmi *kubevirtv1.VirtualMachineInstance) (*payload.Document, string, error) {
 	var s corev1.Secret
-	key := types.NamespacedName{Namespace: namespace, Name: imdsv1alpha1.PayloadSecretName(vmi.Name)}
-	if err := p.Reader.Get(ctx, key, &s); err != nil {
+	if err := r.Get(ctx, key, &s); err != nil {
 		if apierrors.IsNotFound(err) {
-			return false, "the payload Secret does not exist yet", nil
+			return nil, "the payload Secret does not exist yet", nil
 		}
-		return false, "", fmt.Errorf("reading the payload Secret %s: %w", key.Name, err)
+		return nil, "", fmt.Errorf("reading the payload Secret %s: %w", key.Name, err)
 	}
 	switch {
 	case s.Type != controllers.PayloadSecretType:
-		return false, fmt.Sprintf("Secret %s is not a payload Secret (type %q)", s.Name, s.Type), nil
+		return nil, fmt.Sprintf("Secret %s is not a payload Secret (type %q)", s.Name, s.Type), nil
 	case s.Labels[imdsv1alpha1.LabelInstanceUID] != string(vmi.UID):
-		return false, "the payload Secret was rendered for another instance of the same name", nil
+		return nil, "the payload Secret was rendered for another instance of the same name", nil
 	case len(s.Data[payload.SecretKey]) == 0:
-		return false, "the payload Secret holds no payload", nil
+		return nil, "the payload Secret holds no payload", nil
 	}
-	return true, "", nil
+	// Decoded without Document's checks: fields a newer operator added are
+	// ignored here, as the sidecar ignores them.
+	var doc payload.Document
+	if err := json.Unmarshal(s.Data[payload.SecretKey], &doc); err != nil {
+		return nil, fmt.Sprintf("the payload Secret holds no valid document: %v", err), nil
+	}
+	return &doc, "", nil
 }
 
 // InjectSidecar adds the sidecar, the payload volume and one token volume per
-// audience of mds to pod. It works by name and keeps what is already there,
-// so a second pass changes nothing, even after the API server has defaulted
-// the fields of the first.
-func InjectSidecar(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, mds *imdsv1alpha1.MetadataService, o SidecarOptions) {
+// audience of mds to pod; serve is where the payload places the sidecar. It
+// works by name and keeps what is already there, so a second pass changes
+// nothing, even after the API server has defaulted the fields of the first.
+func InjectSidecar(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, mds *imdsv1alpha1.MetadataService, serve payload.Serve, o SidecarOptions) {
 	volumes := []corev1.Volume{{
 		Name: PayloadVolumeName,
 		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -225,29 +439,40 @@ func InjectSidecar(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, mds 
 	for _, v := range volumes {
 		pod.Spec.Volumes = addMissing(pod.Spec.Volumes, v, func(v corev1.Volume) string { return v.Name })
 	}
-	pod.Spec.InitContainers = addMissing(pod.Spec.InitContainers, sidecarContainer(o, mounts),
+	pod.Spec.InitContainers = addMissing(pod.Spec.InitContainers, sidecarContainer(pod, vmi, serve, o, mounts),
 		func(c corev1.Container) string { return c.Name })
 }
 
 // sidecarContainer is the sidecar, run as a native sidecar (an init container
 // that keeps running) so that it is up before the compute container starts
 // the VM, and stops after it.
-func sidecarContainer(o SidecarOptions, mounts []corev1.VolumeMount) corev1.Container {
-	res := o.Resources
-	if len(res.Requests) == 0 && len(res.Limits) == 0 {
-		res = DefaultSidecarResources()
-	}
+func sidecarContainer(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, serve payload.Serve, o SidecarOptions, mounts []corev1.VolumeMount) corev1.Container {
 	probe := []string{BinaryPath, "probe", "http://" + AdminAddress + "/healthz"}
+	args := []string{"sidecar",
+		"--payload-dir=" + PayloadDir,
+		"--token-dir=" + TokenDir,
+		"--admin-address=" + AdminAddress,
+	}
+	var security *corev1.SecurityContext
+	switch o.networkSetup() {
+	case NetworkSetupSidecar:
+		security = privilegedSecurityContext()
+	default:
+		args = append(args, "--network-setup=node", fmt.Sprintf("--listen-port=%d", ListenPort))
+		if serve.Bridge != "" {
+			args = append(args, "--bridge="+serve.Bridge)
+		}
+		// The VMI's UID, not the Pod's: a migration's target Pod then
+		// derives the same MAC as its source.
+		args = append(args, "--mac-seed="+string(vmi.UID))
+		security = unprivilegedSecurityContext(pod)
+	}
 	return corev1.Container{
 		Name:            controllers.SidecarContainerName,
 		Image:           o.Image,
 		ImagePullPolicy: o.ImagePullPolicy,
 		Command:         []string{BinaryPath},
-		Args: []string{"sidecar",
-			"--payload-dir=" + PayloadDir,
-			"--token-dir=" + TokenDir,
-			"--admin-address=" + AdminAddress,
-		},
+		Args:            args,
 		// The Go runtime sizes itself from the container's limits, which the
 		// downward API passes in.
 		Env: []corev1.EnvVar{
@@ -257,7 +482,7 @@ func sidecarContainer(o SidecarOptions, mounts []corev1.VolumeMount) corev1.Cont
 				Resource: "limits.cpu", Divisor: resource.MustParse("1")}}},
 		},
 		RestartPolicy: new(corev1.ContainerRestartPolicyAlways),
-		Resources:     res,
+		Resources:     sidecarResources(pod, o),
 		VolumeMounts:  mounts,
 		// No startupProbe and no readinessProbe: the sidecar becomes ready
 		// only once KubeVirt has plumbed the VM's bridge, which happens after
@@ -269,22 +494,97 @@ func sidecarContainer(o SidecarOptions, mounts []corev1.VolumeMount) corev1.Cont
 			TimeoutSeconds:   3,
 			FailureThreshold: 3,
 		},
-		SecurityContext: &corev1.SecurityContext{
-			// Root, but only with the capabilities below: they take effect
-			// for UID 0 only, and no_new_privs rules out file capabilities.
-			RunAsUser:                new(int64(0)),
-			RunAsNonRoot:             new(false),
-			Privileged:               new(false),
-			AllowPrivilegeEscalation: new(false),
-			ReadOnlyRootFilesystem:   new(true),
-			Capabilities: &corev1.Capabilities{
-				Drop: []corev1.Capability{"ALL"},
-				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"},
-			},
-			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+		SecurityContext:          security,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+}
+
+// unprivilegedSecurityContext is the "node"-mode sidecar's: what the Pod
+// Security level "restricted" asks of a container, so that the sidecar never
+// changes whether a launcher Pod is admitted.
+func unprivilegedSecurityContext(pod *corev1.Pod) *corev1.SecurityContext {
+	sc := &corev1.SecurityContext{
+		RunAsNonRoot:             new(true),
+		Privileged:               new(false),
+		AllowPrivilegeEscalation: new(false),
+		ReadOnlyRootFilesystem:   new(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	// The Pod's own user where it names one (KubeVirt: 107, which also owns
+	// the fsGroup the token files are readable by); root launcher Pods
+	// (KubeVirt's Root feature gate) name 0, which runAsNonRoot forbids.
+	if psc := pod.Spec.SecurityContext; psc == nil || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
+		sc.RunAsUser = new(SidecarUser)
+	}
+	if psc := pod.Spec.SecurityContext; psc == nil || psc.RunAsGroup == nil {
+		sc.RunAsGroup = new(SidecarUser)
+	}
+	return sc
+}
+
+// privilegedSecurityContext is the "sidecar"-mode sidecar's: root, but only
+// with the capabilities below; they take effect for UID 0 only (there are no
+// ambient capabilities), and no_new_privs rules out file capabilities.
+func privilegedSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsUser:                new(int64(0)),
+		RunAsNonRoot:             new(false),
+		Privileged:               new(false),
+		AllowPrivilegeEscalation: new(false),
+		ReadOnlyRootFilesystem:   new(true),
+		Capabilities: &corev1.Capabilities{
+			Drop: []corev1.Capability{"ALL"},
+			Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"},
+		},
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// sidecarResources are o's resources, with requests raised to the limits
+// when every container KubeVirt put in the Pod has its CPU and memory
+// requests equal to its limits: that Pod is Guaranteed (a dedicated-CPU VMI),
+// one container short of it would make it Burstable, and virt-controller
+// then fails the VMI ("failed to guarantee pod resources").
+func sidecarResources(pod *corev1.Pod, o SidecarOptions) corev1.ResourceRequirements {
+	res := o.Resources
+	if len(res.Requests) == 0 && len(res.Limits) == 0 {
+		res = DefaultSidecarResources()
+	}
+	res = *res.DeepCopy()
+	if !guaranteed(pod) {
+		return res
+	}
+	res.Requests = corev1.ResourceList{}
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if l, ok := res.Limits[name]; ok {
+			res.Requests[name] = l.DeepCopy()
+		}
+	}
+	return res
+}
+
+// guaranteed reports whether pod's QoS class is Guaranteed, as the API
+// server computes it (GetPodQOS, pkg/apis/core/helper/qos): every container,
+// init containers included, has CPU and memory limits, and requests, where
+// set, equal to them.
+func guaranteed(pod *corev1.Pod) bool {
+	containers := slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers)
+	if len(containers) == 0 {
+		return false
+	}
+	for _, c := range containers {
+		for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			l, ok := c.Resources.Limits[name]
+			if !ok || l.IsZero() {
+				return false
+			}
+			if r, ok := c.Resources.Requests[name]; ok && r.Cmp(l) != 0 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // addMissing appends item unless list has an element with its key.

@@ -6,15 +6,20 @@ package webhooks
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/controllers"
 )
 
 // Webhook paths, as in the markers below.
@@ -26,14 +31,19 @@ const (
 
 // The Pod and VMI webhooks fail open (failurePolicy Ignore) and never deny:
 // a VM must start even when the operator is down; the controller reports what
-// was missed. Their objectSelector and namespaceSelector are added by
+// was missed. Their timeouts are short, so that an operator that hangs
+// rather than refuses costs a VM's creation at most that: the VMI webhook
+// answers from the cache, the Pod webhook within PayloadWait and a margin
+// (2.5 s), with 1.5 s to spare for a machine so loaded that the request waits
+// for a CPU (the boot storm benchmark saw 3.2 s at worst).
+// Their objectSelector and namespaceSelector are added by
 // config/webhook/selectors_patch.yaml (controller-gen has no marker for them).
 // The MetadataService webhook also fails open: the controller applies the
 // same checks when it reconciles, so the webhook gives early feedback but
 // guards nothing on its own.
 //
-// +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=pods.imds.kubevirt.io,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,timeoutSeconds=5
-// +kubebuilder:webhook:path=/mutate-kubevirt-io-v1-virtualmachineinstance,mutating=true,failurePolicy=ignore,sideEffects=None,groups=kubevirt.io,resources=virtualmachineinstances,verbs=create,versions=v1,name=virtualmachineinstances.imds.kubevirt.io,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,timeoutSeconds=5
+// +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=pods,verbs=create,versions=v1,name=pods.imds.kubevirt.io,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,timeoutSeconds=4
+// +kubebuilder:webhook:path=/mutate-kubevirt-io-v1-virtualmachineinstance,mutating=true,failurePolicy=ignore,sideEffects=None,groups=kubevirt.io,resources=virtualmachineinstances,verbs=create,versions=v1,name=virtualmachineinstances.imds.kubevirt.io,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,timeoutSeconds=2
 // +kubebuilder:webhook:path=/validate-imds-kubevirt-io-v1alpha1-metadataservice,mutating=false,failurePolicy=ignore,sideEffects=None,groups=imds.kubevirt.io,resources=metadataservices,verbs=create;update,versions=v1alpha1,name=metadataservices.imds.kubevirt.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // Options configure the webhooks.
@@ -41,30 +51,50 @@ type Options struct {
 	// Sidecar configures the injected sidecar.
 	Sidecar SidecarOptions
 	// PayloadWait bounds the Pod webhook's wait for the payload Secret;
-	// zero takes DefaultPayloadWait.
+	// zero takes DefaultPayloadWait. Keep it below the Pod webhook's
+	// timeoutSeconds.
 	PayloadWait time.Duration
 }
 
 // SetupWithManager registers the webhooks with mgr's webhook server. Every
-// replica serves them, leader or not.
+// replica serves them, leader or not. They read through mgr's cache
+// (reads.go says why); its informers for VMIs, MetadataServices and Secrets
+// (and Namespaces, for the "sidecar" network setup) are registered here so
+// that every replica fills them at start: only the leader runs the
+// controller, whose watches would otherwise start them, and a first
+// admission on a follower would wait for a cold informer.
 func SetupWithManager(mgr ctrl.Manager, o Options) error {
-	// Admission reads live, not from the manager's cache: the MetadataService,
-	// the VMI and the payload Secret are created moments before the object
-	// admitted (kubectl apply of a service with its VMs; virt-controller
-	// creating the Pod on the VMI's event), and a cache lagging by
-	// milliseconds would leave a VM without its sidecar or discovery data.
-	live := mgr.GetAPIReader()
+	ctx := context.Background()
+	informed := []client.Object{&kubevirtv1.VirtualMachineInstance{}, &imdsv1alpha1.MetadataService{}}
+	if o.Sidecar.networkSetup() == NetworkSetupSidecar {
+		informed = append(informed, &corev1.Namespace{})
+	}
+	for _, obj := range informed {
+		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+			return fmt.Errorf("starting the %T informer: %w", obj, err)
+		}
+	}
+	secrets, err := mgr.GetCache().GetInformer(ctx, &corev1.Secret{})
+	if err != nil {
+		return fmt.Errorf("starting the Secret informer: %w", err)
+	}
+	payloads, err := NewPayloadEvents(secrets)
+	if err != nil {
+		return err
+	}
 	if o.PayloadWait == 0 {
 		o.PayloadWait = DefaultPayloadWait
 	}
+	cached, live := mgr.GetCache(), mgr.GetAPIReader()
 	if err := ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).
-		WithDefaulter(&PodInjector{Reader: live, Sidecar: o.Sidecar, PayloadWait: o.PayloadWait}).
+		WithDefaulter(&PodInjector{Reader: cached, Live: live, Payloads: payloads, Sidecar: o.Sidecar, PayloadWait: o.PayloadWait,
+			Payload: &controllers.MetadataServiceReconciler{Client: mgr.GetClient()}}).
 		WithDefaulterCustomPath(PodPath).
 		Complete(); err != nil {
 		return err
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &kubevirtv1.VirtualMachineInstance{}).
-		WithDefaulter(&DiscoveryDefaulter{Reader: live}).
+		WithDefaulter(&DiscoveryDefaulter{Reader: cached, Live: live}).
 		WithDefaulterCustomPath(VMIPath).
 		Complete(); err != nil {
 		return err
@@ -73,6 +103,20 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 		WithValidator(MetadataServiceValidator{}).
 		WithValidatorCustomPath(MetadataServicePath).
 		Complete()
+}
+
+// CacheSynced is a readiness check that passes once mgr's cache has synced,
+// so that a replica takes admission traffic only when it can answer from its
+// cache rather than from the API server.
+func CacheSynced(mgr ctrl.Manager) healthz.Checker {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("the cache has not synced yet")
+		}
+		return nil
+	}
 }
 
 // admittedNamespace is the namespace of the object being admitted: at CREATE

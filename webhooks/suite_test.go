@@ -97,22 +97,41 @@ var _ = AfterSuite(func() {
 // stopManagerFunc stops the running manager; nil when none runs.
 var stopManagerFunc func() error
 
+// defaultOptions are the webhooks' options as the manager's defaults set them.
+func defaultOptions() webhooks.Options {
+	return webhooks.Options{Sidecar: webhooks.SidecarOptions{Image: sidecarImage}}
+}
+
 // startManager runs the controller and the webhooks as manager_cmd.go wires
-// them, and waits until the webhook server accepts connections.
-func startManager() {
-	mgr := newManager(testEnv.WebhookInstallOptions.LocalServingCertDir)
+// them, with the manager's default options.
+func startManager() { startManagerWith(defaultOptions()) }
+
+// startManagerWith runs the controller and the webhooks with o on the
+// suite's control plane, and waits until they serve.
+func startManagerWith(o webhooks.Options) {
+	stopManagerFunc = startStackManager(testEnv, cfg, o)
+}
+
+// startStackManager runs the controller and the webhooks with o against the
+// control plane env, serving its webhooks, and waits until the webhook
+// server accepts connections and the cache has synced. It returns the stop.
+func startStackManager(env *envtest.Environment, cfg *rest.Config, o webhooks.Options) func() error {
+	mgr := newManager(env, cfg, env.WebhookInstallOptions.LocalServingCertDir)
 	Expect((&controllers.MetadataServiceReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("kubevirt-imds"),
 	}).SetupWithManager(mgr)).To(Succeed())
-	Expect(webhooks.SetupWithManager(mgr, webhooks.Options{Sidecar: webhooks.SidecarOptions{Image: sidecarImage}})).To(Succeed())
-	runManager(mgr)
+	Expect(webhooks.SetupWithManager(mgr, o)).To(Succeed())
+	return runManager(env, mgr)
 }
 
-// newManager is a manager serving webhooks from certDir on envtest's port.
-func newManager(certDir string) ctrl.Manager {
-	w := &testEnv.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+// newManager is a manager wired as manager_cmd.go wires it (client QPS and
+// burst, cache options), serving webhooks from certDir on env's port.
+func newManager(env *envtest.Environment, cfg *rest.Config, certDir string) ctrl.Manager {
+	w := &env.WebhookInstallOptions
+	mcfg := rest.CopyConfig(cfg)
+	mcfg.QPS, mcfg.Burst = managerQPS, managerBurst
+	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -125,11 +144,16 @@ func newManager(certDir string) ctrl.Manager {
 	return mgr
 }
 
-// runManager starts mgr and waits until its webhook server accepts
-// connections and its cache has synced.
-func runManager(mgr ctrl.Manager) {
-	w := &testEnv.WebhookInstallOptions
-	stopManagerFunc = controlplane.RunManager(mgr)
+// managerQPS and managerBurst are the manager's --kube-api-qps and
+// --kube-api-burst defaults.
+const managerQPS, managerBurst = controllers.DefaultKubeAPIQPS, controllers.DefaultKubeAPIBurst
+
+// runManager starts mgr and waits until its webhook server (on env's port)
+// accepts connections and its cache has synced, so that the specs'
+// Eventually timeouts time the work, not the manager's start.
+func runManager(env *envtest.Environment, mgr ctrl.Manager) func() error {
+	w := &env.WebhookInstallOptions
+	stop := controlplane.RunManager(mgr)
 	addr := net.JoinHostPort(w.LocalServingHost, strconv.Itoa(w.LocalServingPort))
 	Eventually(func() error {
 		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // only checks the server is up
@@ -138,10 +162,8 @@ func runManager(mgr ctrl.Manager) {
 		}
 		return conn.Close()
 	}).Should(Succeed())
-	// The webhooks read live, but the controller reads through the cache:
-	// wait until it has synced, so that the specs' Eventually timeouts time
-	// the controller's work, not the manager's start.
 	Eventually(func() bool { return mgr.GetCache().WaitForCacheSync(context.Background()) }).Should(BeTrue())
+	return stop
 }
 
 // stopManager stops the manager and waits for it, before the control plane goes.

@@ -17,9 +17,13 @@ import (
 // the VMI and the InstancesConfigured condition), since at admission the VMI
 // does not exist yet to carry an Event.
 type DiscoveryDefaulter struct {
-	// Reader lists MetadataServices: the API server itself
-	// (SetupWithManager says why).
+	// Reader lists MetadataServices: the manager's cache (reads.go says why).
 	Reader client.Reader
+	// Live, when set, is asked when no cached service selects the VMI: a
+	// MetadataService applied together with its VMs may not be cached yet.
+	Live client.Reader
+
+	services liveServices
 }
 
 // Default mutates a VirtualMachineInstance on CREATE. It never fails: a VMI
@@ -27,13 +31,18 @@ type DiscoveryDefaulter struct {
 func (d *DiscoveryDefaulter) Default(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstance) error {
 	namespace := admittedNamespace(ctx, vmi)
 	log := logf.FromContext(ctx).WithValues("namespace", namespace)
-	var services imdsv1alpha1.MetadataServiceList
-	if err := d.Reader.List(ctx, &services, client.InNamespace(namespace)); err != nil {
+	mds, err := servingService(ctx, d.Reader, &d.services, d.Live, namespace, vmi.Labels)
+	if err != nil {
 		log.Error(err, "not setting guest discovery data")
 		return nil
 	}
-	mds := controllers.ServingMetadataService(services.Items, vmi.Labels)
 	if mds == nil {
+		return nil
+	}
+	if reason, msg := controllers.Unservable(mds, vmi); reason != "" {
+		// No sidecar will serve it: a NoCloud serial would have cloud-init
+		// wait on an address nobody answers.
+		log.Info("not setting guest discovery data: the VM cannot be served", "reason", reason, "detail", msg)
 		return nil
 	}
 	mode := controllers.GuestDiscoveryOf(mds)

@@ -68,33 +68,40 @@ var _ = Describe("Pod webhook", func() {
 		before := pod.DeepCopy()
 		create(ctx, pod)
 
-		By("the sidecar container")
+		By("the sidecar container, after KubeVirt's own init containers")
 		c := sidecarOf(pod)
 		Expect(c).NotTo(BeNil())
-		Expect(pod.Spec.InitContainers[0].Name).To(Equal("container-disk-binary"), "KubeVirt's init containers keep their order")
+		Expect(containerNames(pod.Spec.InitContainers)).To(Equal(append(containerNames(before.Spec.InitContainers), controllers.SidecarContainerName)),
+			"KubeVirt's init containers keep their order")
+		Expect(pod.Spec.InitContainers[0].Name).To(Equal("guest-console-log"))
 		Expect(c.Image).To(Equal(sidecarImage))
 		Expect(c.Command).To(Equal([]string{"/kubevirt-imds"}))
-		Expect(c.Args).To(Equal([]string{"sidecar", "--payload-dir=" + webhooks.PayloadDir, "--token-dir=" + webhooks.TokenDir, "--admin-address=127.0.0.1:8081"}))
+		Expect(c.Args).To(Equal([]string{"sidecar", "--payload-dir=" + webhooks.PayloadDir, "--token-dir=" + webhooks.TokenDir, "--admin-address=127.0.0.1:8081",
+			"--network-setup=node", "--listen-port=8775", "--bridge=k6t-eth0", "--mac-seed=" + string(vmi.UID)}))
 		Expect(c.RestartPolicy).To(HaveValue(Equal(corev1.ContainerRestartPolicyAlways)), "a native sidecar")
 		Expect(c.StartupProbe).To(BeNil())
 		Expect(c.ReadinessProbe).To(BeNil())
 		Expect(c.LivenessProbe).NotTo(BeNil())
 		Expect(c.LivenessProbe.Exec.Command).To(Equal([]string{"/kubevirt-imds", "probe", "http://127.0.0.1:8081/healthz"}))
+		By("requests below limits in a Burstable Pod")
 		Expect(c.Resources.Requests.Cpu().Cmp(resource.MustParse("10m"))).To(Equal(0))
 		Expect(c.Resources.Requests.Memory().Cmp(resource.MustParse("32Mi"))).To(Equal(0))
 		Expect(c.Resources.Limits.Cpu().Cmp(resource.MustParse("200m"))).To(Equal(0))
 		Expect(c.Resources.Limits.Memory().Cmp(resource.MustParse("64Mi"))).To(Equal(0))
+		Expect(pod.Status.QOSClass).To(Equal(corev1.PodQOSBurstable))
 		Expect(c.Env).To(HaveLen(2))
 		Expect(c.Env[0].ValueFrom.ResourceFieldRef.Resource).To(Equal("limits.memory"))
 
-		By("its security context")
+		By("its security context: unprivileged, as the Pod's own user")
 		sc := c.SecurityContext
 		Expect(sc.Privileged).To(HaveValue(BeFalse()))
 		Expect(sc.AllowPrivilegeEscalation).To(HaveValue(BeFalse()))
 		Expect(sc.ReadOnlyRootFilesystem).To(HaveValue(BeTrue()))
-		Expect(sc.RunAsUser).To(HaveValue(BeZero()))
+		Expect(sc.RunAsNonRoot).To(HaveValue(BeTrue()))
+		Expect(sc.RunAsUser).To(BeNil(), "the Pod's runAsUser (107) applies")
+		Expect(sc.RunAsGroup).To(BeNil(), "the Pod's runAsGroup (107) applies")
 		Expect(sc.Capabilities.Drop).To(Equal([]corev1.Capability{"ALL"}))
-		Expect(sc.Capabilities.Add).To(ConsistOf(corev1.Capability("NET_ADMIN"), corev1.Capability("NET_RAW"), corev1.Capability("NET_BIND_SERVICE")))
+		Expect(sc.Capabilities.Add).To(BeEmpty())
 		Expect(sc.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeRuntimeDefault))
 
 		By("the payload volume, mounted read-only and not optional")
@@ -120,8 +127,7 @@ var _ = Describe("Pod webhook", func() {
 		Expect(pod.Spec.Volumes).To(HaveLen(len(before.Spec.Volumes) + 3))
 
 		By("the rest of the Pod as virt-controller made it")
-		Expect(pod.Spec.Containers).To(HaveLen(1))
-		Expect(pod.Spec.Containers[0].Name).To(Equal("compute"))
+		Expect(containerNames(pod.Spec.Containers)).To(Equal([]string{"compute", "volumerootdisk"}))
 		Expect(pod.Spec.Containers[0].Command).To(Equal(before.Spec.Containers[0].Command))
 		Expect(pod.Labels).To(Equal(before.Labels))
 		Expect(pod.Spec.ReadinessGates).To(Equal(before.Spec.ReadinessGates))
@@ -138,7 +144,7 @@ var _ = Describe("Pod webhook", func() {
 		}).Should(Equal(imdsv1alpha1.ReasonInstancesConfigured))
 	})
 
-	It("waits briefly for the payload the controller renders on the same VMI event", func() {
+	It("serves a Pod that arrives before the controller has rendered its payload", func() {
 		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{})
 		// As virt-controller does: the Pod follows the VMI at once, racing
 		// the controller's rendering of the payload.
@@ -220,6 +226,14 @@ var _ = Describe("Pod webhook", func() {
 		}).Should(Equal(imdsv1alpha1.ReasonInstancesConfigured))
 	})
 })
+
+func containerNames(cs []corev1.Container) []string {
+	out := make([]string, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
+}
 
 // admitPod runs the Pod webhook's handler directly on pod, as the API server
 // would on a reinvocation.

@@ -7,7 +7,9 @@
 // and mounted into the sidecar as a file of that name. Its apiVersion is
 // APIVersion; fields are only ever added within a version, so an older sidecar
 // ignores what it does not know and a newer one treats a missing field as its
-// zero value. A change that would alter the meaning of an existing field gets a
+// zero value. The document's hash covers its bytes as stored, not a
+// re-encoding, so it holds for fields the reader does not know: during an
+// upgrade a sidecar serves what an operator one version newer or older wrote. A change that would alter the meaning of an existing field gets a
 // new apiVersion (and a new package).
 //
 // This package depends on the standard library only: the sidecar links it

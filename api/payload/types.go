@@ -1,12 +1,16 @@
 package payload
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 const (
@@ -73,10 +77,12 @@ type Document struct {
 	// Source names the MetadataService this document was rendered from.
 	Source Source `json:"source"`
 
-	// Hash is HashPrefix followed by the hex SHA-256 of the document's JSON
-	// encoding with Hash empty. It changes exactly when the content changes;
-	// the sidecar derives ETags from it and the operator writes a Secret only
-	// when it differs.
+	// Hash is HashPrefix followed by the hex SHA-256 of the document's bytes
+	// as stored, with the value of this top-level member written as "" (see
+	// Parse). It covers every byte, fields this version does not know
+	// included, and changes exactly when the content changes; the sidecar
+	// derives ETags from it and the operator writes a Secret only when it
+	// differs.
 	Hash string `json:"hash"`
 }
 
@@ -166,7 +172,7 @@ type Interface struct {
 	// network, a hashed name (pod…) for Multus secondaries.
 	PodInterface string `json:"podInterface,omitempty"`
 	// Bridge is KubeVirt's in-pod bridge for the NIC (k6t-…); empty for
-	// bindings without one (sriov).
+	// bindings without one (sriov, passt, binding plugins).
 	Bridge string `json:"bridge,omitempty"`
 	// Primary marks the NIC on the Pod's primary network.
 	Primary bool `json:"primary,omitempty"`
@@ -207,8 +213,8 @@ type Nameservers struct {
 	Search []string `json:"search,omitempty"`
 }
 
-// ComputeHash returns the content hash of d: HashPrefix and the hex SHA-256 of
-// d's JSON encoding with Hash cleared.
+// ComputeHash returns the content hash of d as Seal would store it:
+// HashPrefix and the hex SHA-256 of d's JSON encoding with Hash empty.
 func (d *Document) ComputeHash() (string, error) {
 	c := *d
 	c.Hash = ""
@@ -216,25 +222,42 @@ func (d *Document) ComputeHash() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("encoding payload document: %w", err)
 	}
-	sum := sha256.Sum256(data)
-	return HashPrefix + hex.EncodeToString(sum[:]), nil
+	sum, _, err := rawHash(data)
+	return sum, err
 }
 
 // Seal sets APIVersion, Kind and Hash, and returns the JSON encoding that the
 // operator stores.
 func (d *Document) Seal() ([]byte, error) {
 	d.APIVersion, d.Kind = APIVersion, Kind
-	h, err := d.ComputeHash()
+	d.Hash = ""
+	data, err := json.Marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("encoding payload document: %w", err)
+	}
+	sum, span, err := rawHash(data)
 	if err != nil {
 		return nil, err
 	}
-	d.Hash = h
-	return json.Marshal(d)
+	d.Hash = sum
+	// The hash goes into the very bytes it was computed over, so that Parse
+	// verifies exactly what was written.
+	quoted := strconv.Quote(sum)
+	out := make([]byte, 0, len(data)+len(quoted))
+	out = append(out, data[:span[0]]...)
+	out = append(out, quoted...)
+	return append(out, data[span[1]:]...), nil
 }
 
 // Parse decodes and checks a stored document: the apiVersion must be this
-// package's, the instance must have an ID and the hash must match the content,
+// package's, the instance must have an ID and the hash must match the bytes,
 // so a truncated or hand-edited file is never served.
+//
+// The hash is checked over data as written, not over a re-encoding of the
+// fields this version knows: fields are added within an apiVersion, and a
+// sidecar must accept a document from a newer operator (one minor version
+// apart during an upgrade, in either direction) and serve what it knows of
+// it. The fields it does not know are ignored.
 func Parse(data []byte) (*Document, error) {
 	var d Document
 	if err := json.Unmarshal(data, &d); err != nil {
@@ -246,15 +269,73 @@ func Parse(data []byte) (*Document, error) {
 	if d.Instance.ID == "" {
 		return nil, errors.New("payload document: instance.id is empty")
 	}
-	h, err := d.ComputeHash()
+	sum, _, err := rawHash(data)
 	if err != nil {
 		return nil, err
 	}
-	if h != d.Hash {
-		return nil, fmt.Errorf("payload document: hash %q does not match content (%s)", d.Hash, h)
+	if sum != d.Hash {
+		return nil, fmt.Errorf("payload document: hash %q does not match content (%s)", d.Hash, sum)
 	}
 	return &d, nil
 }
+
+// rawHash returns the content hash of the encoded document data, and the
+// byte span of the value of its top-level hash member: HashPrefix and the hex
+// SHA-256 of data with that value replaced by "". Exactly one top-level member
+// may be named hash in any letter case (encoding/json matches names without
+// regard to case), so that the value checked is the value decoded.
+func rawHash(data []byte) (string, [2]int, error) {
+	var span [2]int
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", span, errors.New("payload document: not a JSON object")
+	}
+	found := false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", span, fmt.Errorf("decoding payload document: %w", err)
+		}
+		key, _ := tok.(string)
+		// After the key come optional white space, the colon and optional
+		// white space again; the value starts there.
+		start := int(dec.InputOffset())
+		for start < len(data) && (isJSONSpace(data[start]) || data[start] == ':') {
+			start++
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return "", span, fmt.Errorf("decoding payload document: %w", err)
+		}
+		if !strings.EqualFold(key, "hash") {
+			continue
+		}
+		if found {
+			return "", span, errors.New("payload document: more than one hash member")
+		}
+		found = true
+		span = [2]int{start, int(dec.InputOffset())}
+		if !bytes.Equal(data[span[0]:span[1]], value) || value[0] != '"' {
+			return "", span, errors.New("payload document: hash is not a string")
+		}
+	}
+	if !found {
+		return "", span, errors.New("payload document: no hash member")
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return "", span, errors.New("payload document: not a JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", span, errors.New("payload document: data after the JSON object")
+	}
+	h := sha256.New()
+	h.Write(data[:span[0]])
+	h.Write([]byte(`""`))
+	h.Write(data[span[1]:])
+	return HashPrefix + hex.EncodeToString(h.Sum(nil)), span, nil
+}
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // Serves reports whether the document enables dialect.
 func (d *Document) Serves(dialect Dialect) bool {

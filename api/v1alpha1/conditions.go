@@ -8,9 +8,10 @@ const (
 	// ConditionDegraded is True when something needs attention; the reason
 	// says what.
 	ConditionDegraded = "Degraded"
-	// ConditionInstancesConfigured is True when the virt-launcher Pod of every
-	// served VMI runs the metadata sidecar and every served VMI carries the
-	// SMBIOS data of its guest discovery mode; the reason says what is not.
+	// ConditionInstancesConfigured is True when every active virt-launcher
+	// Pod of every served VMI runs the metadata sidecar, every served VMI can
+	// be served, and every servable one carries the SMBIOS data of its guest
+	// discovery mode; the reason says what is not.
 	ConditionInstancesConfigured = "InstancesConfigured"
 )
 
@@ -39,10 +40,11 @@ const (
 	ReasonConflict = "Conflict"
 	// ReasonPayloadWriteFailed: writing a payload Secret failed.
 	ReasonPayloadWriteFailed = "PayloadWriteFailed"
-	// ReasonSidecarMissing: the virt-launcher Pod of a served VMI runs without
-	// the metadata sidecar (the Pod webhook was unavailable or skipped it,
-	// for instance because the payload Secret did not exist yet). The VMI must
-	// be restarted to get it.
+	// ReasonSidecarMissing: an active virt-launcher Pod of a served VMI (a
+	// live migration's target Pod included) runs without the metadata sidecar
+	// (the Pod webhook was unavailable or skipped it, for instance because the
+	// payload Secret did not exist yet). A new launcher Pod gets it: restart
+	// or live-migrate the VM.
 	ReasonSidecarMissing = "SidecarMissing"
 	// ReasonGuestDiscoveryNotApplied: a served VMI lacks the SMBIOS serial or
 	// asset tag of the service's guestDiscovery mode, because the user set
@@ -52,6 +54,12 @@ const (
 	// ReasonInstancesConfigured: every served VMI has its sidecar and guest
 	// discovery data (InstancesConfigured True).
 	ReasonInstancesConfigured = "InstancesConfigured"
+	// ReasonReadFailed: the controller could not read what it needs (listing
+	// MetadataServices, VMIs or virt-launcher Pods, or reading a referenced
+	// Secret or ConfigMap failed with an API error). Ready and Degraded are
+	// Unknown, payloads keep their last content, observedGeneration stays
+	// where it was, and the controller retries.
+	ReasonReadFailed = "ReadFailed"
 )
 
 // Labels and annotations the operator puts on payload Secrets.
@@ -68,4 +76,22 @@ const (
 	AnnotationInstanceName = "imds.kubevirt.io/instance-name"
 	// AnnotationPayloadHash carries the payload document's hash.
 	AnnotationPayloadHash = "imds.kubevirt.io/payload-hash"
+)
+
+// Reasons a selected VMI is not served: its virt-launcher Pod gets no
+// sidecar, so that the VM starts exactly as it would without the product.
+// They appear in status.unservableInstances, in the InstancesConfigured
+// condition and in a Warning Event on the VMI.
+const (
+	// ReasonNoPodNetwork: the VMI has no NIC on a network KubeVirt plumbs
+	// through an in-Pod bridge (no NICs at all, or autoattachPodInterface
+	// false with only SR-IOV or binding-plugin NICs).
+	ReasonNoPodNetwork = "NoServableInterface"
+	// ReasonUnsupportedBinding: the NIC the service would serve uses a
+	// binding without an in-Pod bridge (SR-IOV, passt, a network binding
+	// plugin), so there is nothing to attach 169.254.169.254 to.
+	ReasonUnsupportedBinding = "UnsupportedBinding"
+	// ReasonServeInterfaceNotFound: networkData.serveInterface names a NIC
+	// the VMI does not have.
+	ReasonServeInterfaceNotFound = "ServeInterfaceNotFound"
 )

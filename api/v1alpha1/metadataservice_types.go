@@ -243,21 +243,51 @@ type Dialect string
 
 // MetadataServiceStatus is the observed state of a MetadataService.
 type MetadataServiceStatus struct {
-	// Conditions: Ready (every VMI this service serves has a current payload)
-	// and Degraded (something needs attention; the reason says what).
+	// Conditions: Ready (every VMI this service serves has a current
+	// payload), Degraded (something needs attention; the reason says what)
+	// and InstancesConfigured (every served VMI runs the sidecar and carries
+	// its guest discovery data). After a failed read Ready and Degraded are
+	// Unknown (reason ReadFailed), never True.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// SelectedInstances is how many VirtualMachineInstances this service
-	// serves (selected and not won by a higher-priority service).
+	// serves (selected and not won by a higher-priority service), those in
+	// unservableInstances included.
 	// +optional
 	SelectedInstances int32 `json:"selectedInstances"`
 
-	// ObservedGeneration is the generation the status describes.
+	// UnservableInstances are the selected VirtualMachineInstances whose
+	// guest the sidecar cannot reach (no NIC with an in-Pod bridge: SR-IOV,
+	// passt or binding-plugin NICs, no pod network, a serveInterface that
+	// names no NIC). Their virt-launcher Pods get no sidecar and start as
+	// without the service. Sorted by name; at most 20 are listed, the
+	// InstancesConfigured condition gives the count.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=20
+	UnservableInstances []UnservableInstance `json:"unservableInstances,omitempty"`
+
+	// ObservedGeneration is the generation the status describes: it moves
+	// when a reconcile of that generation read everything it needed and
+	// wrote every payload, and stays when one failed (the reason
+	// ReadFailed or PayloadWriteFailed says so).
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// UnservableInstance is a selected VMI the service cannot serve, and why.
+type UnservableInstance struct {
+	// Name is the VirtualMachineInstance's name.
+	Name string `json:"name"`
+	// Reason is NoServableInterface, UnsupportedBinding or
+	// ServeInterfaceNotFound.
+	Reason string `json:"reason"`
+	// Message says which interface and what would make it servable.
+	Message string `json:"message"`
 }
 
 // MetadataService serves instance metadata, user-data, vendor-data, network

@@ -96,7 +96,7 @@ func FromVMI(vmi *kubevirtv1.VirtualMachineInstance) *payload.Network {
 			Primary:      isPrimary(network),
 			DHCP4:        true,
 		}
-		if nic.Binding != BindingSRIOV {
+		if HasBridge(nic.Binding) {
 			nic.Bridge = BridgeName(nic.PodInterface)
 		}
 		switch {
@@ -111,6 +111,15 @@ func FromVMI(vmi *kubevirtv1.VirtualMachineInstance) *payload.Network {
 	return out
 }
 
+// HasBridge reports whether KubeVirt plumbs a NIC of binding through an
+// in-Pod bridge k6t-…: only masquerade and bridge do (pkg/network/setup in
+// KubeVirt). SR-IOV passes a device through, passt runs in user mode, and a
+// network binding plugin (passt, macvtap, managedtap, …) brings its own
+// plumbing; none leaves a bridge to attach 169.254.169.254 to.
+func HasBridge(binding string) bool {
+	return binding == BindingMasquerade || binding == BindingBridge
+}
+
 func bindingName(iface kubevirtv1.Interface) string {
 	switch {
 	case iface.Masquerade != nil:
@@ -119,10 +128,14 @@ func bindingName(iface kubevirtv1.Interface) string {
 		return BindingBridge
 	case iface.SRIOV != nil:
 		return BindingSRIOV
-	case iface.PasstBinding != nil:
+	case iface.PasstBinding != nil, iface.DeprecatedPasst != nil:
 		return BindingPasst
 	case iface.Binding != nil:
 		return iface.Binding.Name
+	case iface.DeprecatedSlirp != nil:
+		return "slirp"
+	case iface.DeprecatedMacvtap != nil:
+		return "macvtap"
 	}
 	// KubeVirt defaults an interface without a binding to bridge.
 	return BindingBridge

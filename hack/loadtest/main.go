@@ -34,6 +34,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/kubevirt-imds/kubevirt-imds/hack/loadtest/measure"
 )
 
 const (
@@ -153,7 +155,7 @@ func run() error {
 	report := Report{Requests: *n, Workers: *c}
 	for _, j := range jobs {
 		for _, m := range runModes {
-			res := measure(ctx, j.url, m, hdr, *n, *c, *timeout, *reqTO)
+			res := measureURL(ctx, j.url, m, hdr, *n, *c, *timeout, *reqTO)
 			res.Target = j.name
 			report.Results = append(report.Results, res)
 			if ctx.Err() != nil {
@@ -226,8 +228,8 @@ func startReference(addr string) (string, func(), error) {
 	return "http://" + ln.Addr().String(), shutdown, nil
 }
 
-// measure runs n requests against u with c workers.
-func measure(ctx context.Context, u, mode string, hdr http.Header, n, c int, timeout, reqTimeout time.Duration) Result {
+// measureURL runs n requests against u with c workers.
+func measureURL(ctx context.Context, u, mode string, hdr http.Header, n, c int, timeout, reqTimeout time.Duration) Result {
 	tr := &http.Transport{
 		Proxy:               nil,
 		DisableKeepAlives:   mode == "newconn",
@@ -268,6 +270,12 @@ func measure(ctx context.Context, u, mode string, hdr http.Header, n, c int, tim
 					continue
 				}
 				req.Header = hdr.Clone()
+				// net/http sends req.Host, not a Host header: -H "Host: …"
+				// names the address the server expects (the sidecar answers
+				// only requests addressed to 169.254.169.254).
+				if h := hdr.Get("Host"); h != "" {
+					req.Host = h
+				}
 				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err == nil {
@@ -319,17 +327,9 @@ func measure(ctx context.Context, u, mode string, hdr http.Header, n, c int, tim
 		res.RPS = float64(len(all)) / elapsed.Seconds()
 	}
 	if len(all) > 0 {
-		res.P50Millis = millis(percentile(all, 0.50))
-		res.P99Millis = millis(percentile(all, 0.99))
-		res.MaxMillis = millis(all[len(all)-1])
+		res.P50Millis = measure.Millis(measure.Percentile(all, 0.50))
+		res.P99Millis = measure.Millis(measure.Percentile(all, 0.99))
+		res.MaxMillis = measure.Millis(all[len(all)-1])
 	}
 	return res
 }
-
-// percentile of sorted durations, nearest-rank.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	i := int(float64(len(sorted))*p+0.999999) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -36,6 +36,10 @@ type Netlink interface {
 	ReplaceRedirect(r Redirect) error
 	// DeleteRedirect removes RedirectTable; a missing table is no error.
 	DeleteRedirect() error
+	// ReplaceGuard creates GuardTable holding g, replacing whatever it
+	// held, in one nftables transaction: Address is never left unguarded
+	// while it is replaced.
+	ReplaceGuard(g Guard) error
 }
 
 // Apply carries out p's actions in order. Every step tolerates having been
@@ -112,6 +116,8 @@ func apply(nl Netlink, a Action) error {
 		return nl.ReplaceRedirect(a.Redirect)
 	case DeleteRedirect:
 		return nl.DeleteRedirect()
+	case ReplaceGuard:
+		return nl.ReplaceGuard(a.Guard)
 	}
 	return fmt.Errorf("unknown action %T", a)
 }

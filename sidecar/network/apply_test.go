@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -49,6 +50,14 @@ func TestApplyConverges(t *testing.T) {
 			}
 			if obs.link("k6t-eth0").ARPIgnore != ARPIgnoreOwn {
 				t.Error("bridge arp_ignore not set")
+			}
+			want := Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName, "k6t-eth0"}}
+			if name == "bridge binding" {
+				// The bridge may carry a foreign host's packets: not an ingress.
+				want.Ingress = []string{LinkName}
+			}
+			if obs.Guard == nil || !obs.Guard.Equal(want) {
+				t.Errorf("guard = %v, want %s", obs.Guard, want)
 			}
 			switch name {
 			case "masquerade":
@@ -99,7 +108,11 @@ func TestApplyRedirectErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := actionStrings(p.Actions); !slices.Equal(got, []string{"delete redirect table kubevirt-imds"}) {
+	// The bridge carries only the guest's traffic now: the guard admits it.
+	if got := actionStrings(p.Actions); !slices.Equal(got, []string{
+		"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds,k6t-eth0",
+		"delete redirect table kubevirt-imds",
+	}) {
 		t.Fatalf("actions %q", got)
 	}
 	for range 2 {
@@ -109,6 +122,78 @@ func TestApplyRedirectErrors(t *testing.T) {
 	}
 	if f.redirect != nil {
 		t.Errorf("redirect %s left behind", f.redirect)
+	}
+}
+
+func TestApplyGuard(t *testing.T) {
+	for name, tt := range map[string]struct {
+		links   []Link
+		ingress []string
+	}{
+		"masquerade":     {podLinks(), []string{LinkName, "k6t-eth0"}},
+		"bridge binding": {bridgeBindingLinks(), []string{LinkName}},
+	} {
+		links := tt.links
+		t.Run(name, func(t *testing.T) {
+			// Node mode: the server listens on 8775, the guest uses 80.
+			in := Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1", ServicePort: 80, ListenPort: 8775}
+			f := newFake(links...)
+			p, err := Compute(f.observe(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A kernel without nf_tables refuses the table. Nothing else is
+			// done: 169.254.169.254 never becomes local unguarded.
+			f.fail = map[string]error{"ReplaceGuard": syscall.EPROTONOSUPPORT}
+			if err := Apply(t.Context(), f, p, testLog(t)); !errors.Is(err, syscall.EPROTONOSUPPORT) {
+				t.Fatalf("err = %v, want EPROTONOSUPPORT wrapped", err)
+			}
+			if f.find(LinkName) != nil || f.guard != nil {
+				t.Fatalf("applied past a failed guard: %s", f)
+			}
+			p, err = Compute(f.observe(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Apply(t.Context(), f, p, testLog(t)); err != nil {
+				t.Fatal(err)
+			}
+			want := Guard{ServicePort: 80, ListenPort: 8775, MAC: DeriveMAC("uid-1", "k6t-eth0"), Ingress: tt.ingress}
+			if f.guard == nil || !f.guard.Equal(want) {
+				t.Errorf("guard = %v, want %s", f.guard, want)
+			}
+			if again, err := Compute(f.observe(), in); err != nil || len(again.Actions) != 0 {
+				t.Errorf("second plan: %q, %v", actionStrings(again.Actions), err)
+			}
+
+			// Back to serving port 80 directly: the whole table is replaced,
+			// the redirect goes with it.
+			in.ListenPort = 0
+			p, err = Compute(f.observe(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := actionStrings(p.Actions); len(got) != 1 || !strings.HasPrefix(got[0], "replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from ") {
+				t.Fatalf("actions %q", got)
+			}
+			if err := Apply(t.Context(), f, p, testLog(t)); err != nil {
+				t.Fatal(err)
+			}
+			if want := (Guard{ServicePort: 80, ListenPort: 80, Ingress: tt.ingress}); !f.guard.Equal(want) {
+				t.Errorf("guard = %v, want %s", f.guard, want)
+			}
+		})
+	}
+	// A guard the kernel would refuse is refused by the fake too.
+	f := newFake()
+	for _, g := range []Guard{
+		{ServicePort: 80, ListenPort: 8775, Ingress: []string{LinkName}},
+		{ServicePort: 80, ListenPort: 80},
+	} {
+		err := Apply(t.Context(), f, Plan{Actions: []Action{ReplaceGuard{Guard: g}}}, testLog(t))
+		if !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("%s: err = %v, want EINVAL", g, err)
+		}
 	}
 }
 

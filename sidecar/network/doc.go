@@ -51,6 +51,16 @@
 //     table is made, and one left over is removed. Isolation itself stays a
 //     bridge port flag; nftables is needed only where the guest's gateway
 //     lies beyond the Pod.
+//   - Address being local, every IPv4 packet the guest sends to it would
+//     reach the Pod's own sockets — any listener on 0.0.0.0, UDP services,
+//     ICMP echo. An ip-family nftables table (Guard) drops, at the input
+//     hook, every packet for Address that arrived on an interface other
+//     than lo and is not TCP to the service port arriving where the
+//     listener may accept it (Plan.Ingress); it is applied before
+//     anything else, so Address is never local unguarded. When the server
+//     cannot bind the service port (network-setup mode "node", unprivileged),
+//     the same table translates the guest's service port to the listen port
+//     and accepts only connections so translated.
 //   - TCP is filtered by ingress interface with a socket filter on the
 //     listener (Listen): only veth-imds, and the bridge itself when no port but
 //     the guest's and ours sits on it (masquerade), may reach the port. A SYN

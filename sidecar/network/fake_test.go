@@ -27,8 +27,10 @@ type fakeNetlink struct {
 	fdb    []FDBEntry
 	// redirect is the nftables table RedirectTable; nil when absent.
 	redirect *Redirect
-	next     int
-	calls    []string
+	// guard is the nftables table GuardTable; nil when absent.
+	guard *Guard
+	next  int
+	calls []string
 	// fail makes the named method fail once with the error.
 	fail map[string]error
 }
@@ -301,6 +303,19 @@ func (f *fakeNetlink) DeleteRedirect() error {
 	return nil
 }
 
+func (f *fakeNetlink) ReplaceGuard(g Guard) error {
+	if err := f.call("ReplaceGuard"); err != nil {
+		return err
+	}
+	// What the kernel would refuse: a port out of range, the MAC the raw
+	// chain matches missing, or no interface to accept from.
+	if g.ServicePort < 1 || g.ServicePort > 65535 || g.ListenPort < 1 || g.ListenPort > 65535 || g.Redirects() != (len(g.MAC) == 6) || len(g.Ingress) == 0 {
+		return syscall.EINVAL
+	}
+	f.guard = &Guard{ServicePort: g.ServicePort, ListenPort: g.ListenPort, MAC: slices.Clone(g.MAC), Ingress: slices.Clone(g.Ingress)}
+	return nil
+}
+
 // observe is what Kernel.Observe would report for the fake namespace.
 func (f *fakeNetlink) observe() Observed {
 	var o Observed
@@ -317,9 +332,15 @@ func (f *fakeNetlink) observe() Observed {
 		r.MAC = slices.Clone(r.MAC)
 		o.Redirect = &r
 	}
+	if f.guard != nil {
+		g := *f.guard
+		g.MAC = slices.Clone(g.MAC)
+		g.Ingress = slices.Clone(g.Ingress)
+		o.Guard = &g
+	}
 	return o
 }
 
 func (f *fakeNetlink) String() string {
-	return fmt.Sprintf("links=%v rules=%v routes=%v fdb=%v redirect=%v", f.links, f.rules, f.routes, f.fdb, f.redirect)
+	return fmt.Sprintf("links=%v rules=%v routes=%v fdb=%v redirect=%v guard=%v", f.links, f.rules, f.routes, f.fdb, f.redirect, f.guard)
 }

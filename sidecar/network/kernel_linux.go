@@ -111,7 +111,7 @@ func inetConf(afSpec []byte, id int) (int, bool) {
 // Observe reads what Compute needs for bridge: every link (with port flags
 // for the bridge's ports), arp_ignore of the bridge and of LinkName, the
 // addresses of LinkName, our rules, RouteTable, the FDB on PeerName and the
-// nftables table RedirectTable.
+// nftables tables RedirectTable and GuardTable.
 func (k *Kernel) Observe(bridge string) (Observed, error) {
 	var obs Observed
 	links, err := k.LinkList()
@@ -213,6 +213,9 @@ func (k *Kernel) Observe(bridge string) (Observed, error) {
 		obs.Routes = append(obs.Routes, or)
 	}
 	if obs.Redirect, err = observeRedirect(); err != nil {
+		return obs, err
+	}
+	if obs.Guard, err = observeGuard(); err != nil {
 		return obs, err
 	}
 	return obs, nil

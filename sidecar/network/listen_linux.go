@@ -22,16 +22,22 @@ type Listener struct {
 	raw syscall.RawConn
 }
 
-// Listen listens on addr (host:port) admitting only ingress ifindexes.
+// Listen listens on addr (host:port) admitting only ingress ifindexes. With
+// no ingress it attaches no filter: an unprivileged process may not attach
+// one on every kernel (EPERM), and in network-setup mode "node" the node
+// agent's guard (in the Pod's netfilter) admits only the guest's interfaces.
 func Listen(ctx context.Context, addr string, ingress []int) (*Listener, error) {
-	prog, err := ingressFilter(ingress)
-	if err != nil {
-		return nil, err
+	var lc net.ListenConfig
+	if ingress != nil {
+		prog, err := ingressFilter(ingress)
+		if err != nil {
+			return nil, err
+		}
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			// Attach before listen(2), so no connection slips in unfiltered.
+			return attach(c, prog)
+		}
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		// Attach before listen(2), so no connection slips in unfiltered.
-		return attach(c, prog)
-	}}
 	ln, err := lc.Listen(ctx, "tcp4", addr)
 	if err != nil {
 		return nil, err
@@ -48,6 +54,9 @@ func Listen(ctx context.Context, addr string, ingress []int) (*Listener, error) 
 // SetIngress replaces the admitted interfaces, for when the bridge or the
 // serving link was recreated. Established connections keep their filter.
 func (l *Listener) SetIngress(ingress []int) error {
+	if ingress == nil {
+		return nil
+	}
 	prog, err := ingressFilter(ingress)
 	if err != nil {
 		return err

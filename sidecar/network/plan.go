@@ -40,6 +40,12 @@ const (
 	// redirect of the guest's packets for Address; it holds nothing else, so
 	// it is replaced and removed as a whole.
 	RedirectTable = "kubevirt-imds"
+	// GuardTable is the nftables table (family ip) holding the guard of
+	// Address; it holds nothing else, so it is replaced as a whole.
+	GuardTable = "kubevirt-imds-guard"
+
+	// DefaultServicePort is the TCP port guests connect to on Address.
+	DefaultServicePort = 80
 )
 
 // Address is the metadata service's address.
@@ -145,6 +151,85 @@ func (r Redirect) String() string {
 	return fmt.Sprintf("iifname %s ip daddr %s ether daddr set %s", r.Port, Address.Addr(), r.MAC)
 }
 
+// Guard keeps everything but the metadata service out of the guest's reach
+// through Address. Address is local on LinkName, so without it any IPv4
+// packet the guest sends there — to another port, ICMP, UDP — would reach
+// the Pod's own sockets: a masquerade guest's packets are routed locally,
+// and a bridge-binding guest's are delivered to LinkName by Redirect. It is
+// the table GuardTable, family ip. Without a port redirect it has one base
+// chain:
+//
+//	input (filter, priority 0):
+//	  iifname INGRESS ip daddr 169.254.169.254 tcp dport ServicePort accept   (one rule per name in Ingress)
+//	  iifname != "lo" ip daddr 169.254.169.254 drop
+//
+// With one (ListenPort differs from ServicePort: an unprivileged server that
+// cannot bind ServicePort), three:
+//
+//	raw (filter, prerouting, priority -300):
+//	  iifname != "veth-imds" ip daddr 169.254.169.254 ether daddr MAC notrack
+//	  ip saddr 169.254.169.254 ether saddr MAC notrack
+//	prerouting (nat, priority -100):
+//	  iifname != "lo" ip daddr 169.254.169.254 tcp dport ServicePort dnat ip to 169.254.169.254:ListenPort
+//	input (filter, priority 0):
+//	  iifname INGRESS ip daddr 169.254.169.254 tcp dport ListenPort ct status dnat accept   (one rule per name in Ingress)
+//	  iifname != "lo" ip daddr 169.254.169.254 drop
+//
+// Why the input hook: it sees only what is delivered to local sockets, after
+// reassembly, so the guest's traffic through the Pod to anywhere else is
+// untouched, and ARP, which is not IPv4, is never matched. Loopback is left
+// alone: Pod-local clients are not the guest. The accepted interfaces are
+// the listener's (Plan.Ingress), so the guard alone keeps the node and a
+// foreign host on the Pod's L2 away too, also where the listener carries no
+// socket filter of its own.
+//
+// Why "ct status dnat" rather than the original port: only a connection our
+// DNAT rewrote carries that status, so a guest connecting straight to
+// ListenPort is dropped like any other port (nftables' ct original
+// proto-dst would say the same, but the library cannot read its direction
+// back from the kernel, so Observe could not recognise the table).
+//
+// Why the raw chain: where bridge netfilter is on (br_netfilter, on by
+// default in every namespace once loaded, as on Kubernetes nodes), the
+// bridge runs IPv4 prerouting for the frames it forwards. A frame to
+// veth-imds's MAC would be tracked and translated there, then tracked again
+// when veth-imds receives it — the veth drops its conntrack entry — as a
+// new connection to ListenPort whose reply tuple clashes with the first:
+// dropped. Frames the bridge carries to or from veth-imds are therefore not
+// tracked; veth-imds tracks and translates them once. A masquerade guest's
+// frames, addressed to the bridge itself, are tracked and translated where
+// the bridge hands them to its own stack, as before.
+type Guard struct {
+	// ServicePort is the TCP port the guest connects to.
+	ServicePort int
+	// ListenPort is where the metadata server listens; equal to
+	// ServicePort for no redirect.
+	ListenPort int
+	// MAC is LinkName's address, which tells the bridge's pass of a frame
+	// to or from veth-imds; set with a redirect only.
+	MAC net.HardwareAddr
+	// Ingress are the interfaces the guest's connections may arrive on
+	// (Plan.Ingress).
+	Ingress []string
+}
+
+// Redirects reports whether the guard translates ServicePort to ListenPort.
+func (g Guard) Redirects() bool { return g.ListenPort != g.ServicePort }
+
+// Equal reports whether g and o are the same guard.
+func (g Guard) Equal(o Guard) bool {
+	return g.ServicePort == o.ServicePort && g.ListenPort == o.ListenPort && bytes.Equal(g.MAC, o.MAC) &&
+		slices.Equal(g.Ingress, o.Ingress)
+}
+
+func (g Guard) String() string {
+	from := strings.Join(g.Ingress, ",")
+	if g.Redirects() {
+		return fmt.Sprintf("ip daddr %s: tcp dport %d dnat to %d (frames of %s untracked on the bridge), accept only that from %s", Address.Addr(), g.ServicePort, g.ListenPort, g.MAC, from)
+	}
+	return fmt.Sprintf("ip daddr %s: accept only tcp dport %d from %s", Address.Addr(), g.ServicePort, from)
+}
+
 // Observed is the part of the Pod's network namespace the plan depends on.
 type Observed struct {
 	Links []Link
@@ -158,6 +243,9 @@ type Observed struct {
 	// exist, the zero Redirect when it exists but is not exactly what
 	// ReplaceRedirect builds (so it gets replaced).
 	Redirect *Redirect
+	// Guard is what GuardTable holds: nil when the table does not exist,
+	// the zero Guard when it is not exactly what ReplaceGuard builds.
+	Guard *Guard
 }
 
 func (o *Observed) link(name string) *Link {
@@ -191,6 +279,30 @@ type Inputs struct {
 	// MACSeed identifies the instance; a new LinkName gets DeriveMAC(MACSeed,
 	// Bridge).
 	MACSeed string
+	// ServicePort is the TCP port the guest connects to on Address; 0 means
+	// DefaultServicePort. The guard drops every other packet for Address.
+	ServicePort int
+	// ListenPort is the port the metadata server listens on; 0 means
+	// ServicePort. When it differs, the guard translates the guest's
+	// connections to ServicePort onto it and refuses direct ones.
+	ListenPort int
+}
+
+// ports returns ServicePort and ListenPort with their defaults applied.
+func (in Inputs) ports() (service, listen int, err error) {
+	service, listen = in.ServicePort, in.ListenPort
+	if service == 0 {
+		service = DefaultServicePort
+	}
+	if listen == 0 {
+		listen = service
+	}
+	for _, p := range []int{service, listen} {
+		if p < 1 || p > 65535 {
+			return 0, 0, fmt.Errorf("port %d out of range", p)
+		}
+	}
+	return service, listen, nil
 }
 
 // WaitError says what the namespace still lacks before a plan can be made;
@@ -217,7 +329,9 @@ type Plan struct {
 	// guest's gateway is the bridge itself and its packets for Address are
 	// routed locally without help.
 	Redirect *Redirect
-	Actions  []Action
+	// Guard is the guard the namespace should have; always wanted.
+	Guard   Guard
+	Actions []Action
 }
 
 // Ingress names the interfaces the listener may accept connections from.
@@ -276,6 +390,10 @@ func desiredRules() []Rule {
 func Compute(obs Observed, in Inputs) (Plan, error) {
 	if in.Bridge == "" {
 		return Plan{}, fmt.Errorf("no bridge to serve on")
+	}
+	service, listen, err := in.ports()
+	if err != nil {
+		return Plan{}, err
 	}
 	bridge := obs.link(in.Bridge)
 	if bridge == nil {
@@ -342,6 +460,16 @@ func Compute(obs Observed, in Inputs) (Plan, error) {
 		if !port.Isolated {
 			p.Actions = append(p.Actions, SetIsolated{Link: port.Name})
 		}
+	}
+	// The guard comes first, before Address is local anywhere: no moment
+	// exists in which the guest reaches the Pod's other sockets through it.
+	// It matches names, not ifindexes, so the links need not exist yet.
+	p.Guard = Guard{ServicePort: service, ListenPort: listen, Ingress: p.Ingress()}
+	if p.Guard.Redirects() {
+		p.Guard.MAC = slices.Clone(p.MAC)
+	}
+	if obs.Guard == nil || !obs.Guard.Equal(p.Guard) {
+		p.Actions = append([]Action{ReplaceGuard{Guard: p.Guard}}, p.Actions...)
 	}
 	if !slices.Contains(veth.Addrs, Address) {
 		p.Actions = append(p.Actions, AddAddress{Link: LinkName, Prefix: Address})
@@ -478,6 +606,9 @@ type ReplaceRedirect struct{ Redirect Redirect }
 // DeleteRedirect removes RedirectTable.
 type DeleteRedirect struct{}
 
+// ReplaceGuard replaces GuardTable, atomically, with one holding Guard.
+type ReplaceGuard struct{ Guard Guard }
+
 func (CreateVeth) isAction()      {}
 func (DeleteLink) isAction()      {}
 func (SetMaster) isAction()       {}
@@ -492,6 +623,7 @@ func (ReplaceRoute) isAction()    {}
 func (SetFDB) isAction()          {}
 func (ReplaceRedirect) isAction() {}
 func (DeleteRedirect) isAction()  {}
+func (ReplaceGuard) isAction()    {}
 
 func (a CreateVeth) String() string {
 	return fmt.Sprintf("create veth %s (%s) peer %s (%s) mtu %d", a.Name, a.MAC, a.Peer, a.PeerMAC, a.MTU)
@@ -513,3 +645,4 @@ func (a ReplaceRoute) String() string {
 func (a SetFDB) String() string          { return fmt.Sprintf("set fdb %s dev %s master static", a.MAC, a.Link) }
 func (a ReplaceRedirect) String() string { return "replace redirect " + a.Redirect.String() }
 func (DeleteRedirect) String() string    { return "delete redirect table " + RedirectTable }
+func (a ReplaceGuard) String() string    { return "replace guard " + a.Guard.String() }

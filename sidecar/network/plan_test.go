@@ -39,6 +39,10 @@ func actionStrings(as []Action) []string {
 
 func TestComputeFresh(t *testing.T) {
 	seedMAC := DeriveMAC("uid-1", "k6t-eth0")
+	// The guard precedes everything, 169.254.169.254 above all; it admits
+	// the bridge only where nothing but the guest sits on it.
+	guardMasquerade := []Action{ReplaceGuard{Guard: Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName, "k6t-eth0"}}}}
+	guardBridgeBinding := []Action{ReplaceGuard{Guard: Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName}}}}
 	common := []Action{
 		CreateVeth{Name: LinkName, Peer: PeerName, MAC: seedMAC, PeerMAC: PeerMAC(seedMAC), MTU: 1450},
 		SetARPIgnore{Link: LinkName, Value: ARPIgnoreNone},
@@ -69,12 +73,12 @@ func TestComputeFresh(t *testing.T) {
 	}{{
 		name:        "masquerade: only the guest's tap on the bridge, no redirect",
 		links:       podLinks(),
-		wantActions: slices.Concat(common, up, routing),
+		wantActions: slices.Concat(guardMasquerade, common, up, routing),
 		wantIngress: []string{LinkName, "k6t-eth0"},
 	}, {
 		name:         "bridge binding: eth0-nic is isolated, the bridge is no ingress, the guest's packets are redirected",
 		links:        bridgeBindingLinks(),
-		wantActions:  slices.Concat(common, []Action{SetIsolated{Link: "eth0-nic"}}, up, redirect, routing),
+		wantActions:  slices.Concat(guardBridgeBinding, common, []Action{SetIsolated{Link: "eth0-nic"}}, up, redirect, routing),
 		wantIngress:  []string{LinkName},
 		wantRedirect: true,
 	}, {
@@ -84,7 +88,7 @@ func TestComputeFresh(t *testing.T) {
 			l[1].Isolated = true
 			return l
 		}(),
-		wantActions:  slices.Concat(common, up, redirect, routing),
+		wantActions:  slices.Concat(guardBridgeBinding, common, up, redirect, routing),
 		wantIngress:  []string{LinkName},
 		wantRedirect: true,
 	}}
@@ -230,7 +234,9 @@ func TestComputeRepairs(t *testing.T) {
 		mutate: func(o *Observed) {
 			o.Links = append(o.Links, Link{Name: "eth0-nic", Index: 50, Kind: "veth", MasterIndex: 3})
 		},
-		want: []string{"set eth0-nic isolated"},
+		// The guard stops admitting the bridge first: it may now carry a
+		// foreign host's packets.
+		want: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds", "set eth0-nic isolated"},
 	}, {
 		name: "the kernel's arp_ignore was reset",
 		mutate: func(o *Observed) {
@@ -298,7 +304,7 @@ func TestComputeRedirect(t *testing.T) {
 		mutate: func(o *Observed) {
 			o.Links = slices.DeleteFunc(o.Links, func(l Link) bool { return l.Name == "eth0-nic" })
 		},
-		want: []string{"delete redirect table kubevirt-imds"},
+		want: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds,k6t-eth0", "delete redirect table kubevirt-imds"},
 	}, {
 		name:  "the table holds something else: replaced",
 		links: bridgeBindingLinks(),
@@ -382,6 +388,167 @@ func TestComputeRedirect(t *testing.T) {
 				t.Errorf("redirect %v, want from %s to %s", p.Redirect, tt.wantRedirect, seedMAC)
 			}
 		})
+	}
+}
+
+func TestComputeGuard(t *testing.T) {
+	seedMAC := DeriveMAC("uid-1", "k6t-eth0")
+	// Masquerade's ingress: only the guest's port and ours are on the bridge.
+	masq := []string{LinkName, "k6t-eth0"}
+	redirectMasq := "replace guard ip daddr 169.254.169.254: tcp dport 80 dnat to 8775 (frames of " + seedMAC.String() + " untracked on the bridge), accept only that from veth-imds,k6t-eth0"
+	secondary := []Link{
+		{Name: "k6t-eth0", Index: 7, Kind: "bridge", MTU: 1500},
+		{Name: "tap0", Index: 8, Kind: "tuntap", MasterIndex: 7},
+	}
+	tests := []struct {
+		name  string
+		links []Link
+		in    Inputs
+		// adoptWith, if set, are the inputs the namespace was planned with
+		// before: a restart with other inputs.
+		adoptWith *Inputs
+		mutate    func(*Observed)
+		want      Guard
+		// wantActions is the whole plan of an adopted namespace, or only the
+		// first action of a fresh one.
+		wantActions []string
+	}{{
+		name:        "zero ports: today's sidecar, port 80, no redirect",
+		links:       podLinks(),
+		want:        Guard{ServicePort: 80, ListenPort: 80, Ingress: masq},
+		wantActions: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds,k6t-eth0"},
+	}, {
+		name:        "the sidecar on another port, served directly",
+		links:       podLinks(),
+		in:          Inputs{ServicePort: 8080, ListenPort: 8080},
+		want:        Guard{ServicePort: 8080, ListenPort: 8080, Ingress: masq},
+		wantActions: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 8080 from veth-imds,k6t-eth0"},
+	}, {
+		name:        "a listen port alone redirects from 80",
+		links:       podLinks(),
+		in:          Inputs{ListenPort: 8775},
+		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
+		wantActions: []string{redirectMasq},
+	}, {
+		name:        "node mode, masquerade",
+		links:       podLinks(),
+		in:          Inputs{ServicePort: 80, ListenPort: 8775},
+		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
+		wantActions: []string{redirectMasq},
+	}, {
+		name:        "node mode, bridge binding: only veth-imds is an ingress",
+		links:       bridgeBindingLinks(),
+		in:          Inputs{ServicePort: 80, ListenPort: 8775},
+		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: []string{LinkName}},
+		wantActions: []string{"replace guard ip daddr 169.254.169.254: tcp dport 80 dnat to 8775 (frames of " + seedMAC.String() + " untracked on the bridge), accept only that from veth-imds"},
+	}, {
+		name:        "a Multus secondary's bridge without addresses is guarded the same",
+		links:       secondary,
+		want:        Guard{ServicePort: 80, ListenPort: 80, Ingress: masq},
+		wantActions: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds,k6t-eth0"},
+	}, {
+		name:      "adopted: nothing to do",
+		links:     bridgeBindingLinks(),
+		adoptWith: &Inputs{},
+		want:      Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName}},
+	}, {
+		name:      "adopted in node mode: nothing to do",
+		links:     podLinks(),
+		in:        Inputs{ListenPort: 8775},
+		adoptWith: &Inputs{ListenPort: 8775},
+		want:      Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
+	}, {
+		name:      "adopted from a sidecar that had no guard (an upgrade): the guard alone is added",
+		links:     bridgeBindingLinks(),
+		adoptWith: &Inputs{},
+		mutate:    func(o *Observed) { o.Guard = nil },
+		want:      Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName}},
+		wantActions: []string{
+			"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds",
+		},
+	}, {
+		name:        "the table holds something else: replaced",
+		links:       podLinks(),
+		adoptWith:   &Inputs{},
+		mutate:      func(o *Observed) { o.Guard = &Guard{} },
+		want:        Guard{ServicePort: 80, ListenPort: 80, Ingress: masq},
+		wantActions: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds,k6t-eth0"},
+	}, {
+		name:      "a foreign port joins the bridge: the bridge stops being an ingress",
+		links:     podLinks(),
+		adoptWith: &Inputs{},
+		mutate: func(o *Observed) {
+			o.Links = append(o.Links, Link{Name: "eth0-nic", Index: 50, Kind: "veth", MasterIndex: 3})
+		},
+		want: Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName}},
+		wantActions: []string{
+			"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds",
+			"set eth0-nic isolated",
+			"replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String(),
+		},
+	}, {
+		name:        "restarted in node mode over a sidecar-mode namespace: the redirect is added",
+		links:       podLinks(),
+		in:          Inputs{ServicePort: 80, ListenPort: 8775},
+		adoptWith:   &Inputs{},
+		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
+		wantActions: []string{redirectMasq},
+	}, {
+		name:        "veth-imds adopted with another MAC: the guard follows it",
+		links:       podLinks(),
+		in:          Inputs{ListenPort: 8775},
+		adoptWith:   &Inputs{ListenPort: 8775},
+		mutate:      func(o *Observed) { o.link(LinkName).MAC = mac(9) },
+		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: mac(9), Ingress: masq},
+		wantActions: []string{"replace guard ip daddr 169.254.169.254: tcp dport 80 dnat to 8775 (frames of " + mac(9).String() + " untracked on the bridge), accept only that from veth-imds,k6t-eth0", "set fdb " + mac(9).String() + " dev veth-imds-br master static"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.in
+			in.Bridge, in.MACSeed = "k6t-eth0", "uid-1"
+			obs := Observed{Links: tt.links}
+			if tt.adoptWith != nil {
+				before := *tt.adoptWith
+				before.Bridge, before.MACSeed = in.Bridge, in.MACSeed
+				f := newFake(tt.links...)
+				p, err := Compute(f.observe(), before)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := Apply(t.Context(), f, p, testLog(t)); err != nil {
+					t.Fatal(err)
+				}
+				obs = f.observe()
+			}
+			if tt.mutate != nil {
+				tt.mutate(&obs)
+			}
+			p, err := Compute(obs, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !p.Guard.Equal(tt.want) {
+				t.Errorf("guard = %s %v, want %s %v", p.Guard, p.Guard.MAC, tt.want, tt.want.MAC)
+			}
+			got := actionStrings(p.Actions)
+			if tt.adoptWith == nil && len(got) > 0 {
+				got = got[:1]
+			}
+			if !slices.Equal(got, tt.wantActions) {
+				t.Errorf("actions:\n got %q\nwant %q", got, tt.wantActions)
+			}
+		})
+	}
+}
+
+func TestComputeGuardRejectsPorts(t *testing.T) {
+	for _, in := range []Inputs{{ServicePort: -1}, {ServicePort: 65536}, {ListenPort: 70000}, {ServicePort: 80, ListenPort: -8}} {
+		in.Bridge = "k6t-eth0"
+		_, err := Compute(Observed{Links: podLinks()}, in)
+		var we *WaitError
+		if err == nil || errors.As(err, &we) {
+			t.Errorf("%+v: err = %v, want a hard error (no wait can fix it)", in, err)
+		}
 	}
 }
 

@@ -2,11 +2,8 @@ package network
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
-	"slices"
-	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -121,38 +118,20 @@ func (k *Kernel) DeleteRedirect() error {
 	return c.Flush()
 }
 
+// redirectSpec is RedirectTable as ReplaceRedirect builds it for r.
+func redirectSpec(r Redirect) []nftChain {
+	pre, fwd := redirectChains()
+	preExprs, fwdExprs := redirectExprs(r)
+	return []nftChain{{chain: pre, rules: [][]expr.Any{preExprs}}, {chain: fwd, rules: [][]expr.Any{fwdExprs}}}
+}
+
 // observeRedirect reads RedirectTable. A kernel without nf_tables has no
 // such table: that is only an error once a redirect is wanted, when
 // ReplaceRedirect fails.
 func observeRedirect() (*Redirect, error) {
-	c, err := nftables.New()
-	if err != nil {
+	chains, rules, found, err := readTable(redirectTable)
+	if err != nil || !found {
 		return nil, err
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyBridge)
-	if err != nil {
-		if errors.Is(err, syscall.EPROTONOSUPPORT) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("listing nftables bridge tables: %w", err)
-	}
-	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == RedirectTable }) {
-		return nil, nil
-	}
-	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
-	if err != nil {
-		return nil, fmt.Errorf("listing nftables bridge chains: %w", err)
-	}
-	var chains []*nftables.Chain
-	rules := map[string][]*nftables.Rule{}
-	for _, ch := range all {
-		if ch.Table == nil || ch.Table.Name != RedirectTable {
-			continue
-		}
-		chains = append(chains, ch)
-		if rules[ch.Name], err = c.GetRules(redirectTable, ch); err != nil {
-			return nil, fmt.Errorf("listing rules of %s %s: %w", RedirectTable, ch.Name, err)
-		}
 	}
 	return decodeRedirect(chains, rules), nil
 }
@@ -162,28 +141,12 @@ func observeRedirect() (*Redirect, error) {
 // yields the zero Redirect, which the plan replaces.
 func decodeRedirect(chains []*nftables.Chain, rules map[string][]*nftables.Rule) *Redirect {
 	bad := &Redirect{}
-	wantPre, wantFwd := redirectChains()
-	if len(chains) != 2 {
-		return bad
-	}
-	for _, ch := range chains {
-		var want *nftables.Chain
-		switch ch.Name {
-		case wantPre.Name:
-			want = wantPre
-		case wantFwd.Name:
-			want = wantFwd
-		default:
-			return bad
-		}
-		if ch.Hooknum == nil || *ch.Hooknum != *want.Hooknum || ch.Priority == nil || *ch.Priority != *want.Priority ||
-			ch.Type != want.Type || ch.Policy == nil || *ch.Policy != *want.Policy || len(rules[ch.Name]) != 1 {
-			return bad
-		}
-	}
-	pre, fwd := rules[wantPre.Name][0].Exprs, rules[wantFwd.Name][0].Exprs
 	// Read the port and the MAC where redirectExprs puts them, then demand
 	// that everything else is exactly what it would build for them.
+	if len(rules[redirectPrerouting]) == 0 {
+		return bad
+	}
+	pre := rules[redirectPrerouting][0].Exprs
 	if len(pre) < 7 {
 		return bad
 	}
@@ -193,25 +156,8 @@ func decodeRedirect(chains []*nftables.Chain, rules map[string][]*nftables.Rule)
 		return bad
 	}
 	r := Redirect{Port: string(bytes.TrimRight(port.Data, "\x00")), MAC: net.HardwareAddr(bytes.Clone(mac.Data))}
-	gotPre, gotFwd := redirectExprs(r)
-	if !sameExprs(pre, gotPre) || !sameExprs(fwd, gotFwd) {
+	if !isTable(redirectSpec(r), chains, rules) {
 		return bad
 	}
 	return &r
-}
-
-// sameExprs compares expressions by their netlink encoding, which is what
-// the kernel holds; decoded structs may differ in nil against empty.
-func sameExprs(a, b []expr.Any) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, err1 := expr.Marshal(byte(nftables.TableFamilyBridge), a[i])
-		y, err2 := expr.Marshal(byte(nftables.TableFamilyBridge), b[i])
-		if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
-			return false
-		}
-	}
-	return true
 }

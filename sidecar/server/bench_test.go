@@ -23,6 +23,7 @@ func benchHandler(b *testing.B, target string, hdr ...string) {
 	e := newEnv(b, storetest.Document(), nil)
 	h := e.srv.Handler()
 	req := httptest.NewRequest(http.MethodGet, target, nil)
+	req.Host = Address
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
@@ -62,6 +63,7 @@ func BenchmarkHandlerParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		req := httptest.NewRequest(http.MethodGet, "/nocloud/meta-data", nil)
+		req.Host = Address
 		w := &discard{h: http.Header{}}
 		for pb.Next() {
 			clear(w.h)

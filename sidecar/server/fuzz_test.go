@@ -3,6 +3,9 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path"
@@ -85,6 +88,99 @@ func FuzzRouting(f *testing.F) {
 		}
 		if p != "/v1/token" && p != "/v1/network-config" {
 			t.Fatalf("%q: 200 for %s, which is no document", raw, p)
+		}
+	})
+}
+
+// chunkConn is a connection whose reads return at most chunk bytes of data.
+type chunkConn struct {
+	net.Conn
+	data  []byte
+	chunk int
+}
+
+func (c *chunkConn) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.chunk)], c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// FuzzFraming streams arbitrary bytes, split into arbitrary reads, through
+// a connection's gate and reads what it delivers as net/http's server
+// would. What the gate passes must be the guest's bytes unchanged, parse
+// into requests one for one with the heads it accepted, carry no
+// Transfer-Encoding and at most one Content-Length, and be followed, after
+// a refusal, only by the refusal's stand-in request; the gate never buffers
+// more than one head allows.
+func FuzzFraming(f *testing.F) {
+	for _, s := range []string{
+		"GET /nocloud/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+		"POST /openstack/latest/password HTTP/1.1\r\nHost: 169.254.169.254\r\nContent-Length: 4\r\n\r\nabcdGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/token HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\nContent-Length: 1\r\n\r\nx",
+		"GET / HTTP/1.0\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nab",
+		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+		"GET http://evil/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("x", maxHeaderBytes) + "\r\n\r\n",
+	} {
+		f.Add([]byte(s), uint16(1))
+		f.Add([]byte(s), uint16(4096))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint16) {
+		c := &gateConn{Conn: &chunkConn{data: data, chunk: max(1, int(chunk))}}
+		var out bytes.Buffer
+		p := make([]byte, 4096)
+		for {
+			n, err := c.Read(p)
+			out.Write(p[:n])
+			if len(c.buf) > maxHeaderBytes+1 {
+				t.Fatalf("buffered %d bytes", len(c.buf))
+			}
+			if err != nil {
+				break
+			}
+		}
+		delivered := out.Bytes()
+		if c.refused.Load() != 0 {
+			if !bytes.HasSuffix(delivered, refusedHead) {
+				t.Fatalf("a refusal not delivered last: %q", delivered)
+			}
+			delivered = delivered[:len(delivered)-len(refusedHead)]
+		}
+		if !bytes.HasPrefix(data, delivered) {
+			t.Fatalf("delivered bytes the guest did not send: %q of %q", delivered, data)
+		}
+		br := bufio.NewReader(bytes.NewReader(delivered))
+		var requests int64
+		for {
+			if _, err := br.Peek(1); err != nil {
+				break
+			}
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				t.Fatalf("net/http cannot read an accepted request: %v in %q", err, delivered)
+			}
+			requests++
+			if len(req.TransferEncoding) > 0 || len(req.Header.Values("Content-Length")) > 1 {
+				t.Fatalf("ambiguous framing passed: %q", delivered)
+			}
+			// A body cut short by the end of the input is fine; one
+			// that runs into the next head is not.
+			if _, err := io.Copy(io.Discard, req.Body); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("body: %v", err)
+			}
+		}
+		accepted := c.heads
+		if c.refused.Load() != 0 {
+			accepted--
+		}
+		if requests != accepted {
+			t.Fatalf("%d requests read from %d accepted heads: %q", requests, accepted, delivered)
 		}
 	})
 }

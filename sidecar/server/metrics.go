@@ -16,9 +16,11 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	refusals *prometheus.CounterVec
+	sheds    *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, st *store.Store, polling func() float64) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, st *store.Store, polling, conns func() float64) (*metrics, error) {
 	if reg == nil {
 		return &metrics{}, nil
 	}
@@ -34,10 +36,27 @@ func newMetrics(reg prometheus.Registerer, st *store.Store, polling func() float
 			Help:      "Time to answer a guest metadata request, long polls excluded.",
 			Buckets:   []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1},
 		}, []string{"dialect"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "kubevirt_imds",
+			Name:      "refused_requests_total",
+			Help:      "Guest requests refused by the request rules, by reason (framing, malformed, header-size, body-size, version, host, proxy, rate, long-polls, uri-size, path, method, metadata).",
+		}, []string{"reason"}),
+		sheds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "kubevirt_imds",
+			Name:      "shed_connections_total",
+			Help:      "Guest connections closed at the connection cap, by reason: idle, incomplete or stalled (closed to make room for a new one), full (the new one refused).",
+		}, []string{"reason"}),
 	}
 	collectors := []prometheus.Collector{
 		m.requests,
 		m.latency,
+		m.refusals,
+		m.sheds,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "kubevirt_imds",
+			Name:      "connections",
+			Help:      "Open guest connections.",
+		}, conns),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace:   "kubevirt_imds",
 			Name:        "payload_reloads_total",
@@ -85,5 +104,17 @@ func (m *metrics) observe(d payload.Dialect, code int, took time.Duration, longP
 	m.requests.WithLabelValues(label, strconv.Itoa(code)).Inc()
 	if !longPoll {
 		m.latency.WithLabelValues(label).Observe(took.Seconds())
+	}
+}
+
+func (m *metrics) refused(reason string) {
+	if m.refusals != nil {
+		m.refusals.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) shed(reason string) {
+	if m.sheds != nil {
+		m.sheds.WithLabelValues(reason).Inc()
 	}
 }

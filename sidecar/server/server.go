@@ -53,19 +53,32 @@
 // plain status line, since their clients cannot send headers or parse JSON
 // errors.
 //
-// Requests are screened before routing, in this order: any X-Forwarded-For
-// header is refused (403), the token bucket answers 429 with Retry-After, a
-// request URI over 2 KiB gets 414, a path that is not canonical gets 400, and
-// methods other than GET and HEAD get 405 with Allow. The one exception is a
-// POST to OpenStack's password file, answered 409: nova's "already set",
-// which cloudbase-init accepts, where any other error makes it retry and
-// fail. Canonical means: only letters, digits and "-._~/", no percent-encoding at all, no empty,
-// "." or ".." segment, i.e. unchanged by path.Clean apart from one trailing
-// slash. Such paths are refused rather than redirected or cleaned, so no
-// spelling of a path can reach a document other than by its one canonical
-// name. Unknown paths, and paths of dialects the document does not enable,
-// get 404. Before the first document is loaded, every path of a known dialect
-// gets 503 with Retry-After.
+// Before net/http parses a request, its head is vetted (vetHead): a head
+// whose framing two HTTP implementations could read differently
+// (Transfer-Encoding, several Content-Length fields, obs-fold, bare CR or
+// LF), a malformed one, one over 8 KiB or of another HTTP version is
+// refused (400, 431, 505), and the connection closed without reading what
+// follows. Requests are then screened before routing, in this order: a Host
+// other than 169.254.169.254 or a configured name gets 421, any proxy header
+// 403, the connection's token bucket answers 429 with Retry-After, a
+// request URI over 2 KiB gets 414, a path that is not canonical gets 400,
+// and methods other than GET and HEAD get 405 with Allow. The one exception
+// is a POST to OpenStack's password file, answered 409: nova's "already
+// set", which cloudbase-init accepts, where any other error makes it retry
+// and fail. Canonical means: only letters, digits and "-._~/", no
+// percent-encoding at all, no empty, "." or ".." segment, i.e. unchanged by
+// path.Clean apart from one trailing slash. Such paths are refused rather
+// than redirected or cleaned, so no spelling of a path can reach a document
+// other than by its one canonical name. Unknown paths, and paths of dialects
+// the document does not enable, get 404. Every refusal is counted by reason
+// and logged, rate-limited, at info level.
+//
+// Connections are capped; at the cap a new one replaces the one waiting
+// longest without a request being answered (see connTracker). Long polls
+// are capped on their own (429 beyond).
+//
+// Before the first document is loaded, every path of a known dialect gets
+// 503 with Retry-After.
 package server
 
 import (
@@ -85,6 +98,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/time/rate"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
@@ -92,38 +106,58 @@ import (
 )
 
 const (
-	// DefaultRateLimit is the sustained request rate, per second.
+	// DefaultRateLimit is a connection's sustained request rate, per
+	// second.
 	DefaultRateLimit = 5
-	// DefaultBurst is the token bucket's size. One cloud-init boot with the
-	// OpenStack datasource makes about 20 requests back to back (version
+	// DefaultBurst is a connection's token bucket. One cloud-init boot with
+	// the OpenStack datasource makes about 20 requests back to back (version
 	// list, five OpenStack files, the EC2 crawl of /latest/meta-data/ with
-	// its listings and leaves, user-data); NoCloud makes four. cloud-init may
-	// run the datasource in both its local and network stages, and
-	// cloudbase-init probes several versions first. 100 covers several such
-	// boots back to back while 5/s still caps a runaway client.
+	// its listings and leaves, user-data); NoCloud makes four. cloud-init
+	// opens a connection per request, but a client keeping one alive may
+	// crawl as much on it: 100 covers several such crawls while 5/s still
+	// caps a runaway loop. The bucket is the connection's own, so a busy
+	// client never spends another's (a new connection gets a full one; the
+	// connection cap bounds how many there are).
 	DefaultBurst = 100
 
 	// MaxWait caps a long poll's timeout_sec.
 	MaxWait = 300 * time.Second
 	// maxURIBytes caps the request URI (414 beyond it).
 	maxURIBytes = 2048
-	// maxHeaderBytes caps the request line and headers; net/http answers
-	// 431 beyond it.
+	// maxHeaderBytes caps a request head: the request line, the header
+	// fields and the blank line ending them (431 beyond it, enforced by
+	// vetHead; net/http's own limit lets 4 KiB more pass).
 	maxHeaderBytes = 8 << 10
 	// retryAfterUnloaded is the Retry-After of a 503 before the first
 	// document: kubelet mounts the Secret within seconds.
 	retryAfterUnloaded = "1"
+	// retryAfterLongPolls is the Retry-After of a long poll refused
+	// because too many wait: one of them ends within its timeout.
+	retryAfterLongPolls = "5"
+
+	// Address is the service's address, always accepted as Host.
+	Address = "169.254.169.254"
 )
 
 // Config configures a Server.
 type Config struct {
 	// Store provides the document. Required.
 	Store *store.Store
-	// RateLimit is the sustained rate in requests per second; 0 means
-	// DefaultRateLimit.
+	// RateLimit is a connection's sustained rate in requests per second;
+	// 0 means DefaultRateLimit.
 	RateLimit float64
-	// Burst is the token bucket size; 0 means DefaultBurst.
+	// Burst is a connection's token bucket size; 0 means DefaultBurst.
 	Burst int
+	// MaxConns caps the guest's open connections; 0 means
+	// DefaultMaxConns.
+	MaxConns int
+	// MaxLongPolls caps the long polls waiting at once; 0 means
+	// DefaultMaxLongPolls.
+	MaxLongPolls int
+	// Hosts are the names the guest may use in Host besides
+	// 169.254.169.254 (e.g. "instance-data"), matched without case and
+	// without a trailing dot.
+	Hosts []string
 	// Registry receives the server's metrics; nil registers none.
 	Registry prometheus.Registerer
 	// Log receives request and error logs.
@@ -132,13 +166,19 @@ type Config struct {
 
 // Server serves the payload document to the guest.
 type Server struct {
-	store   *store.Store
-	log     logr.Logger
-	limiter *rate.Limiter
+	store *store.Store
+	log   logr.Logger
+	// rateLimit and burst size each connection's token bucket.
+	rateLimit rate.Limit
+	burst     int
 	// retryAfter is the 429 Retry-After value: the time one token takes.
-	retryAfter string
-	metrics    *metrics
-	handler    http.Handler
+	retryAfter   string
+	metrics      *metrics
+	handler      http.Handler
+	conns        *connTracker
+	maxLongPolls int64
+	hosts        map[string]bool
+	refusals     *refusalLog
 
 	snapMu sync.Mutex
 	snap   atomic.Pointer[snapshot]
@@ -161,8 +201,8 @@ func New(c Config) (*Server, error) {
 	if c.RateLimit < 0 || math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) {
 		return nil, fmt.Errorf("server: invalid rate limit %v", c.RateLimit)
 	}
-	if c.Burst < 0 {
-		return nil, fmt.Errorf("server: invalid burst %d", c.Burst)
+	if c.Burst < 0 || c.MaxConns < 0 || c.MaxLongPolls < 0 {
+		return nil, fmt.Errorf("server: invalid limits: burst %d, connections %d, long polls %d", c.Burst, c.MaxConns, c.MaxLongPolls)
 	}
 	if c.RateLimit == 0 {
 		c.RateLimit = DefaultRateLimit
@@ -170,10 +210,29 @@ func New(c Config) (*Server, error) {
 	if c.Burst == 0 {
 		c.Burst = DefaultBurst
 	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxLongPolls == 0 {
+		c.MaxLongPolls = DefaultMaxLongPolls
+	}
+	hosts := map[string]bool{Address: true}
+	for _, h := range c.Hosts {
+		h = normalHost(h)
+		if h == "" || !httpguts.ValidHostHeader(h) || strings.Contains(h, ":") && !strings.HasPrefix(h, "[") {
+			return nil, fmt.Errorf("server: invalid host name %q", h)
+		}
+		hosts[h] = true
+	}
 	s := &Server{
 		store:             c.Store,
 		log:               c.Log,
-		limiter:           rate.NewLimiter(rate.Limit(c.RateLimit), c.Burst),
+		rateLimit:         rate.Limit(c.RateLimit),
+		burst:             c.Burst,
+		conns:             &connTracker{max: c.MaxConns},
+		maxLongPolls:      int64(c.MaxLongPolls),
+		hosts:             hosts,
+		refusals:          newRefusalLog(),
 		retryAfter:        strconv.Itoa(max(1, int(math.Ceil(1/c.RateLimit)))),
 		stopping:          make(chan struct{}),
 		readHeaderTimeout: 5 * time.Second,
@@ -182,7 +241,8 @@ func New(c Config) (*Server, error) {
 		idleTimeout:       60 * time.Second,
 		shutdownGrace:     5 * time.Second,
 	}
-	m, err := newMetrics(c.Registry, c.Store, func() float64 { return float64(s.polling.Load()) })
+	m, err := newMetrics(c.Registry, c.Store, func() float64 { return float64(s.polling.Load()) },
+		func() float64 { return float64(s.conns.count()) })
 	if err != nil {
 		return nil, err
 	}
@@ -198,9 +258,14 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // long polls return their current value, in-flight requests get a few
 // seconds to finish. It returns nil after a shutdown caused by ctx. Serve may
 // run on several listeners at once; the first to stop ends all long polls.
+// Connections on every listener share the connection cap; each gets its own
+// request budget, and its request heads are vetted before net/http reads
+// them (see vetHead).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
+		ConnState:         s.connState,
+		ConnContext:       connContext,
 		ReadHeaderTimeout: s.readHeaderTimeout,
 		ReadTimeout:       s.readTimeout,
 		// Long polls extend their own deadline; everything else is small.
@@ -210,7 +275,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:       log.New(logWriter{s.log}, "", 0),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(newGuardedListener(ln, s)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving metadata: %w", err)
@@ -259,26 +324,45 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	if _, ok := r.Header["X-Forwarded-For"]; ok {
-		s.fail(w, d, http.StatusForbidden, "requests carrying X-Forwarded-For are refused")
+	gc := connOf(r)
+	if gc != nil {
+		if ref := gc.refusalOf(); ref != nil {
+			// Its request line is ours, not the guest's: no dialect.
+			d = ""
+			w.Header().Set("Connection", "close")
+			s.refuse(w, r, d, ref.code, ref.reason, ref.detail)
+			return
+		}
+	}
+	if !s.hostAllowed(r) {
+		s.refuse(w, r, d, http.StatusMisdirectedRequest, reasonHost, "")
 		return
 	}
-	if !s.limiter.Allow() {
-		w.Header().Set("Retry-After", s.retryAfter)
-		s.fail(w, d, http.StatusTooManyRequests, "rate limit exceeded")
+	if name, ok := proxyHeader(r.Header); ok {
+		s.refuse(w, r, d, http.StatusForbidden, reasonProxy, name)
 		return
+	}
+	if gc != nil {
+		if gc.limiter == nil {
+			gc.limiter = rate.NewLimiter(s.rateLimit, s.burst)
+		}
+		if !gc.limiter.Allow() {
+			w.Header().Set("Retry-After", s.retryAfter)
+			s.refuse(w, r, d, http.StatusTooManyRequests, reasonRate, "")
+			return
+		}
 	}
 	if len(r.RequestURI) > maxURIBytes {
-		s.fail(w, d, http.StatusRequestURITooLong, "request URI too long")
+		s.refuse(w, r, d, http.StatusRequestURITooLong, reasonURISize, "")
 		return
 	}
 	if !canonical(r) {
-		s.fail(w, d, http.StatusBadRequest, "path is not canonical")
+		s.refuse(w, r, d, http.StatusBadRequest, reasonPath, "")
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && !passwordPost(r) {
 		w.Header().Set("Allow", "GET, HEAD")
-		s.fail(w, d, http.StatusMethodNotAllowed, "method not allowed")
+		s.refuse(w, r, d, http.StatusMethodNotAllowed, reasonMethod, "")
 		return
 	}
 	switch d {
@@ -290,6 +374,39 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 	default:
 		s.fail(w, d, http.StatusNotFound, "not found")
 	}
+}
+
+// hostAllowed reports whether r names the service: its Host (or, in
+// absolute form, its target's authority, which net/http puts in r.Host) is
+// 169.254.169.254 or one of the configured names, with at most the port the
+// request arrived on. A web page that rebinds its own name to the address
+// sends its own name and is refused.
+func (s *Server) hostAllowed(r *http.Request) bool {
+	if r.URL.Scheme != "" && r.URL.Scheme != "http" || r.URL.User != nil {
+		return false
+	}
+	host, port := r.Host, ""
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		host, port = host[:i], host[i+1:]
+	}
+	if !s.hosts[normalHost(host)] {
+		return false
+	}
+	if port == "" {
+		return true
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if local == nil {
+		// Not served from a listener (tests calling the handler).
+		return port == "80"
+	}
+	_, lport, err := net.SplitHostPort(local.String())
+	return err == nil && port == lport
+}
+
+// normalHost lower-cases a host name and drops a trailing dot.
+func normalHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(h), ".")
 }
 
 // canonical reports whether r's path is its own canonical spelling; see the

@@ -87,6 +87,7 @@ func (e *env) update(t testing.TB, doc *payload.Document) {
 
 func do(h http.Handler, method, target string, hdr ...string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(method, target, nil)
+	r.Host = Address
 	for i := 0; i+1 < len(hdr); i += 2 {
 		r.Header.Add(hdr[i], hdr[i+1])
 	}
@@ -228,6 +229,13 @@ func TestScreening(t *testing.T) {
 		{"xff ec2", "GET", "/latest/meta-data/instance-id", []string{"X-Forwarded-For", ""}, 403},
 		{"xff v1", "GET", "/v1/identity", []string{"Metadata", "true", "X-Forwarded-For", "10.0.0.1"}, 403},
 		{"xff unknown", "GET", "/nope", []string{"X-Forwarded-For", "10.0.0.1"}, 403},
+		{"forwarded", "GET", "/nocloud/meta-data", []string{"Forwarded", "for=10.0.0.1"}, 403},
+		{"via", "GET", "/openstack/latest/meta_data.json", []string{"Via", "1.1 squid"}, 403},
+		{"x-real-ip", "GET", "/latest/meta-data/instance-id", []string{"X-Real-IP", "10.0.0.1"}, 403},
+		{"x-forwarded-host", "GET", "/v1/token", []string{"Metadata", "true", "X-Forwarded-Host", "a"}, 403},
+		{"x-forwarded-proto", "GET", "/v1/identity", []string{"Metadata", "true", "X-Forwarded-Proto", "http"}, 403},
+		{"underscore spelling", "GET", "/v1/token", []string{"Metadata", "true", "X_Forwarded_For", "10.0.0.1"}, 403},
+		{"true-client-ip", "GET", "/nocloud/user-data", []string{"True-Client-IP", "10.0.0.1"}, 403},
 		{"post", "POST", "/nocloud/meta-data", nil, 405},
 		{"put token", "PUT", "/latest/api/token", []string{"X-aws-ec2-metadata-token-ttl-seconds", "60"}, 405},
 		{"post password", "POST", "/openstack/latest/password", nil, 409},
@@ -284,26 +292,38 @@ func TestHead(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	e := newEnv(t, storetest.Document(), func(c *Config) { c.RateLimit, c.Burst = 0.5, 3 })
-	h := e.srv.Handler()
+	base := serve(t, e)
+	c := newRawConn(t, base)
 	for i := 0; i < 3; i++ {
-		if w := do(h, "GET", "/nocloud/meta-data"); w.Code != 200 {
-			t.Fatalf("request %d within the burst: %d", i, w.Code)
+		if code, _ := c.roundTrip(t, "GET /nocloud/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"); code != 200 {
+			t.Fatalf("request %d within the burst: %d", i, code)
 		}
 	}
-	w := do(h, "GET", "/nocloud/meta-data")
-	if w.Code != 429 || w.Header().Get("Retry-After") != "2" {
-		t.Fatalf("over the burst: %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	code, resp := c.roundTrip(t, "GET /nocloud/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
+	if code != 429 || resp.Header.Get("Retry-After") != "2" {
+		t.Fatalf("over the burst: %d, Retry-After %q", code, resp.Header.Get("Retry-After"))
 	}
-	if w := do(h, "GET", "/v1/identity", md...); w.Code != 429 || w.Header().Get("Content-Type") != contentJSON {
-		t.Fatalf("v1 over the burst: %d %q", w.Code, w.Header().Get("Content-Type"))
+	if code, resp := c.roundTrip(t, "GET /v1/identity HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\n\r\n"); code != 429 || resp.Header.Get("Content-Type") != contentJSON {
+		t.Fatalf("v1 over the burst: %d %q", code, resp.Header.Get("Content-Type"))
+	}
+	// The budget is the connection's: another connection has its own.
+	other := newRawConn(t, base)
+	if code, _ := other.roundTrip(t, "GET /nocloud/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"); code != 200 {
+		t.Fatalf("another connection: %d", code)
+	}
+	if got := counter(t, e, "kubevirt_imds_refused_requests_total", "reason", "rate"); got != 2 {
+		t.Fatalf("refused for rate: %v", got)
 	}
 }
 
 func TestDefaults(t *testing.T) {
 	e := newEnv(t, storetest.Document(), func(c *Config) { c.RateLimit, c.Burst = 0, 0 })
-	if e.srv.limiter.Burst() != DefaultBurst || float64(e.srv.limiter.Limit()) != DefaultRateLimit {
-		t.Fatalf("limiter %v/%d", e.srv.limiter.Limit(), e.srv.limiter.Burst())
+	if e.srv.burst != DefaultBurst || float64(e.srv.rateLimit) != DefaultRateLimit ||
+		e.srv.conns.max != DefaultMaxConns || e.srv.maxLongPolls != DefaultMaxLongPolls {
+		t.Fatalf("limits %v/%d, %d connections, %d long polls", e.srv.rateLimit, e.srv.burst, e.srv.conns.max, e.srv.maxLongPolls)
 	}
+	base := serve(t, e)
+	c := newRawConn(t, base)
 	// A full OpenStack boot (twice, as cloud-init's two stages may) and a
 	// NoCloud boot back to back stay inside the default burst.
 	crawl := []string{"/openstack", "/openstack/2018-08-27/meta_data.json", "/openstack/2018-08-27/user_data",
@@ -312,12 +332,14 @@ func TestDefaults(t *testing.T) {
 		"/latest/meta-data/local-hostname", "/latest/meta-data/placement/", "/latest/meta-data/placement/availability-zone",
 		"/latest/meta-data/public-keys/", "/latest/meta-data/public-keys/0/", "/latest/meta-data/public-keys/0/openssh-key", "/latest/user-data"}
 	crawl = append(append(crawl, crawl...), "/nocloud/network-config", "/nocloud/meta-data", "/nocloud/user-data", "/nocloud/vendor-data")
+	// On one kept-alive connection, the worst case for its budget.
 	for _, p := range crawl {
-		if w := do(e.srv.Handler(), "GET", p); w.Code != 200 {
-			t.Fatalf("%s: %d", p, w.Code)
+		if code, _ := c.roundTrip(t, "GET "+p+" HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"); code != 200 {
+			t.Fatalf("%s: %d", p, code)
 		}
 	}
-	for _, bad := range []Config{{}, {Store: e.store, RateLimit: -1}, {Store: e.store, Burst: -1}} {
+	for _, bad := range []Config{{}, {Store: e.store, RateLimit: -1}, {Store: e.store, Burst: -1},
+		{Store: e.store, MaxConns: -1}, {Store: e.store, MaxLongPolls: -1}, {Store: e.store, Hosts: []string{"a b"}}} {
 		if _, err := New(bad); err == nil {
 			t.Errorf("New(%+v) accepted", bad)
 		}
@@ -534,6 +556,7 @@ func TestETags(t *testing.T) {
 func longPoll(h http.Handler, ctx context.Context, target string) chan *httptest.ResponseRecorder {
 	out := make(chan *httptest.ResponseRecorder, 1)
 	r := httptest.NewRequest("GET", target, nil).WithContext(ctx)
+	r.Host = Address
 	r.Header.Set("Metadata", "true")
 	go func() {
 		w := httptest.NewRecorder()
@@ -680,6 +703,7 @@ func TestServe(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		req.Host = Address
 		for i := 0; i+1 < len(hdr); i += 2 {
 			req.Header.Set(hdr[i], hdr[i+1])
 		}
@@ -707,6 +731,7 @@ func TestServe(t *testing.T) {
 	polled := make(chan int, 1)
 	go func() {
 		req, _ := http.NewRequest("GET", base+"/v1/identity?wait_for_change=true", nil)
+		req.Host = Address
 		req.Header.Set("Metadata", "true")
 		resp, err := client.Do(req)
 		if err != nil {

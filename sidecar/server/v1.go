@@ -58,7 +58,7 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 // current value.
 func (s *Server) serveV1(w http.ResponseWriter, r *http.Request) {
 	if !strings.EqualFold(r.Header.Get("Metadata"), "true") {
-		writeJSONError(w, http.StatusBadRequest, `header "Metadata: true" is required`)
+		s.refuse(w, r, payload.DialectV1, http.StatusBadRequest, reasonMetadata, "")
 		return
 	}
 	q := r.URL.Query()
@@ -75,6 +75,21 @@ func (s *Server) serveV1(w http.ResponseWriter, r *http.Request) {
 			lastETag = res.etag
 		}
 		if sameETag(res.etag, lastETag) {
+			// Long polls have their own budget: the many a guest may
+			// park never hold back its other requests, nor other
+			// clients' polls beyond the cap.
+			if s.polling.Add(1) > s.maxLongPolls {
+				s.polling.Add(-1)
+				w.Header().Set("Retry-After", retryAfterLongPolls)
+				s.refuse(w, r, payload.DialectV1, http.StatusTooManyRequests, reasonLongPolls, "")
+				return
+			}
+			defer s.polling.Add(-1)
+			if gc := connOf(r); gc != nil {
+				// A parked poll is not a stalled connection.
+				s.conns.setLongPoll(gc, true)
+				defer s.conns.setLongPoll(gc, false)
+			}
 			deadline := time.Now().Add(timeout + longPollSlack)
 			rc := http.NewResponseController(w)
 			// Both deadlines matter: net/http cancels the request when
@@ -84,8 +99,6 @@ func (s *Server) serveV1(w http.ResponseWriter, r *http.Request) {
 			_ = rc.SetWriteDeadline(deadline)
 			timer := time.NewTimer(timeout)
 			defer timer.Stop()
-			s.polling.Add(1)
-			defer s.polling.Add(-1)
 		poll:
 			for aerr == nil && sameETag(res.etag, lastETag) {
 				select {

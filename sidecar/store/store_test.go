@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/server"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
 )
@@ -234,5 +238,61 @@ func TestToken(t *testing.T) {
 	}
 	if got := s.Audiences(); len(got) != 3 || got[0] != "vault" {
 		t.Errorf("Audiences = %v", got)
+	}
+}
+
+// TestServesDocumentsOfAdjacentVersions: during an upgrade the sidecar of one
+// operator version reads payloads the next (or the previous) one wrote. The
+// fixtures are api/payload's: a document with fields this version does not
+// know at several levels, and one the operator wrote before the hash covered
+// the stored bytes. Both load through kubelet's layout and are served.
+func TestServesDocumentsOfAdjacentVersions(t *testing.T) {
+	for _, tc := range []struct {
+		fixture string
+		paths   map[string]string // path → a string its body contains
+	}{
+		{"future-v1.json", map[string]string{
+			"/nocloud/meta-data":               "instance-id: 6a1f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b",
+			"/nocloud/user-data":               "hostname: vm1",
+			"/nocloud/network-config":          "52:54:00:12:34:56",
+			"/openstack/latest/meta_data.json": `"uuid":"6a1f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"`,
+			"/latest/meta-data/local-hostname": "vm1",
+			"/v1/identity":                     `"instanceId":"6a1f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"`,
+			"/v1/network-config?format=v2":     "52:54:00:12:34:56",
+		}},
+		{"older-v1.json", map[string]string{
+			"/nocloud/meta-data":           "instance-id: 6a1f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b",
+			"/nocloud/vendor-data":         "/run/vendor",
+			"/v1/identity":                 `"serviceAccountName":"vm1-sa"`,
+			"/v1/network-config?format=v2": "192.168.50.10/24",
+		}},
+	} {
+		t.Run(tc.fixture, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("..", "..", "api", "payload", "testdata", tc.fixture))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := newDir(t)
+			if err := dir.WritePayload(raw); err != nil {
+				t.Fatal(err)
+			}
+			s := store.New(store.Options{PayloadDir: dir.Path}, logr.Discard())
+			if changed, err := s.Load(); err != nil || !changed {
+				t.Fatalf("Load = %v, %v; want the document loaded", changed, err)
+			}
+			srv, err := server.New(server.Config{Store: s, Log: logr.Discard()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for p, want := range tc.paths {
+				req := httptest.NewRequest(http.MethodGet, "http://169.254.169.254"+p, nil)
+				req.Header.Set("Metadata", "true")
+				w := httptest.NewRecorder()
+				srv.Handler().ServeHTTP(w, req)
+				if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), want) {
+					t.Errorf("GET %s: %d %q, want 200 with %q", p, w.Code, w.Body.String(), want)
+				}
+			}
+		})
 	}
 }

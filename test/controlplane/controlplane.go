@@ -31,6 +31,10 @@ func RepoRoot() string {
 type Options struct {
 	// Webhooks, when set, are installed and served from the test process.
 	Webhooks envtest.WebhookInstallOptions
+	// AdmissionConfigFile, when set, is kube-apiserver's
+	// --admission-control-config-file: an AdmissionConfiguration, e.g. a
+	// PodSecurity plugin configuration with cluster-wide default levels.
+	AdmissionConfigFile string
 }
 
 // Start starts kube-apiserver and etcd with the CRDs installed. Stop the
@@ -47,6 +51,9 @@ func Start(o Options) (*envtest.Environment, *rest.Config, error) {
 		},
 		ErrorIfCRDPathMissing: true,
 		WebhookInstallOptions: o.Webhooks,
+	}
+	if o.AdmissionConfigFile != "" {
+		env.ControlPlane.GetAPIServer().Configure().Set("admission-control-config-file", o.AdmissionConfigFile)
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -96,10 +96,16 @@ func writeDocument(doc *payload.Document) string {
 // three capabilities, in a mount namespace where /proc/sys is read-only: a
 // write there would fail loudly.
 func startSidecar(pod *podnet.Pod, payloadDir string, extra ...string) *sidecarProc {
+	return startSidecarWithCaps(pod, payloadDir, caps, extra...)
+}
+
+// startSidecarWithCaps is startSidecar with the capability set capSet
+// (setpriv's syntax, e.g. "-all" for none).
+func startSidecarWithCaps(pod *podnet.Pod, payloadDir, capSet string, extra ...string) *sidecarProc {
 	args := append([]string{"sidecar", "--payload-dir", payloadDir, "--token-dir", payloadDir, "--log-level", "debug"}, extra...)
 	script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && ` +
-		`exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=` + caps +
-		` --ambient-caps=` + caps + ` --bounding-set=` + caps + ` -- "$@"`
+		`exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=` + capSet +
+		` --ambient-caps=` + capSet + ` --bounding-set=` + capSet + ` -- "$@"`
 	cmd := pod.Command(context.Background(), "sh", append([]string{"-c", script, "sh", binary}, args...)...)
 	p := &sidecarProc{cmd: cmd, logs: &output.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs

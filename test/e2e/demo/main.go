@@ -48,7 +48,7 @@ func run(ctx context.Context) int {
 		return 2
 	}
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "make demo needs root: it builds network and mount namespaces and runs the sidecar with its capabilities")
+		fmt.Fprintln(os.Stderr, "make demo needs root: it builds network and mount namespaces and runs the node agent in the Pod's network namespace")
 		return 2
 	}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {

@@ -110,7 +110,7 @@ func (d *demo) run() int {
 		d.fatal(node.Client.Get(d.ctx, types.NamespacedName{Namespace: namespace, Name: imdsv1alpha1.PayloadSecretName(sampleVMI)}, &s), "reading the payload Secret")
 		fmt.Printf("    payload Secret %s (owned by VMI %s)\n", s.Name, s.OwnerReferences[0].Name)
 	})
-	ok = ok && d.step("Create the virt-launcher Pod as virt-controller would; play kubelet: network namespace, volumes, sidecar", func() {
+	ok = ok && d.step("Create the virt-launcher Pod as virt-controller would; play kubelet: network namespace, volumes, sidecar; node agent", func() {
 		l = node.Launch(d.tb, d.ctx, namespace, sampleVMI, plumbFor(d.guestKind))
 		if !l.HasSidecar() {
 			d.tb.Fatalf("the Pod webhook did not inject the sidecar into %s", l.Pod.Name)
@@ -129,7 +129,8 @@ func (d *demo) run() int {
 			}
 		}
 		fmt.Printf("    pod network: bridge %s 10.0.2.1/24, DHCP for the guest (MAC %s), veth-imds 169.254.169.254\n", l.Net.Bridge, l.Net.GuestMAC)
-		fmt.Printf("    sidecar ready (log %s)\n", l.SidecarLog())
+		fmt.Printf("    sidecar %s (log %s)\n", sidecarPrivileges(l.Pod), l.SidecarLog())
+		fmt.Printf("    node agent plumbed veth-imds into the Pod's namespace (log %s)\n", node.NodeAgentLog())
 	})
 	ok = ok && d.step("Boot the guest; it finds the metadata service through SMBIOS", func() {
 		var err error
@@ -248,4 +249,29 @@ func networkSummary(files map[string]string) string {
 func indent(s, prefix string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
+}
+
+// sidecarPrivileges describes the injected sidecar's security context as a
+// user would check it: its user and added capabilities.
+func sidecarPrivileges(pod *corev1.Pod) string {
+	user := "the Pod's user"
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil {
+		user = fmt.Sprintf("uid %d", *sc.RunAsUser)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name != controllers.SidecarContainerName {
+			continue
+		}
+		caps := "no capability"
+		if sc := c.SecurityContext; sc != nil {
+			if sc.RunAsUser != nil {
+				user = fmt.Sprintf("uid %d", *sc.RunAsUser)
+			}
+			if sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
+				caps = fmt.Sprint(sc.Capabilities.Add)
+			}
+		}
+		return fmt.Sprintf("ready as %s with %s", user, caps)
+	}
+	return "missing"
 }

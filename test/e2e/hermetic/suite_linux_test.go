@@ -34,7 +34,7 @@ var (
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	if os.Geteuid() != 0 {
-		Skip("the end-to-end suite needs root: network and mount namespaces, and the sidecar's capabilities")
+		Skip("the end-to-end suite needs root: network and mount namespaces, and the node agent's entry into Pod namespaces")
 	}
 	if err := podnet.Available(); err != nil {
 		Skip(err.Error())

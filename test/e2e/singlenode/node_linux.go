@@ -70,6 +70,7 @@ type Node struct {
 
 	log     logr.Logger
 	manager *Process
+	agent   *Process
 }
 
 // Start builds what is needed and starts the node. Everything stops in tb's
@@ -144,10 +145,49 @@ func Start(tb podnet.TB, o Options) *Node {
 			tb.Logf("kubelet: %v", err)
 		}
 	})
-	// The manager stops with the node, however often it was restarted.
+	// The manager and the node agent stop with the node, however often
+	// they were restarted.
 	tb.Cleanup(func() { n.stopManager(tb) })
+	tb.Cleanup(func() { n.stopNodeAgent(tb) })
+	n.StartNodeAgent(tb)
 	n.StartManager(tb)
 	return n
+}
+
+// NodeAgentLog is the path of the node agent's log.
+func (n *Node) NodeAgentLog() string { return filepath.Join(n.WorkDir, "node-agent.log") }
+
+// StartNodeAgent runs `kubevirt-imds node-agent` as its DaemonSet would on
+// this node, limited to this node's binary so that sidecars of other test
+// nodes on the machine are left to their own agents.
+func (n *Node) StartNodeAgent(tb podnet.TB) {
+	tb.Helper()
+	if n.agent != nil {
+		tb.Fatalf("the node agent is already running")
+	}
+	p, err := StartProcess(n.NodeAgentLog(), n.Binary, []string{
+		"node-agent", "--sidecar-executable=" + n.Binary,
+	})
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	n.agent = p
+}
+
+// StopNodeAgent stops the node agent, as when its DaemonSet Pod is deleted.
+func (n *Node) StopNodeAgent(tb podnet.TB) {
+	tb.Helper()
+	n.stopNodeAgent(tb)
+}
+
+func (n *Node) stopNodeAgent(tb podnet.TB) {
+	if n.agent == nil {
+		return
+	}
+	if err := n.agent.Stop(); err != nil {
+		tb.Logf("node agent: %v", err)
+	}
+	n.agent = nil
 }
 
 // Kubectl is the control plane's kubectl, built with the envtest assets.

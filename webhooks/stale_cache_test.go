@@ -1,0 +1,75 @@
+package webhooks_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/controllers"
+	"github.com/kubevirt-imds/kubevirt-imds/test/fixtures"
+	"github.com/kubevirt-imds/kubevirt-imds/webhooks"
+)
+
+// A cache that has not yet seen what was created just before the object
+// admitted (a MetadataService applied with its VMs; the VMI virt-controller
+// saw first) must not cost the VM its discovery data or its sidecar: the
+// webhooks ask the API server on a miss. Here the cache is an empty reader
+// and the API server one that has everything.
+func TestStaleCacheFallsBackToTheAPIServer(t *testing.T) {
+	s, err := controllers.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const ns = "apply"
+	mds := fixtures.MetadataService(ns, "web", imdsv1alpha1.MetadataServiceSpec{})
+	vmi := fixtures.VMI(ns, "vm1", nil)
+	vmi.UID = types.UID("4c1f5a52-9f1e-4e8e-8f0a-0c2d6d3b9a10")
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imdsv1alpha1.PayloadSecretName(vmi.Name),
+			Labels: map[string]string{imdsv1alpha1.LabelInstanceUID: string(vmi.UID)}},
+		Type: controllers.PayloadSecretType,
+		Data: map[string][]byte{payload.SecretKey: []byte(`{"serve":{"interface":"default","bridge":"k6t-eth0"}}`)},
+	}
+	stale := fake.NewClientBuilder().WithScheme(s).Build()
+	live := fake.NewClientBuilder().WithScheme(s).WithObjects(mds, vmi.DeepCopy(), secret).Build()
+
+	t.Run("VMI", func(t *testing.T) {
+		v := fixtures.VMI(ns, "vm2", nil)
+		if err := (&webhooks.DiscoveryDefaulter{Reader: stale, Live: live}).Default(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		if v.Spec.Domain.Firmware == nil || v.Spec.Domain.Firmware.Serial != controllers.NoCloudSerial {
+			t.Errorf("no NoCloud serial: %+v", v.Spec.Domain.Firmware)
+		}
+	})
+	t.Run("Pod", func(t *testing.T) {
+		pod := fixtures.LauncherPod(vmi)
+		if err := (&webhooks.PodInjector{Reader: stale, Live: live, Sidecar: webhooks.SidecarOptions{Image: "x"}}).Default(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		if !controllers.HasSidecar(pod) {
+			t.Fatal("no sidecar")
+		}
+		args := pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1].Args
+		if !slices.Contains(args, "--bridge=k6t-eth0") {
+			t.Errorf("the sidecar does not serve the payload's bridge: %q", args)
+		}
+	})
+	t.Run("without the API server, the stale cache selects nothing", func(t *testing.T) {
+		v := fixtures.VMI(ns, "vm3", nil)
+		if err := (&webhooks.DiscoveryDefaulter{Reader: stale}).Default(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		if v.Spec.Domain.Firmware != nil {
+			t.Errorf("serial set from nowhere: %+v", v.Spec.Domain.Firmware)
+		}
+	})
+}
