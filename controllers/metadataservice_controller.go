@@ -57,6 +57,12 @@ type MetadataServiceReconciler struct {
 
 	// reported remembers the Pods and VMIs already warned about.
 	reported reportedSet
+	// current remembers, per VMI UID, the inputs (renderKey) its payload
+	// Secret was last found or made current for, so that a reconcile renders
+	// only the VMIs whose inputs changed: in a boot storm each VMI event
+	// would otherwise re-render every instance of the service. An event on
+	// the payload Secret forgets the entry (servicesForSecret).
+	current sync.Map
 }
 
 // +kubebuilder:rbac:groups=imds.kubevirt.io,resources=metadataservices,verbs=get;list;watch
@@ -217,10 +223,19 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 	// that the client's rate limit, not round trips, bounds the wait.
 	g := new(errgroup.Group)
 	g.SetLimit(payloadWriteConcurrency)
+	inputs := sourcesKey(s.mds, src)
 	for _, vmi := range s.served {
 		s.kept[imdsv1alpha1.PayloadSecretName(vmi.Name)] = true
+		key := inputs + "/" + string(vmi.UID) + "/" + vmi.ResourceVersion
+		if k, ok := r.current.Load(vmi.UID); ok && k == key {
+			continue
+		}
 		g.Go(func() error {
 			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, renderPayload(s.mds, src, vmi))
+			if err == nil && !wrote {
+				// Found current: nothing to do until an input or the Secret changes.
+				r.current.Store(vmi.UID, key)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -357,6 +372,7 @@ func (r *MetadataServiceReconciler) siblingServices(ctx context.Context, o clien
 // edits and deletions) or the services reading a source Secret.
 func (r *MetadataServiceReconciler) servicesForSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	if o.GetLabels()[imdsv1alpha1.LabelManagedBy] == imdsv1alpha1.ManagedByValue {
+		r.current.Delete(types.UID(o.GetLabels()[imdsv1alpha1.LabelInstanceUID]))
 		if name := o.GetLabels()[imdsv1alpha1.LabelMetadataService]; name != "" {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 		}

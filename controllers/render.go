@@ -1,6 +1,9 @@
 package controllers
 
 import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -150,4 +153,14 @@ func pick(from map[string]string, keys []string) map[string]string {
 		}
 	}
 	return out
+}
+
+// sourcesKey identifies everything a payload of mds depends on besides its
+// VMI: the service (UID and spec generation) and its resolved sources.
+func sourcesKey(mds *imdsv1alpha1.MetadataService, src *resolvedSources) string {
+	h := sha256.New()
+	// The encoding of plain byte slices, strings and the parsed network
+	// cannot fail.
+	_ = json.NewEncoder(h).Encode(src)
+	return fmt.Sprintf("%s/%d/%x", mds.UID, mds.Generation, h.Sum(nil))
 }
