@@ -203,7 +203,7 @@ func (d *demo) run() int {
 	})
 	ok = ok && d.step("Clean up", func() {
 		d.tb.cleanup()
-		fmt.Printf("    guest, sidecar, network namespaces, manager and control plane stopped\n")
+		fmt.Printf("    guest, sidecar, node agent, network namespaces, manager and control plane stopped\n")
 	})
 	if !ok {
 		return 1
