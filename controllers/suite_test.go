@@ -48,7 +48,7 @@ var _ = BeforeSuite(func() {
 	var err error
 	testEnv, cfg, err = controlplane.Start(controlplane.Options{})
 	if errors.Is(err, controlplane.ErrNoAssets) {
-		Skip(err.Error())
+		controlplane.Unavailable(err.Error())
 	}
 	Expect(err).NotTo(HaveOccurred())
 	scheme = newTestScheme()

@@ -70,7 +70,7 @@ func renderWebhookConfig() string {
 var _ = BeforeSuite(func() {
 	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		Skip(controlplane.ErrNoAssets.Error())
+		controlplane.Unavailable(controlplane.ErrNoAssets.Error())
 	}
 	var err error
 	testEnv, cfg, err = controlplane.Start(controlplane.Options{
@@ -78,7 +78,7 @@ var _ = BeforeSuite(func() {
 		Webhooks: envtest.WebhookInstallOptions{Paths: []string{renderWebhookConfig()}, LocalServingHostExternalName: "localhost"},
 	})
 	if errors.Is(err, controlplane.ErrNoAssets) {
-		Skip(err.Error())
+		controlplane.Unavailable(err.Error())
 	}
 	Expect(err).NotTo(HaveOccurred())
 	scheme = newScheme()

@@ -12,6 +12,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 	"github.com/kubevirt-imds/kubevirt-imds/test/guest"
 )
 
@@ -45,7 +46,7 @@ func TestGuest(t *testing.T) {
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	if os.Geteuid() != 0 {
-		Skip("tier-1 guests need root (overlay mounts, chroot, network namespaces): run `go test` as root")
+		controlplane.Unavailable("tier-1 guests need root (overlay mounts, chroot, network namespaces): run `go test` as root")
 	}
 	ensureTool(ctx, "dnsmasq", "dnsmasq-base")
 }, NodeTimeout(5*time.Minute))

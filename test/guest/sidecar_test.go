@@ -223,10 +223,10 @@ func (s *sidecar) RequestCounts(ctx context.Context) map[string]int {
 func newDHCPPod() *podnet.Pod {
 	GinkgoHelper()
 	if err := podnet.Available(); err != nil {
-		Skip(err.Error())
+		controlplane.Unavailable(err.Error())
 	}
 	if _, err := exec.LookPath("setpriv"); err != nil {
-		Skip("the sidecar runs under setpriv (util-linux), which is missing")
+		controlplane.Unavailable("the sidecar runs under setpriv (util-linux), which is missing")
 	}
 	pod := podnet.NewPod(GinkgoT())
 	pod.PlumbMasqueradeDHCP(GinkgoT())

@@ -72,11 +72,11 @@ func procStatus(pid int, key string) string {
 var _ = Describe("running a container", func() {
 	It("runs the real sidecar from its Pod spec in a virt-launcher-like namespace, serving the materialised payload and token", func(ctx SpecContext) {
 		if err := podnet.Available(); err != nil {
-			Skip(err.Error())
+			controlplane.Unavailable(err.Error())
 		}
 		for _, tool := range []string{"setpriv", "unshare", "mount"} {
 			if _, err := exec.LookPath(tool); err != nil {
-				Skip(tool + " is needed (util-linux)")
+				controlplane.Unavailable(tool + " is needed (util-linux)")
 			}
 		}
 		bin := buildBinary()
@@ -180,11 +180,11 @@ var _ = Describe("running a container", func() {
 var _ = Describe("running a container without a network namespace", func() {
 	It("runs a shell container as nobody with its ConfigMap volume and environment", func(ctx SpecContext) {
 		if os.Geteuid() != 0 {
-			Skip("running containers needs root (mount namespaces, setpriv)")
+			controlplane.Unavailable("running containers needs root (mount namespaces, setpriv)")
 		}
 		for _, tool := range []string{"setpriv", "unshare", "mount"} {
 			if _, err := exec.LookPath(tool); err != nil {
-				Skip(tool + " is needed (util-linux)")
+				controlplane.Unavailable(tool + " is needed (util-linux)")
 			}
 		}
 		ns := newNamespace(ctx, "default")

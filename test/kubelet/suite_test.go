@@ -29,7 +29,7 @@ var clientset kubernetes.Interface
 var _ = BeforeSuite(func() {
 	env, cfg, err := controlplane.Start(controlplane.Options{})
 	if errors.Is(err, controlplane.ErrNoAssets) {
-		Skip(err.Error())
+		controlplane.Unavailable(err.Error())
 	}
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(env.Stop)

@@ -45,12 +45,12 @@ func TestManifests(t *testing.T) {
 
 var _ = BeforeSuite(func() {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		Skip(controlplane.ErrNoAssets.Error())
+		controlplane.Unavailable(controlplane.ErrNoAssets.Error())
 	}
 	var err error
 	testEnv, _, err = controlplane.Start(controlplane.Options{})
 	if errors.Is(err, controlplane.ErrNoAssets) {
-		Skip(err.Error())
+		controlplane.Unavailable(err.Error())
 	}
 	Expect(err).NotTo(HaveOccurred())
 	// config/default asks cert-manager for its webhook certificate.

@@ -44,7 +44,7 @@ var _ = Describe("real cloud-init under a flood from its own guest", Label("adve
 	var loadtest string
 	BeforeEach(func(ctx SpecContext) {
 		if _, err := exec.LookPath("dnsmasq"); err != nil {
-			Skip("dnsmasq (dnsmasq-base) is needed to answer the guest's DHCP")
+			controlplane.Unavailable("dnsmasq (dnsmasq-base) is needed to answer the guest's DHCP")
 		}
 		loadtest = filepath.Join(worldReadableTempDir(), "loadtest")
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", loadtest, "./hack/loadtest")

@@ -36,11 +36,11 @@ var binary string
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	if err := podnet.Available(); err != nil {
-		Skip(err.Error())
+		controlplane.Unavailable(err.Error())
 	}
 	for _, tool := range []string{"setpriv", "sysctl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			Skip(tool + " is needed (util-linux, procps)")
+			controlplane.Unavailable(tool + " is needed (util-linux, procps)")
 		}
 	}
 	dir := worldReadableTempDir()

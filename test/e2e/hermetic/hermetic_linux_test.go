@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/guestspecs"
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/singlenode"
 	"github.com/kubevirt-imds/kubevirt-imds/test/fixtures"
@@ -117,7 +118,7 @@ var _ = Describe("the whole path", func() {
 	It("gives a real VM under qemu its identity, user-data, network configuration and live updates", func(ctx SpecContext) {
 		for _, tool := range []string{"qemu-system-x86_64", "qemu-img"} {
 			if _, err := exec.LookPath(tool); err != nil {
-				Skip(tool + " is not installed (hack/install-test-deps.sh installs it)")
+				controlplane.Unavailable(tool + " is not installed (hack/install-test-deps.sh installs it)")
 			}
 		}
 		image, err := vm.EnsureImage(ctx, GinkgoWriter)

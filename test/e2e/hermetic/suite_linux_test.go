@@ -34,18 +34,18 @@ var (
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	if os.Geteuid() != 0 {
-		Skip("the end-to-end suite needs root: network and mount namespaces, and the node agent's entry into Pod namespaces")
+		controlplane.Unavailable("the end-to-end suite needs root: network and mount namespaces, and the node agent's entry into Pod namespaces")
 	}
 	if err := podnet.Available(); err != nil {
-		Skip(err.Error())
+		controlplane.Unavailable(err.Error())
 	}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		Skip(controlplane.ErrNoAssets.Error())
+		controlplane.Unavailable(controlplane.ErrNoAssets.Error())
 	}
 	var err error
 	trixie, err = guest.EnsureRoot(ctx, guest.Trixie, GinkgoWriter)
 	if errors.Is(err, guest.ErrNotRoot) {
-		Skip(err.Error())
+		controlplane.Unavailable(err.Error())
 	}
 	Expect(err).NotTo(HaveOccurred())
 
