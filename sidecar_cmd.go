@@ -3,13 +3,9 @@ package main
 import (
 	"context"
 	"flag"
-	"log/slog"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/go-logr/logr"
 
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar"
 )
@@ -18,22 +14,20 @@ import (
 // resident pages while it runs.
 const defaultTrimInterval = 30 * time.Second
 
-// runSidecar wires the sidecar. It deliberately uses log/slog rather than zap:
-// the sidecar runs once per VM and its memory footprint matters.
+// runSidecar wires the sidecar.
 func runSidecar(args []string) error {
 	fs := flag.NewFlagSet("sidecar", flag.ExitOnError)
 	var opts sidecar.Options
 	opts.AddFlags(fs)
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logLevel := fs.String("log-level", "info", logLevelHelp)
 	trimInterval := fs.Duration("trim-interval", defaultTrimInterval, "how often to release the executable's resident pages while serving (0 disables)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	log, err := jsonLogger(*logLevel)
+	if err != nil {
 		return err
 	}
-	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	release := func() {
 		if err := releaseExecutablePages(); err != nil {
 			log.V(1).Info("could not release executable pages", "error", err.Error())

@@ -97,9 +97,5 @@ func (w *nodeSetupWatcher) observe() network.Status {
 		}
 		obs = append(obs, ol)
 	}
-	st := network.AttachedStatus(obs, w.Inputs)
-	// The agent's guard admits only the guest's interfaces; an unprivileged
-	// listener could not attach its own filter on every kernel.
-	st.Ingress = nil
-	return st
+	return network.AttachedStatus(obs, w.Inputs)
 }

@@ -7,9 +7,10 @@ import (
 
 // AttachedStatus is what an unprivileged sidecar (network-setup mode "node")
 // can tell from links alone: whether the node agent has attached LinkName,
-// holding Address and up, to in's bridge with its peer, and which interfaces
-// its listener may then admit — the same ones Compute's plan would. It
-// returns a *WaitError until then.
+// holding Address and up, to in's bridge with its peer. It returns a
+// *WaitError until then. Its Ingress is empty: in this mode the agent's guard
+// admits only the guest's interfaces, and the listener attaches no filter (an
+// unprivileged process may not attach one on every kernel).
 func AttachedStatus(links []Link, in Inputs) Status {
 	obs := Observed{Links: links}
 	bridge := obs.link(in.Bridge)
@@ -31,17 +32,6 @@ func AttachedStatus(links []Link, in Inputs) Status {
 	case !slices.Contains(veth.Addrs, Address):
 		return Status{Err: &WaitError{Reason: fmt.Sprintf("%s does not hold %s yet", LinkName, Address)}}
 	}
-	p := Plan{Bridge: bridge.Name, GuestPort: guest.Name, MAC: slices.Clone(veth.MAC), BridgeIngress: true}
-	for _, port := range obs.Ports(bridge.Index) {
-		if port.Name != guest.Name && port.Name != PeerName {
-			p.BridgeIngress = false
-		}
-	}
-	st := Status{Plan: p, LinkIndex: veth.Index, GuestPortIndex: guest.Index, BridgeIndex: bridge.Index}
-	for _, name := range p.Ingress() {
-		if l := obs.link(name); l != nil {
-			st.Ingress = append(st.Ingress, l.Index)
-		}
-	}
-	return st
+	p := Plan{Bridge: bridge.Name, GuestPort: guest.Name, MAC: slices.Clone(veth.MAC)}
+	return Status{Plan: p, LinkIndex: veth.Index, GuestPortIndex: guest.Index, BridgeIndex: bridge.Index}
 }

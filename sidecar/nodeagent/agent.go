@@ -22,8 +22,6 @@ type Agent struct {
 	// ScanInterval defaults to DefaultScanInterval.
 	ScanInterval time.Duration
 	Log          logr.Logger
-	// OnPlumbed, if set, is told each time a namespace's plan was applied.
-	OnPlumbed func(pid int)
 
 	workers map[nsID]*worker
 	// rejected remembers command lines already logged as unusable.

@@ -10,13 +10,11 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
-	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/plumbing"
 )
 
@@ -204,13 +202,7 @@ func (a *Agent) plumb(ctx context.Context, c candidate, log logr.Logger) error {
 	if (nsID{dev: st.Dev, ino: st.Ino}) != c.ns {
 		return fmt.Errorf("pid %d moved to another network namespace", c.pid)
 	}
-	var once sync.Once
 	p := &plumbing.Plumber{Inputs: c.req.Inputs(), Log: log}
-	p.OnStatus = func(s network.Status) {
-		if s.Err == nil && a.OnPlumbed != nil {
-			once.Do(func() { a.OnPlumbed(c.pid) })
-		}
-	}
 	return p.Run(ctx)
 }
 
