@@ -121,7 +121,10 @@ var _ = Describe("network-setup mode node: an unprivileged sidecar plumbed by th
 		stopAgent()
 		Expect(<-stopped).To(Succeed())
 		By("leaving no thread of the agent in the Pod's namespace once it stopped")
-		Expect(threadsIn(pod)).To(BeZero())
+		// A locked thread ends after its goroutine's deferred calls (which
+		// signal the worker done) have run, so the kernel reaps it a moment
+		// after Run returns.
+		Eventually(func() int { return threadsIn(pod) }).WithContext(ctx).Should(BeZero())
 		code, _, err := pod.GuestGet(ctx, metaURL)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(code).To(Equal(http.StatusOK))
