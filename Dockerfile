@@ -1,5 +1,7 @@
-# One image, one static binary: `kubevirt-imds manager` runs the operator and
-# `kubevirt-imds sidecar` the metadata service the webhook injects.
+# One image, two static binaries: /kubevirt-imds runs the operator (`manager`)
+# and the node agent (`node-agent`); /kubevirt-imds-sidecar is the metadata
+# service the webhook injects into every selected VM's Pod, a small program of
+# its own that links nothing of the operator.
 FROM golang:1.26 AS builder
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64
@@ -10,9 +12,9 @@ RUN go mod download
 COPY . .
 # hack/docker-build-command.sh is the single source of this command; a test
 # runs it too, since no container engine is available in CI.
-RUN GOOS=${TARGETOS} GOARCH=${TARGETARCH} hack/docker-build-command.sh /workspace/kubevirt-imds
+RUN GOOS=${TARGETOS} GOARCH=${TARGETARCH} hack/docker-build-command.sh /out
 
 FROM scratch
-COPY --from=builder /workspace/kubevirt-imds /kubevirt-imds
+COPY --from=builder /out/ /
 USER 65532:65532
 ENTRYPOINT ["/kubevirt-imds"]

@@ -105,8 +105,8 @@ bench: envtest ## Benchmarks: operator convergence (1,000 VMIs), boot storm thro
 ##@ Build
 
 .PHONY: build
-build: ## Build the kubevirt-imds binary into tmp/bin.
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/kubevirt-imds .
+build: ## Build the image's binaries (kubevirt-imds, kubevirt-imds-sidecar) into tmp/bin.
+	hack/docker-build-command.sh $(LOCALBIN)
 
 .PHONY: run
 run: ## Run the manager against the cluster in KUBECONFIG.

@@ -1,7 +1,7 @@
-// Command kubevirt-imds is the kubevirt-imds operator (`manager`), the
-// metadata service sidecar injected into virt-launcher Pods (`sidecar`), the
-// node agent that plumbs unprivileged sidecars' network (`node-agent`) and
-// the sidecar's exec probe (`probe`).
+// Command kubevirt-imds is the kubevirt-imds operator (`manager`) and the
+// node agent that plumbs unprivileged sidecars' network (`node-agent`). The
+// sidecar injected into virt-launcher Pods is a binary of its own,
+// sidecar/cmd/kubevirt-imds-sidecar, shipped in the same image.
 package main
 
 import (
@@ -18,12 +18,8 @@ func main() {
 	switch os.Args[1] {
 	case "manager":
 		err = runManager(os.Args[2:])
-	case "sidecar":
-		err = runSidecar(os.Args[2:])
 	case "node-agent":
 		err = runNodeAgent(os.Args[2:])
-	case "probe":
-		err = runProbe(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -43,8 +39,8 @@ func usage() {
 
 subcommands:
   manager     run the operator: controllers and webhooks
-  sidecar     run the metadata service inside a virt-launcher Pod
   node-agent  plumb the network of unprivileged sidecars on this node (a DaemonSet)
-  probe       GET a URL and exit 0 on 200 (the sidecar's exec probe)
+
+The per-VM metadata service is /kubevirt-imds-sidecar, a binary of its own.
 `)
 }

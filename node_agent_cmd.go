@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/jsonlog"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/nodeagent"
 )
 
@@ -16,12 +17,12 @@ func runNodeAgent(args []string) error {
 	fs.StringVar(&a.Proc, "proc", "/proc", "the host's /proc (run with hostPID)")
 	fs.StringVar(&a.Executable, "sidecar-executable", "", "serve only sidecars whose executable has this path in their own mount namespace (default: any)")
 	fs.DurationVar(&a.ScanInterval, "scan-interval", nodeagent.DefaultScanInterval, "how often to look for new sidecars")
-	logLevel := fs.String("log-level", "info", logLevelHelp)
+	logLevel := fs.String("log-level", "info", jsonlog.LevelHelp)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var err error
-	if a.Log, err = jsonLogger(*logLevel); err != nil {
+	if a.Log, err = jsonlog.New(*logLevel); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -18,23 +18,9 @@ import (
 type readiness struct {
 	payloadLoaded func() bool
 
-	mu sync.Mutex
-	// onServing, if set, runs once, the first time the network is applied
-	// and the listener is up; it is cleared when it runs.
-	onServing func()
+	mu        sync.Mutex
 	network   string // why the network is not ready; "" once applied
 	listening bool
-}
-
-// notifyServing runs onServing the first time the sidecar can serve. Call
-// with r.mu held: /readyz then reports ready only once onServing is done.
-func (r *readiness) notifyServing() {
-	if r.onServing == nil || r.network != "" || !r.listening {
-		return
-	}
-	f := r.onServing
-	r.onServing = nil
-	f()
 }
 
 func newReadiness(payloadLoaded func() bool) *readiness {
@@ -45,14 +31,12 @@ func (r *readiness) setNetwork(reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.network = reason
-	r.notifyServing()
 }
 
 func (r *readiness) setListening() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.listening = true
-	r.notifyServing()
 }
 
 // reasons lists what is missing; none means ready.

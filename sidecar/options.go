@@ -77,10 +77,6 @@ type Options struct {
 	MaxLongPolls int
 	// Hosts are names the guest may send as Host besides 169.254.169.254.
 	Hosts []string
-
-	// OnServing, if set, runs once when the sidecar first serves the guest:
-	// start-up is over. Not a flag.
-	OnServing func()
 }
 
 // AddFlags binds o's fields to flags in fs.

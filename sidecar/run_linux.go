@@ -33,7 +33,6 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 		return err
 	}
 	ready := newReadiness(st.Loaded)
-	ready.onServing = o.OnServing
 	adminLn, err := net.Listen("tcp", o.AdminAddress)
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)

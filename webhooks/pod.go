@@ -32,8 +32,9 @@ const (
 	TokenDir = "/var/run/kubevirt-imds/tokens"
 	// AdminAddress is the sidecar's loopback admin endpoint.
 	AdminAddress = "127.0.0.1:8081"
-	// BinaryPath is the kubevirt-imds binary in the image.
-	BinaryPath = "/kubevirt-imds"
+	// SidecarBinaryPath is the sidecar's own binary in the image: a small
+	// program that links nothing of the operator, since one runs per VM.
+	SidecarBinaryPath = "/kubevirt-imds-sidecar"
 	// ListenPort is the unprivileged port the sidecar serves on in the
 	// "node" network setup; the node agent redirects 169.254.169.254:80 to
 	// it, so the sidecar needs no capability to bind.
@@ -447,8 +448,8 @@ func InjectSidecar(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, mds 
 // that keeps running) so that it is up before the compute container starts
 // the VM, and stops after it.
 func sidecarContainer(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, serve payload.Serve, o SidecarOptions, mounts []corev1.VolumeMount) corev1.Container {
-	probe := []string{BinaryPath, "probe", "http://" + AdminAddress + "/healthz"}
-	args := []string{"sidecar",
+	probe := []string{SidecarBinaryPath, "probe", "http://" + AdminAddress + "/healthz"}
+	args := []string{"serve",
 		"--payload-dir=" + PayloadDir,
 		"--token-dir=" + TokenDir,
 		"--admin-address=" + AdminAddress,
@@ -471,7 +472,7 @@ func sidecarContainer(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, s
 		Name:            controllers.SidecarContainerName,
 		Image:           o.Image,
 		ImagePullPolicy: o.ImagePullPolicy,
-		Command:         []string{BinaryPath},
+		Command:         []string{SidecarBinaryPath},
 		Args:            args,
 		// The Go runtime sizes itself from the container's limits, which the
 		// downward API passes in.

@@ -6,8 +6,8 @@
 // baseline and restricted Pod Security levels.
 //
 // The agent never talks to the Kubernetes API. It finds the sidecars by
-// scanning /proc for processes whose command line is `… sidecar
-// --network-setup=node …`, reads what to build from that command line (the
+// scanning /proc for processes whose command line is
+// `…/kubevirt-imds-sidecar serve … --network-setup=node …`, reads what to build from that command line (the
 // flags the webhook rendered), enters the process's network namespace on a
 // locked OS thread and runs sidecar/plumbing there until the process is gone.
 // A process that merely pretends to be a sidecar gets, in its own network
@@ -19,6 +19,7 @@ package nodeagent
 import (
 	"errors"
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 
@@ -46,13 +47,17 @@ func (r Request) Inputs() network.Inputs {
 // errNotNodeMode marks a command line that is not a node-mode sidecar's.
 var errNotNodeMode = errors.New("not a node-mode sidecar")
 
+// SidecarProgram is the sidecar binary's name, the last element of argv[0]
+// as the webhook renders the container's command.
+const SidecarProgram = "kubevirt-imds-sidecar"
+
 // ParseCommandLine reads a process's argv. It returns errNotNodeMode unless
-// argv runs the `sidecar` subcommand with --network-setup=node, and an error
+// argv runs SidecarProgram's `serve` with --network-setup=node, and an error
 // naming the flag when one the agent needs is malformed. Flags it does not
 // need are skipped, so a sidecar one version newer, with flags this agent
 // does not know, is still served.
 func ParseCommandLine(argv []string) (Request, error) {
-	if len(argv) < 2 || argv[1] != "sidecar" {
+	if len(argv) < 2 || path.Base(argv[0]) != SidecarProgram || argv[1] != "serve" {
 		return Request{}, errNotNodeMode
 	}
 	flags := map[string]string{}

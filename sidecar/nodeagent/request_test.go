@@ -13,23 +13,27 @@ func TestParseCommandLine(t *testing.T) {
 		want    Request
 		wantErr string // substring; "not" for errNotNodeMode
 	}{
-		{name: "the webhook's node-mode args", argv: "/kubevirt-imds sidecar --payload-dir=/p --network-setup=node --listen-port=8775 --bridge=k6t-eth0 --mac-seed=uid-1",
+		{name: "the webhook's node-mode args", argv: "/kubevirt-imds-sidecar serve --payload-dir=/p --network-setup=node --listen-port=8775 --bridge=k6t-eth0 --mac-seed=uid-1",
 			want: Request{Bridge: "k6t-eth0", MACSeed: "uid-1", ListenPort: 8775}},
-		{name: "separate values and a secondary bridge", argv: "/kubevirt-imds sidecar --network-setup node --bridge k6t-a1b2c3d4e5f --guest-port tapx -mac-seed uid-2",
+		{name: "separate values and a secondary bridge", argv: "/kubevirt-imds-sidecar serve --network-setup node --bridge k6t-a1b2c3d4e5f --guest-port tapx -mac-seed uid-2",
 			want: Request{Bridge: "k6t-a1b2c3d4e5f", GuestPort: "tapx", MACSeed: "uid-2", ListenPort: ServicePort}},
-		{name: "defaults: primary bridge, port 80", argv: "/kubevirt-imds sidecar --network-setup=node --mac-seed=u",
+		{name: "defaults: primary bridge, port 80", argv: "/kubevirt-imds-sidecar serve --network-setup=node --mac-seed=u",
 			want: Request{Bridge: "k6t-eth0", MACSeed: "u", ListenPort: ServicePort}},
-		{name: "flags of a newer sidecar are skipped", argv: "/kubevirt-imds sidecar --future-flag=1 --future-value x --network-setup=node --mac-seed=u",
+		{name: "flags of a newer sidecar are skipped", argv: "/kubevirt-imds-sidecar serve --future-flag=1 --future-value x --network-setup=node --mac-seed=u",
 			want: Request{Bridge: "k6t-eth0", MACSeed: "u", ListenPort: ServicePort}},
-		{name: "a sidecar plumbing itself", argv: "/kubevirt-imds sidecar --network-setup=sidecar --mac-seed=u", wantErr: "not"},
-		{name: "the default mode is the sidecar's", argv: "/kubevirt-imds sidecar --mac-seed=u", wantErr: "not"},
-		{name: "another subcommand", argv: "/kubevirt-imds manager --network-setup=node", wantErr: "not"},
+		{name: "a sidecar plumbing itself", argv: "/kubevirt-imds-sidecar serve --network-setup=sidecar --mac-seed=u", wantErr: "not"},
+		{name: "the default mode is the sidecar's", argv: "/kubevirt-imds-sidecar serve --mac-seed=u", wantErr: "not"},
+		{name: "another subcommand", argv: "/kubevirt-imds-sidecar probe --network-setup=node", wantErr: "not"},
+		{name: "another program's serve", argv: "/usr/bin/webserver serve --network-setup=node --mac-seed=u", wantErr: "not"},
+		{name: "the operator's binary", argv: "/kubevirt-imds manager --network-setup=node", wantErr: "not"},
+		{name: "the binary run by a relative path", argv: "kubevirt-imds-sidecar serve --network-setup=node --mac-seed=u",
+			want: Request{Bridge: "k6t-eth0", MACSeed: "u", ListenPort: ServicePort}},
 		{name: "another program", argv: "sh", wantErr: "not"},
-		{name: "values of flags the agent does not need are skipped", argv: "/kubevirt-imds sidecar --payload-dir /p --token-dir /t --log-level debug --network-setup node --mac-seed u",
+		{name: "values of flags the agent does not need are skipped", argv: "/kubevirt-imds-sidecar serve --payload-dir /p --token-dir /t --log-level debug --network-setup node --mac-seed u",
 			want: Request{Bridge: "k6t-eth0", MACSeed: "u", ListenPort: ServicePort}},
-		{name: "not a KubeVirt bridge", argv: "/kubevirt-imds sidecar --network-setup=node --mac-seed=u --bridge=eth0", wantErr: `--bridge "eth0"`},
-		{name: "no MAC seed", argv: "/kubevirt-imds sidecar --network-setup=node", wantErr: "--mac-seed"},
-		{name: "bad port", argv: "/kubevirt-imds sidecar --network-setup=node --mac-seed=u --listen-port=70000", wantErr: "--listen-port"},
+		{name: "not a KubeVirt bridge", argv: "/kubevirt-imds-sidecar serve --network-setup=node --mac-seed=u --bridge=eth0", wantErr: `--bridge "eth0"`},
+		{name: "no MAC seed", argv: "/kubevirt-imds-sidecar serve --network-setup=node", wantErr: "--mac-seed"},
+		{name: "bad port", argv: "/kubevirt-imds-sidecar serve --network-setup=node --mac-seed=u --listen-port=70000", wantErr: "--listen-port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseCommandLine(strings.Fields(tc.argv))

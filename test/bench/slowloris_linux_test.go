@@ -53,10 +53,11 @@ func BenchmarkSidecarHeldConnections(b *testing.B) {
 		b.Skip(err.Error())
 	}
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "kubevirt-imds")
-	if err := controlplane.BuildBinary(context.Background(), bin); err != nil {
+	bins, err := controlplane.BuildBinaries(context.Background(), dir)
+	if err != nil {
 		b.Fatal(err)
 	}
+	bin := bins.Sidecar
 	loadBin := filepath.Join(dir, "loadtest")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", loadBin, "./hack/loadtest")
 	cmd.Dir = controlplane.RepoRoot()
@@ -72,7 +73,7 @@ func BenchmarkSidecarHeldConnections(b *testing.B) {
 	if err := d.WriteDocument(storetest.Document()); err != nil {
 		b.Fatal(err)
 	}
-	sidecar := pod.Command(context.Background(), bin, "sidecar", "--payload-dir", d.Path, "--token-dir", d.Path, "--log-level", "info")
+	sidecar := pod.Command(context.Background(), bin, "serve", "--payload-dir", d.Path, "--token-dir", d.Path, "--log-level", "info")
 	sidecar.Env = append(os.Environ(), fmt.Sprintf("GOMEMLIMIT=%d", containerLimit), "GOMAXPROCS=1")
 	// The refusal log lines are rate-limited; they are part of the cost.
 	sidecar.Stderr = io.Discard

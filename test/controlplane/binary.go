@@ -7,16 +7,30 @@ import (
 	"path/filepath"
 )
 
-// BuildBinary builds the repository's kubevirt-imds to path with
+// The names of the image's binaries, as hack/docker-build-command.sh writes
+// them and the Dockerfile copies them to /.
+const (
+	// OperatorBinary runs `manager` and `node-agent`.
+	OperatorBinary = "kubevirt-imds"
+	// SidecarBinary runs `serve` and `probe`, one per VM.
+	SidecarBinary = "kubevirt-imds-sidecar"
+)
+
+// Binaries are the paths of one build of the image's binaries.
+type Binaries struct {
+	Operator, Sidecar string
+}
+
+// BuildBinaries builds the repository's binaries into dir with
 // hack/docker-build-command.sh, as the image's build stage does: every suite
-// that runs the binary then runs the one that ships, and they share one set
-// of build-cache entries instead of compiling the module once per flag set.
-func BuildBinary(ctx context.Context, path string) error {
+// that runs them then runs the ones that ship, and they share one set of
+// build-cache entries instead of compiling the module once per flag set.
+func BuildBinaries(ctx context.Context, dir string) (Binaries, error) {
 	root := RepoRoot()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "docker-build-command.sh"), path)
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "docker-build-command.sh"), dir)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building kubevirt-imds: %w: %s", err, out)
+		return Binaries{}, fmt.Errorf("building kubevirt-imds: %w: %s", err, out)
 	}
-	return nil
+	return Binaries{Operator: filepath.Join(dir, OperatorBinary), Sidecar: filepath.Join(dir, SidecarBinary)}, nil
 }

@@ -52,14 +52,14 @@ const sidecarAdmin = "http://127.0.0.1:8081"
 // testSSHKey is the SSH key the payload hands the guest.
 const testSSHKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv3W0UJx8nQ2WTbd6tqhJmUQAKnj4nYVi0DvH7M5J3y tier1@kubevirt-imds"
 
-// sidecarBinary is the kubevirt-imds binary, built from the repository root on
+// sidecarBinary is the kubevirt-imds-sidecar binary, built from the repository root on
 // first use so that runs focused on the stand-in specs do not pay for it.
 var sidecarBinary struct {
 	sync.Mutex
 	dir, path string
 }
 
-// buildSidecar returns the path of the kubevirt-imds binary, building it once.
+// buildSidecar returns the path of the kubevirt-imds-sidecar binary, building it once.
 func buildSidecar(ctx context.Context) string {
 	GinkgoHelper()
 	sidecarBinary.Lock()
@@ -71,9 +71,9 @@ func buildSidecar(ctx context.Context) string {
 	Expect(err).NotTo(HaveOccurred())
 	// The sidecar's unprivileged user must reach the binary.
 	Expect(os.Chmod(dir, 0o755)).To(Succeed())
-	bin := filepath.Join(dir, "kubevirt-imds")
 	start := time.Now()
-	err = controlplane.BuildBinary(ctx, bin)
+	bins, err := controlplane.BuildBinaries(ctx, dir)
+	bin := bins.Sidecar
 	if err != nil {
 		_ = os.RemoveAll(dir)
 	}
@@ -117,7 +117,7 @@ func startSidecar(ctx context.Context, pod *podnet.Pod, doc *payload.Document) *
 	Expect(err).NotTo(HaveOccurred())
 	Expect(dir.WriteDocument(doc)).To(Succeed())
 
-	args := []string{"sidecar", "--payload-dir", dir.Path, "--token-dir", dir.Path, "--log-level", "debug"}
+	args := []string{"serve", "--payload-dir", dir.Path, "--token-dir", dir.Path, "--log-level", "debug"}
 	script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && ` +
 		`exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=` + sidecarCaps +
 		` --ambient-caps=` + sidecarCaps + ` --bounding-set=` + sidecarCaps + ` -- "$@"`

@@ -3,6 +3,7 @@ package image_test
 import (
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -198,25 +199,36 @@ func runBinary(bin string, env []string, args ...string) *gexec.Session {
 	return s
 }
 
-var _ = Describe("The binary of the image's build stage", Ordered, func() {
-	var bin, contextDir string
+var _ = Describe("The binaries of the image's build stage", Ordered, func() {
+	var bin, sidecarBin, outDir, contextDir string
 
 	BeforeAll(func() {
 		root := controlplane.RepoRoot()
 		contextDir = GinkgoT().TempDir()
 		Expect(copyContext(root, contextDir)).To(Succeed())
-		bin = filepath.Join(GinkgoT().TempDir(), "kubevirt-imds")
+		outDir = filepath.Join(GinkgoT().TempDir(), "out")
 		// As the Dockerfile runs it, in the copied build context, for the
 		// platform this test runs on.
-		cmd := exec.Command(filepath.Join(contextDir, buildScript), bin)
+		cmd := exec.Command(filepath.Join(contextDir, buildScript), outDir)
 		cmd.Dir = contextDir
 		cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+runtime.GOARCH)
 		out, err := cmd.CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), "%s in the build context:\n%s", buildScript, out)
+		bin, sidecarBin = filepath.Join(outDir, controlplane.OperatorBinary), filepath.Join(outDir, controlplane.SidecarBinary)
 	})
 
-	It("is a static, stripped ELF executable for the target platform", func() {
-		f, err := elf.Open(bin)
+	It("are the operator's and the sidecar's, and nothing else: the final stage copies the directory to /", func() {
+		entries, err := os.ReadDir(outDir)
+		Expect(err).NotTo(HaveOccurred())
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		Expect(names).To(ConsistOf(controlplane.OperatorBinary, controlplane.SidecarBinary))
+	})
+
+	DescribeTable("are static, stripped ELF executables for the target platform", func(name string) {
+		f, err := elf.Open(filepath.Join(outDir, name))
 		Expect(err).NotTo(HaveOccurred())
 		defer f.Close()
 		Expect(f.Type).To(Equal(elf.ET_EXEC), "a position-dependent executable, as CGO_ENABLED=0 builds")
@@ -233,32 +245,55 @@ var _ = Describe("The binary of the image's build stage", Ordered, func() {
 		Expect(libs).To(BeEmpty())
 		Expect(f.Section(".symtab")).To(BeNil(), "-ldflags=-s strips the symbol table")
 		Expect(f.Section(".debug_info")).To(BeNil(), "-ldflags=-w drops DWARF")
-	})
+	},
+		Entry("the operator's", controlplane.OperatorBinary),
+		Entry("the sidecar's", controlplane.SidecarBinary),
+	)
 
-	It("holds no path of the machine it was built on (-trimpath)", func() {
-		data, err := os.ReadFile(bin)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(bytes.Contains(data, []byte(contextDir))).To(BeFalse())
-	})
-
-	It("lists its subcommands", func() {
-		s := runBinary(bin, imageEnv(), "--help")
-		Eventually(s).Should(gexec.Exit(0))
-		for _, sub := range []string{"manager", "sidecar", "probe"} {
-			Expect(string(s.Err.Contents())).To(MatchRegexp(`(?m)^\s+%s\s`, sub))
+	It("hold no path of the machine they were built on (-trimpath)", func() {
+		for _, b := range []string{bin, sidecarBin} {
+			data, err := os.ReadFile(b)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(bytes.Contains(data, []byte(contextDir))).To(BeFalse(), b)
 		}
-		s = runBinary(bin, imageEnv(), "no-such-subcommand")
-		Eventually(s).Should(gexec.Exit(2))
-		Expect(string(s.Err.Contents())).To(ContainSubstring(`unknown subcommand "no-such-subcommand"`))
 	})
 
-	It("runs `manager --help` and `sidecar --help`", func() {
+	It("keep the per-VM sidecar free of the operator: no Kubernetes client, controller-runtime or KubeVirt module is linked", func() {
+		info, err := buildinfo.ReadFile(sidecarBin)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info.Path).To(Equal("github.com/kubevirt-imds/kubevirt-imds/sidecar/cmd/kubevirt-imds-sidecar"))
+		for _, dep := range info.Deps {
+			Expect(dep.Path).NotTo(Or(HavePrefix("k8s.io/"), HavePrefix("sigs.k8s.io/controller-runtime"), HavePrefix("kubevirt.io/"),
+				HavePrefix("go.uber.org/zap")), "the sidecar links %s", dep.Path)
+		}
+		op, err := os.Stat(bin)
+		Expect(err).NotTo(HaveOccurred())
+		sc, err := os.Stat(sidecarBin)
+		Expect(err).NotTo(HaveOccurred())
+		GinkgoWriter.Printf("operator binary %d bytes, sidecar binary %d bytes\n", op.Size(), sc.Size())
+		Expect(sc.Size()).To(BeNumerically("<", op.Size()/3), "the sidecar is a fraction of the operator")
+	})
+
+	It("list their subcommands", func() {
+		for b, subs := range map[string][]string{bin: {"manager", "node-agent"}, sidecarBin: {"serve", "probe"}} {
+			s := runBinary(b, imageEnv(), "--help")
+			Eventually(s).Should(gexec.Exit(0))
+			for _, sub := range subs {
+				Expect(string(s.Err.Contents())).To(MatchRegexp(`(?m)^\s+%s\s`, sub))
+			}
+			s = runBinary(b, imageEnv(), "no-such-subcommand")
+			Eventually(s).Should(gexec.Exit(2))
+			Expect(string(s.Err.Contents())).To(ContainSubstring(`unknown subcommand "no-such-subcommand"`))
+		}
+	})
+
+	It("run `manager --help` and `serve --help`", func() {
 		s := runBinary(bin, imageEnv(), "manager", "--help")
 		Eventually(s).Should(gexec.Exit(0))
 		for _, f := range []string{"-leader-elect", "-webhook-cert-mode", "-sidecar-image", "-health-probe-bind-address"} {
 			Expect(string(s.Err.Contents())).To(ContainSubstring(f))
 		}
-		s = runBinary(bin, imageEnv(), "sidecar", "--help")
+		s = runBinary(sidecarBin, imageEnv(), "serve", "--help")
 		Eventually(s).Should(gexec.Exit(0))
 		for _, f := range []string{"-payload-dir", "-token-dir", "-admin-address"} {
 			Expect(string(s.Err.Contents())).To(ContainSubstring(f))
@@ -267,7 +302,7 @@ var _ = Describe("The binary of the image's build stage", Ordered, func() {
 
 	It("validates the sidecar's and the manager's settings before doing anything", func() {
 		// The admin endpoint must never be reachable by the guest.
-		s := runBinary(bin, imageEnv(), "sidecar", "--admin-address=0.0.0.0:8081")
+		s := runBinary(sidecarBin, imageEnv(), "serve", "--admin-address=0.0.0.0:8081")
 		Eventually(s).Should(gexec.Exit(1))
 		Expect(string(s.Err.Contents())).To(ContainSubstring("must be a loopback address"))
 		s = runBinary(bin, imageEnv(), "manager", "--webhook-cert-mode=builtin")
@@ -330,9 +365,10 @@ var _ = Describe("The binary of the image's build stage", Ordered, func() {
 			// controller alone shows that the binary runs the operator.
 			manager = runBinary(bin, imageEnv("KUBECONFIG="+kubeconfig),
 				"manager", "--enable-webhooks=false", "--metrics-bind-address=0", "--health-probe-bind-address="+probeAddr)
-			// The image's own probe subcommand, as an exec probe would run it.
+			// The image's own probe (the sidecar's liveness check), as an exec
+			// probe would run it.
 			Eventually(func() int {
-				p := runBinary(bin, imageEnv(), "probe", "http://"+probeAddr+"/readyz")
+				p := runBinary(sidecarBin, imageEnv(), "probe", "http://"+probeAddr+"/readyz")
 				return p.Wait(10 * time.Second).ExitCode()
 			}).Should(Equal(0))
 			Expect(manager.ExitCode()).To(Equal(-1), "the manager is still running")

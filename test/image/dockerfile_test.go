@@ -124,9 +124,9 @@ var minimalBases = map[string]bool{
 // buildScript is the build stage's one source of the build command.
 const buildScript = "hack/docker-build-command.sh"
 
-// imageBinary is where the image holds the binary: its entrypoint, and the
-// command the manifests and the injected sidecar run.
-const imageBinary = "/kubevirt-imds"
+// imageBinary is where the image holds the operator's binary: its
+// entrypoint, and the command the manifests run.
+const imageBinary = "/" + controlplane.OperatorBinary
 
 var _ = Describe("The Dockerfile", func() {
 	var (
@@ -141,7 +141,7 @@ var _ = Describe("The Dockerfile", func() {
 		Expect(len(stages)).To(BeNumerically(">=", 2), "a build stage and the final stage")
 		final = stages[len(stages)-1]
 		copies := final.all("COPY")
-		Expect(copies).To(HaveLen(1), "the final stage copies one thing: the binary")
+		Expect(copies).To(HaveLen(1), "the final stage copies one thing: the directory of binaries the build writes")
 		from, ok := copies[0].flag("from")
 		Expect(ok).To(BeTrue(), "the final stage copies from the build stage (COPY --from)")
 		found := false
@@ -153,7 +153,7 @@ var _ = Describe("The Dockerfile", func() {
 		Expect(found).To(BeTrue(), "COPY --from=%s names an earlier stage", from)
 	})
 
-	It("builds the binary with hack/docker-build-command.sh, for the target platform", func() {
+	It("builds the binaries with hack/docker-build-command.sh, for the target platform", func() {
 		runs := build.all("RUN")
 		var buildRun *instruction
 		for i := range runs {
@@ -165,12 +165,15 @@ var _ = Describe("The Dockerfile", func() {
 		Expect(buildRun.args).To(ContainSubstring("GOOS=${TARGETOS}"), "line %d: multi-platform builds set GOOS from TARGETOS", buildRun.line)
 		Expect(buildRun.args).To(ContainSubstring("GOARCH=${TARGETARCH}"), "line %d: multi-platform builds set GOARCH from TARGETARCH", buildRun.line)
 
-		// The binary the script writes is the one the final stage copies.
+		// The directory the script writes is the one the final stage copies
+		// to /, so that the binaries are /kubevirt-imds and
+		// /kubevirt-imds-sidecar (the script's own output is tested with the
+		// binaries).
 		_, out, _ := strings.Cut(buildRun.args, buildScript)
 		outFields := strings.Fields(out)
-		Expect(outFields).To(HaveLen(1), "line %d: the script takes the output path", buildRun.line)
+		Expect(outFields).To(HaveLen(1), "line %d: the script takes the output directory", buildRun.line)
 		src := strings.Fields(final.all("COPY")[0].args)
-		Expect(src).To(Equal([]string{outFields[0], imageBinary}), "the final stage copies the built binary to %s", imageBinary)
+		Expect(src).To(Equal([]string{strings.TrimSuffix(outFields[0], "/") + "/", "/"}), "the final stage copies the built binaries to /")
 
 		info, err := os.Stat(filepath.Join(controlplane.RepoRoot(), buildScript))
 		Expect(err).NotTo(HaveOccurred())
@@ -189,11 +192,11 @@ var _ = Describe("The Dockerfile", func() {
 			"build image %s is older than go.mod's go %s", build.base, mod.Go.Version)
 	})
 
-	It("ends in a minimal image holding only the binary, run as a non-root user", func() {
+	It("ends in a minimal image holding only the binaries, run as a non-root user", func() {
 		Expect(minimalBases).To(HaveKey(final.base), "the final stage is FROM scratch or a distroless static image")
 		for _, in := range final.ins {
 			Expect(in.cmd).To(BeElementOf("COPY", "USER", "ENTRYPOINT", "LABEL"),
-				"Dockerfile line %d: the final stage only copies the binary and describes how it runs", in.line)
+				"Dockerfile line %d: the final stage only copies the binaries and describes how it runs", in.line)
 		}
 		users := final.all("USER")
 		Expect(users).To(HaveLen(1))
@@ -215,7 +218,7 @@ var _ = Describe("The Dockerfile", func() {
 	It("excludes tests and tools from the build context but keeps what the build needs", func() {
 		ig, err := readDockerignore(controlplane.RepoRoot())
 		Expect(err).NotTo(HaveOccurred())
-		for _, p := range []string{"go.mod", "go.sum", "main.go", buildScript, "controllers/scheme.go", "webhooks/pod.go", "sidecar/options.go"} {
+		for _, p := range []string{"go.mod", "go.sum", "main.go", buildScript, "controllers/scheme.go", "webhooks/pod.go", "sidecar/options.go", "sidecar/cmd/kubevirt-imds-sidecar/main.go"} {
 			Expect(ig.excluded(p)).To(BeFalse(), "%s is in the build context", p)
 		}
 		for _, p := range []string{".git/config", "tmp/bin/controller-gen", "test/controlplane/controlplane.go", "controllers/suite_test.go", "controllers/testdata/x"} {

@@ -34,7 +34,8 @@ var (
 	buildErr  error
 )
 
-// buildBinary builds the repository's kubevirt-imds binary once.
+// buildBinary builds the repository's binaries once and returns the
+// sidecar's.
 func buildBinary() string {
 	GinkgoHelper()
 	buildOnce.Do(func() {
@@ -43,8 +44,9 @@ func buildBinary() string {
 			buildErr = err
 			return
 		}
-		binary = filepath.Join(dir, "kubevirt-imds")
-		buildErr = controlplane.BuildBinary(context.Background(), binary)
+		var bins controlplane.Binaries
+		bins, buildErr = controlplane.BuildBinaries(context.Background(), dir)
+		binary = bins.Sidecar
 	})
 	Expect(buildErr).NotTo(HaveOccurred())
 	return binary
@@ -90,7 +92,7 @@ var _ = Describe("running a container", func() {
 		pod, err := clientset.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 		Expect(err).NotTo(HaveOccurred())
 
-		kl := newKubelet(map[string]string{"/kubevirt-imds": bin})
+		kl := newKubelet(map[string]string{"/" + controlplane.SidecarBinary: bin})
 		vols, err := kl.MountVolumes(ctx, pod, sidecar)
 		Expect(err).NotTo(HaveOccurred())
 		run(kl)

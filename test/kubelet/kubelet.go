@@ -17,7 +17,7 @@
 // Typical use:
 //
 //	kl := kubelet.New(kubelet.Config{Client: clientset, Root: dir, Log: log,
-//		Executables: map[string]string{"/kubevirt-imds": builtBinary}})
+//		Executables: map[string]string{"/kubevirt-imds-sidecar": builtSidecar}})
 //	vols, err := kl.MountVolumes(ctx, pod, "kubevirt-imds")
 //	go kl.Run(ctx)
 //	cmd, err := kl.Command(ctx, pod, "kubevirt-imds", vols, podNS)

@@ -54,7 +54,7 @@ func TestRewrite(t *testing.T) {
 		"x/var/run/imds/payload":              "x/var/run/imds/payload", // not at a value boundary
 		"A=/etc/x:/etc/y":                     "A=/r/etc/x:/etc/y",      // list of paths
 		"/etc/x,/var/run/imds/tokens":         "/r/etc/x,/r/var/run/imds/tokens",
-		"sidecar":                             "sidecar",
+		"serve":                               "serve",
 		"--admin-address=127.0.0.1:8081":      "--admin-address=127.0.0.1:8081",
 	} {
 		if got := r.rewrite(in); got != want {

@@ -164,7 +164,7 @@ var _ = Describe("the node agent", func() {
 		Expect(err).NotTo(HaveOccurred())
 		admin := l.Addr().String()
 		Expect(l.Close()).To(Succeed())
-		cmd := exec.CommandContext(ctx, binary, "sidecar", "--payload-dir", writePayload(), "--admin-address", admin,
+		cmd := exec.CommandContext(ctx, binary, "serve", "--payload-dir", writePayload(), "--admin-address", admin,
 			"--network-setup=node", "--mac-seed=host", "--bridge=k6t-eth0", "--listen-port=8775")
 		out := &output.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, out

@@ -1,4 +1,4 @@
-// Package sidecar_test runs the real kubevirt-imds sidecar binary inside
+// Package sidecar_test runs the real kubevirt-imds-sidecar binary inside
 // network namespaces shaped like virt-launcher Pods (test/podnet), with only
 // NET_ADMIN, NET_RAW and NET_BIND_SERVICE, as an unprivileged user, and with
 // /proc/sys read-only. It needs root to build the namespaces and skips
@@ -31,7 +31,7 @@ func TestSidecarNetns(t *testing.T) {
 	RunSpecs(t, "sidecar in virt-launcher-like network namespaces")
 }
 
-// binary is the kubevirt-imds binary built from the repository root.
+// binary is the kubevirt-imds-sidecar binary built from the repository root.
 var binary string
 
 var _ = BeforeSuite(func(ctx SpecContext) {
@@ -44,15 +44,17 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		}
 	}
 	dir := worldReadableTempDir()
-	binary = filepath.Join(dir, "kubevirt-imds")
 	if os.Getenv("IMDS_SIDECAR_RACE") != "1" {
-		Expect(controlplane.BuildBinary(ctx, binary)).To(Succeed())
+		bins, err := controlplane.BuildBinaries(ctx, dir)
+		Expect(err).NotTo(HaveOccurred())
+		binary = bins.Sidecar
 		return
 	}
+	binary = filepath.Join(dir, controlplane.SidecarBinary)
 	// The sidecar's goroutines under the race detector, on demand: it makes
 	// the binary slow to build, and needs cgo, which the image's build leaves
 	// out.
-	out, err := exec.CommandContext(ctx, "go", "build", "-race", "-o", binary, "github.com/kubevirt-imds/kubevirt-imds").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "go", "build", "-race", "-o", binary, "github.com/kubevirt-imds/kubevirt-imds/sidecar/cmd/kubevirt-imds-sidecar").CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), "building the binary: %s", out)
 })
 
@@ -102,7 +104,7 @@ func startSidecar(pod *podnet.Pod, payloadDir string, extra ...string) *sidecarP
 // startSidecarWithCaps is startSidecar with the capability set capSet
 // (setpriv's syntax, e.g. "-all" for none).
 func startSidecarWithCaps(pod *podnet.Pod, payloadDir, capSet string, extra ...string) *sidecarProc {
-	args := append([]string{"sidecar", "--payload-dir", payloadDir, "--token-dir", payloadDir, "--log-level", "debug"}, extra...)
+	args := append([]string{"serve", "--payload-dir", payloadDir, "--token-dir", payloadDir, "--log-level", "debug"}, extra...)
 	script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && ` +
 		`exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=` + capSet +
 		` --ambient-caps=` + capSet + ` --bounding-set=` + capSet + ` -- "$@"`

@@ -52,22 +52,22 @@ func (d *demo) run() int {
 		}
 	}()
 	var (
-		binary  string
-		images  guestImages
-		node    *singlenode.Node
-		l       *singlenode.Launcher
-		g       guestspecs.Guest
-		summary []string
+		binaries controlplane.Binaries
+		images   guestImages
+		node     *singlenode.Node
+		l        *singlenode.Launcher
+		g        guestspecs.Guest
+		summary  []string
 	)
-	ok := d.step("Install what is missing and build: Debian packages, the binary, the guest", func() {
+	ok := d.step("Install what is missing and build: Debian packages, the binaries, the guest", func() {
 		t := time.Now()
 		out, err := exec.CommandContext(d.ctx, filepath.Join(controlplane.RepoRoot(), "hack", "install-test-deps.sh")).CombinedOutput()
 		d.fatal(err, "hack/install-test-deps.sh: "+string(out))
 		fmt.Printf("    Debian packages present (%.1fs)\n", time.Since(t).Seconds())
 		t = time.Now()
-		binary = filepath.Join(d.dir, "kubevirt-imds")
-		d.fatal(controlplane.BuildBinary(d.ctx, binary), "building")
-		fmt.Printf("    kubevirt-imds built: %s (%.1fs)\n", binary, time.Since(t).Seconds())
+		binaries, err = controlplane.BuildBinaries(d.ctx, d.dir)
+		d.fatal(err, "building")
+		fmt.Printf("    kubevirt-imds and kubevirt-imds-sidecar built in %s (%.1fs)\n", d.dir, time.Since(t).Seconds())
 		t = time.Now()
 		progress := d.logFile
 		if d.guestKind == "vm" {
@@ -84,7 +84,7 @@ func (d *demo) run() int {
 		fmt.Printf("    guest tree: Debian trixie with %s at %s (%.1fs)\n", images.root.CloudInit, images.root.Dir, time.Since(t).Seconds())
 	})
 	ok = ok && d.step("Start the control plane (kube-apiserver, etcd, KubeVirt CRDs) and the manager (controller + webhooks)", func() {
-		node = singlenode.Start(d.tb, singlenode.Options{WorkDir: d.dir, Binary: binary, Log: d.log})
+		node = singlenode.Start(d.tb, singlenode.Options{WorkDir: d.dir, Binaries: binaries, Log: d.log})
 		fmt.Printf("    API server %s, kubeconfig %s\n", node.Config.Host, node.Kubeconfig)
 		fmt.Printf("    manager running with webhooks on %s:%d (log %s)\n",
 			node.Env.WebhookInstallOptions.LocalServingHost, node.Env.WebhookInstallOptions.LocalServingPort, node.ManagerLog())

@@ -40,8 +40,9 @@ type Options struct {
 	// WorkDir holds everything the node writes: the binary, kubeconfig,
 	// kubelet's volumes and the processes' logs. It must exist.
 	WorkDir string
-	// Binary is a built kubevirt-imds; empty builds one into WorkDir.
-	Binary string
+	// Binaries are the built image binaries; empty builds them into
+	// WorkDir.
+	Binaries controlplane.Binaries
 	// Log receives kubelet's and the harness's structured logs.
 	Log logr.Logger
 }
@@ -61,8 +62,9 @@ type Node struct {
 	Clientset kubernetes.Interface
 	// Kubeconfig is the path of a kubeconfig for Config's user.
 	Kubeconfig string
-	// Binary is the kubevirt-imds executable the manager and sidecars run.
-	Binary string
+	// Binaries are the executables the manager, the node agent and the
+	// sidecars run.
+	Binaries controlplane.Binaries
 	// Kubelet materialises the Pods' volumes and runs their containers.
 	Kubelet *kubelet.Kubelet
 	// WorkDir is Options.WorkDir.
@@ -77,10 +79,10 @@ type Node struct {
 // Cleanup, in reverse order.
 func Start(tb podnet.TB, o Options) *Node {
 	tb.Helper()
-	n := &Node{WorkDir: o.WorkDir, Binary: o.Binary, log: o.Log}
-	if n.Binary == "" {
-		n.Binary = filepath.Join(o.WorkDir, "kubevirt-imds")
-		if err := controlplane.BuildBinary(context.Background(), n.Binary); err != nil {
+	n := &Node{WorkDir: o.WorkDir, Binaries: o.Binaries, log: o.Log}
+	if n.Binaries == (controlplane.Binaries{}) {
+		var err error
+		if n.Binaries, err = controlplane.BuildBinaries(context.Background(), o.WorkDir); err != nil {
 			tb.Fatalf("%v", err)
 		}
 	}
@@ -134,7 +136,10 @@ func Start(tb podnet.TB, o Options) *Node {
 	}
 	n.Kubelet = kubelet.New(kubelet.Config{
 		Client: n.Clientset, Root: kubeletRoot, Log: o.Log.WithName("kubelet"),
-		Executables: map[string]string{"/kubevirt-imds": n.Binary},
+		Executables: map[string]string{
+			"/" + controlplane.OperatorBinary: n.Binaries.Operator,
+			"/" + controlplane.SidecarBinary:  n.Binaries.Sidecar,
+		},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -165,8 +170,8 @@ func (n *Node) StartNodeAgent(tb podnet.TB) {
 	if n.agent != nil {
 		tb.Fatalf("the node agent is already running")
 	}
-	p, err := StartProcess(n.NodeAgentLog(), n.Binary, []string{
-		"node-agent", "--sidecar-executable=" + n.Binary,
+	p, err := StartProcess(n.NodeAgentLog(), n.Binaries.Operator, []string{
+		"node-agent", "--sidecar-executable=" + n.Binaries.Sidecar,
 	})
 	if err != nil {
 		tb.Fatalf("%v", err)
@@ -228,7 +233,7 @@ func (n *Node) StartManager(tb podnet.TB) {
 		tb.Fatalf("%v", err)
 	}
 	w := &n.Env.WebhookInstallOptions
-	p, err := StartProcess(n.ManagerLog(), n.Binary, []string{
+	p, err := StartProcess(n.ManagerLog(), n.Binaries.Operator, []string{
 		"manager",
 		"--webhook-host=" + w.LocalServingHost,
 		"--webhook-port=" + strconv.Itoa(w.LocalServingPort),

@@ -14,7 +14,7 @@ import (
 // runProbe GETs one URL and fails unless it answers 200. The sidecar's admin
 // endpoint listens on loopback inside the Pod, out of the reach of kubelet's
 // httpGet probes (they dial the Pod IP), so the Pod probes it with
-// `kubevirt-imds probe` as an exec probe. Only loopback URLs are accepted:
+// `kubevirt-imds-sidecar probe` as an exec probe. Only loopback URLs are accepted:
 // the probe must never become a way to reach other hosts.
 func runProbe(args []string) error {
 	fs := flag.NewFlagSet("probe", flag.ExitOnError)
@@ -23,7 +23,7 @@ func runProbe(args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: kubevirt-imds probe [--timeout d] http://127.0.0.1:<port>/<path>")
+		return errors.New("usage: kubevirt-imds-sidecar probe [--timeout d] http://127.0.0.1:<port>/<path>")
 	}
 	return probe(fs.Arg(0), *timeout)
 }
