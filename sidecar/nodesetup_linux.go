@@ -68,7 +68,7 @@ func (w *nodeSetupWatcher) Run(ctx context.Context) error {
 
 func subscriptionClosed(ctx context.Context) error {
 	if ctx.Err() != nil {
-		return nil
+		return nil //nolint:nilerr // cancelled: the caller is stopping, not failing
 	}
 	return errors.New("netlink subscription closed")
 }

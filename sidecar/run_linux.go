@@ -33,7 +33,7 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 		return err
 	}
 	ready := newReadiness(st.Loaded)
-	adminLn, err := net.Listen("tcp", o.AdminAddress)
+	adminLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", o.AdminAddress)
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
@@ -117,7 +117,7 @@ func (n *netRunner) run(ctx context.Context) error {
 	serveDone := make(chan struct{})
 	defer func() {
 		recCancel()
-		<-recErr
+		<-recErr //nolint:errcheck // the loop below handled its error; now only the cancellation
 		if n.ln != nil {
 			// Let in-flight guest requests finish before Run returns.
 			<-serveDone

@@ -5,17 +5,25 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
 	// GroupVersion is the API group and version of MetadataService.
 	GroupVersion = schema.GroupVersion{Group: "imds.kubevirt.io", Version: "v1alpha1"}
 
-	// SchemeBuilder adds the types of this group-version to a scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	// SchemeBuilder adds the types of this group-version to a scheme. It is
+	// apimachinery's, so that importing the API brings no controller-runtime.
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the types of this group-version to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &MetadataService{}, &MetadataServiceList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

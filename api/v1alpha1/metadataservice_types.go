@@ -320,7 +320,3 @@ type MetadataServiceList struct {
 	// Items are the MetadataServices.
 	Items []MetadataService `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MetadataService{}, &MetadataServiceList{})
-}

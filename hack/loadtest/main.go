@@ -205,7 +205,7 @@ func startReference(addr string) (string, func(), error) {
 	if err := checkHost(host); err != nil {
 		return "", nil, fmt.Errorf("-reference: %w", err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("-reference: %w", err)
 	}

@@ -81,7 +81,6 @@ func TestHandle(t *testing.T) {
 // chanReader feeds frames from a channel and honours read deadlines.
 type chanReader struct {
 	frames chan Frame
-	mu     sync.Mutex
 	wake   chan struct{}
 }
 

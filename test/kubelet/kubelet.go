@@ -240,7 +240,7 @@ func (k *Kubelet) mount(ctx context.Context, v *volume) error {
 			}
 			k.cfg.Log.Info("waiting for a projected object", "volume", v.spec.Name, "reason", missing.Error())
 			if err := k.waitForChange(ctx, missing); err != nil {
-				return fmt.Errorf("mounting volume %s: %s: %w", v.spec.Name, missing, err)
+				return fmt.Errorf("mounting volume %s: %w: %w", v.spec.Name, missing, err)
 			}
 		}
 	}

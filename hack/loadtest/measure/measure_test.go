@@ -16,7 +16,7 @@ func TestPercentile(t *testing.T) {
 
 func TestRequests(t *testing.T) {
 	var r Requests
-	rt := r.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) { return &http.Response{}, nil }))
+	rt := r.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) { return &http.Response{Body: http.NoBody}, nil }))
 	for _, c := range []struct{ method, url string }{
 		{"POST", "/api/v1/namespaces/a/secrets"},
 		{"GET", "/api/v1/namespaces/a/secrets/s"},
@@ -26,9 +26,11 @@ func TestRequests(t *testing.T) {
 		{"GET", "/api/v1/namespaces/a"},
 	} {
 		u, _ := url.Parse(c.url)
-		if _, err := rt.RoundTrip(&http.Request{Method: c.method, URL: u}); err != nil {
+		resp, err := rt.RoundTrip(&http.Request{Method: c.method, URL: u})
+		if err != nil {
 			t.Fatal(err)
 		}
+		_ = resp.Body.Close()
 	}
 	writes, reads := r.Writes()
 	if writes != 2 || reads != 3 {

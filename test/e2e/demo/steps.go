@@ -222,7 +222,7 @@ func (d *demo) waitReady(node *singlenode.Node) *imdsv1alpha1.MetadataService {
 	var mds imdsv1alpha1.MetadataService
 	err := wait.PollUntilContextTimeout(d.ctx, 100*time.Millisecond, waitTimeout, true, func(ctx context.Context) (bool, error) {
 		if err := node.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: sampleService}, &mds); err != nil {
-			return false, nil
+			return false, nil //nolint:nilerr // not created yet: poll again
 		}
 		return mds.Status.ObservedGeneration == mds.Generation && mds.Status.SelectedInstances == 1 &&
 			meta.IsStatusConditionTrue(mds.Status.Conditions, imdsv1alpha1.ConditionReady), nil

@@ -33,8 +33,11 @@ func CollectBootFacts(ctx context.Context, sh Shell, sudo string, booted time.Ti
 		{&f.Routes, "ip -4 route show"},
 	} {
 		out, exit, err := sh.Run(ctx, q.cmd)
-		if err != nil || exit != 0 {
-			return BootFacts{}, fmt.Errorf("%s: exit %d: %v: %s", q.cmd, exit, err, out)
+		if err != nil {
+			return BootFacts{}, fmt.Errorf("%s: %w", q.cmd, err)
+		}
+		if exit != 0 {
+			return BootFacts{}, fmt.Errorf("%s: exit %d: %s", q.cmd, exit, out)
 		}
 		*q.dst = strings.TrimSpace(out)
 	}
@@ -44,8 +47,11 @@ func CollectBootFacts(ctx context.Context, sh Shell, sudo string, booted time.Ti
 	}
 	for _, p := range strings.Fields(out) {
 		content, exit, err := sh.Run(ctx, sudo+"cat "+ShellQuote(p))
-		if err != nil || exit != 0 {
-			return BootFacts{}, fmt.Errorf("cat %s: exit %d: %v: %s", p, exit, err, content)
+		if err != nil {
+			return BootFacts{}, fmt.Errorf("cat %s: %w", p, err)
+		}
+		if exit != 0 {
+			return BootFacts{}, fmt.Errorf("cat %s: exit %d: %s", p, exit, content)
 		}
 		f.NetworkConfig[p] = content
 	}

@@ -49,7 +49,7 @@ func DialConsole(ctx context.Context, cfg *rest.Config, namespace, name string) 
 		header.Set("Authorization", "Bearer "+cfg.BearerToken)
 	}
 	d := websocket.Dialer{TLSClientConfig: tlsConfig, Subprotocols: []string{"plain.kubevirt.io"}}
-	conn, resp, err := d.DialContext(ctx, u.String(), header)
+	conn, resp, err := d.DialContext(ctx, u.String(), header) //nolint:bodyclose // the upgraded connection owns it
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("console of %s/%s: %w (HTTP %d)", namespace, name, err, resp.StatusCode)

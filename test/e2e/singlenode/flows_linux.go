@@ -63,7 +63,7 @@ func (l *Launcher) LongPollDuring(ctx context.Context, g guestspecs.Guest, url s
 	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		select {
 		case a := <-answered:
-			return false, fmt.Errorf("the long poll answered before any edit: %d %s %v", a.code, a.body, a.err)
+			return false, fmt.Errorf("the long poll answered before any edit: %d %s %v", a.code, a.body, a.err) //nolint:errorlint // usually nil: shown, not wrapped
 		default:
 		}
 		n, err := l.SidecarMetric(ctx, "kubevirt_imds_long_polls")

@@ -59,7 +59,7 @@ func (p *Process) WaitReady(ctx context.Context, interval time.Duration, ready f
 	return wait.PollUntilContextCancel(ctx, interval, true, func(ctx context.Context) (bool, error) {
 		select {
 		case <-p.done:
-			return false, fmt.Errorf("exited while starting: %v", p.err)
+			return false, fmt.Errorf("exited while starting: %v", p.err) //nolint:errorlint // nil for a clean exit: shown, not wrapped
 		default:
 		}
 		return ready(ctx), nil
