@@ -141,10 +141,11 @@ func runManager(args []string) error {
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
-	if err := (&controllers.MetadataServiceReconciler{
+	reconciler := &controllers.MetadataServiceReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("kubevirt-imds"),
-	}).SetupWithManager(mgr); err != nil {
+	}
+	if err := reconciler.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the MetadataService controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -161,7 +162,11 @@ func runManager(args []string) error {
 				},
 				NetworkSetup:            webhooks.NetworkSetup(sidecarNetworkSetup),
 				PodSecurityDefaultLevel: podSecurityDefault,
-			}})
+			},
+				// The controller's own reconciler, so that it leaves the
+				// payloads the webhook writes to it.
+				Payload: reconciler,
+			})
 		}
 		webhooksReady, err := startWebhooks(mgr, certs, webhookCertDir, setup)
 		if err != nil {

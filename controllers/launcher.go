@@ -142,7 +142,7 @@ func (s *reportedSet) first(key string) bool {
 // (its phase, or the VMI's completed migration state) no longer counts.
 func (r *MetadataServiceReconciler) inspectInstances(ctx context.Context, s *scope) error {
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(s.mds.Namespace), client.MatchingLabelsSelector{Selector: LauncherPodSelector()}); err != nil {
+	if err := r.List(ctx, &pods, client.InNamespace(s.mds.Namespace), client.MatchingLabelsSelector{Selector: LauncherPodSelector()}, readOnlyList); err != nil {
 		return fmt.Errorf("listing virt-launcher Pods: %w", err)
 	}
 	in := &inspection{Mode: GuestDiscoveryOf(s.mds)}
@@ -239,7 +239,7 @@ func (r *MetadataServiceReconciler) servicesForLauncherPod(ctx context.Context, 
 		return nil
 	}
 	var vmi kubevirtv1.VirtualMachineInstance
-	if err := r.Get(ctx, types.NamespacedName{Namespace: o.GetNamespace(), Name: name}, &vmi); err != nil {
+	if err := r.Get(ctx, types.NamespacedName{Namespace: o.GetNamespace(), Name: name}, &vmi, readOnlyGet); err != nil {
 		if client.IgnoreNotFound(err) != nil {
 			log.FromContext(ctx).Error(err, "reading the VirtualMachineInstance of a virt-launcher Pod", "pod", o.GetName())
 		}

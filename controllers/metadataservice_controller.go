@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 )
@@ -61,9 +62,22 @@ type MetadataServiceReconciler struct {
 	// Secret was last found or made current for, so that a reconcile renders
 	// only the VMIs whose inputs changed: in a boot storm each VMI event
 	// would otherwise re-render every instance of the service. An event on
-	// the payload Secret forgets the entry (servicesForSecret).
+	// the payload Secret forgets the entry (servicesForPayloadSecret).
 	current sync.Map
+	// claimed remembers, per VMI UID, when a writer in this process (the
+	// reconcile, or the Pod webhook through ClaimPayload) claimed the write
+	// of the VMI's payload, until the cache sees the Secret (claim).
+	claimed sync.Map
+	// retry receives the services of payload writes the Pod webhook claimed
+	// and failed (endClaim): the reconciles that left those VMIs to it are
+	// owed one more.
+	retry chan event.GenericEvent
 }
+
+// retryBuffer bounds the failed webhook writes waiting for their service's
+// reconcile; beyond it the controller is far behind, and a dropped retry
+// waits for the service's next event.
+const retryBuffer = 1024
 
 // +kubebuilder:rbac:groups=imds.kubevirt.io,resources=metadataservices,verbs=get;list;watch
 // The status is written with a merge patch only.
@@ -127,10 +141,20 @@ func (r *MetadataServiceReconciler) reconcileNormal(ctx context.Context, s *scop
 	}
 	if s.status.Source != nil {
 		// The watches re-render when a source appears; this is the safety net.
-		return ctrl.Result{RequeueAfter: sourceRecheckInterval}, nil
+		return ctrl.Result{RequeueAfter: sourceRecheckInterval}, nil //nolint:nilerr // a missing source is status, not a reconcile error
 	}
 	return ctrl.Result{}, nil
 }
+
+// readOnlyList lists from the cache without copying the objects: they are
+// the cache's own, shared with every reader, and must not be modified. The
+// reconciler only reads what it lists (VMIs, launcher Pods, payload Secrets)
+// and writes copies it makes itself.
+var readOnlyList = client.UnsafeDisableDeepCopy
+
+// readOnlyGet is readOnlyList for a Get, in the event handlers that run for
+// every VMI and launcher Pod event.
+var readOnlyGet = client.UnsafeDisableDeepCopy
 
 // scope carries one reconcile's findings from phase to phase.
 type scope struct {
@@ -155,7 +179,9 @@ func (r *MetadataServiceReconciler) selectInstances(ctx context.Context, s *scop
 		return fmt.Errorf("listing MetadataServices: %w", err)
 	}
 	var vmis kubevirtv1.VirtualMachineInstanceList
-	if err := r.List(ctx, &vmis, client.InNamespace(s.mds.Namespace)); err != nil {
+	// Not copied (readOnlyList): every reconcile reads every VMI of the
+	// namespace, and copying them was most of a reconcile's CPU.
+	if err := r.List(ctx, &vmis, client.InNamespace(s.mds.Namespace), readOnlyList); err != nil {
 		return fmt.Errorf("listing VirtualMachineInstances: %w", err)
 	}
 	s.services = services.Items
@@ -230,8 +256,14 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 		if k, ok := r.current.Load(vmi.UID); ok && k == key {
 			continue
 		}
+		if !r.claim(vmi.UID) {
+			// The Pod webhook is writing it: its Secret's event, or its
+			// failure (retry), brings the service back.
+			continue
+		}
 		g.Go(func() error {
 			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, renderPayload(s.mds, src, vmi))
+			r.endClaim(vmi.UID, wrote, err)
 			if err == nil && !wrote {
 				// Found current: nothing to do until an input or the Secret changes.
 				r.current.Store(vmi.UID, key)
@@ -306,18 +338,27 @@ func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		func(o client.Object) []string { return sourceRefs(o.(*imdsv1alpha1.MetadataService)) }); err != nil {
 		return fmt.Errorf("indexing MetadataServices by source: %w", err)
 	}
+	r.retry = make(chan event.GenericEvent, retryBuffer)
+	// One throttle for the three kinds of events a VM brings.
+	storm := newThrottle(instanceEventInterval)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&imdsv1alpha1.MetadataService{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesRawSource(source.Channel(r.retry, &handler.EnqueueRequestForObject{})).
 		// A service's arrival, change or departure can change which service
 		// wins each VMI, and so the others' conflicts.
 		Watches(&imdsv1alpha1.MetadataService{}, handler.EnqueueRequestsFromMapFunc(r.siblingServices),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&kubevirtv1.VirtualMachineInstance{}, handler.EnqueueRequestsFromMapFunc(r.servicesForInstance),
+		// A boot storm brings events of VMIs, launcher Pods and payload
+		// Secrets by the thousand: they share reconciles (throttledEnqueue).
+		Watches(&kubevirtv1.VirtualMachineInstance{}, throttledEnqueue(r.servicesForInstance, storm),
 			builder.WithPredicates(instanceChanged)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.servicesForSecret)).
+		Watches(&corev1.Secret{}, throttledEnqueue(r.servicesForPayloadSecret, storm),
+			builder.WithPredicates(isPayloadSecret)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.servicesForSourceSecret),
+			builder.WithPredicates(isSourceSecret)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.servicesForConfigMap)).
 		// Served VMIs whose launcher Pod lacks the sidecar are reported.
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.servicesForLauncherPod),
+		Watches(&corev1.Pod{}, throttledEnqueue(r.servicesForLauncherPod, storm),
 			builder.WithPredicates(launcherPodChanged)).
 		Named("metadataservice").
 		Complete(r)
@@ -346,7 +387,7 @@ func (r *MetadataServiceReconciler) servicesForInstance(ctx context.Context, o c
 	}
 	var secret corev1.Secret
 	key := types.NamespacedName{Namespace: o.GetNamespace(), Name: imdsv1alpha1.PayloadSecretName(o.GetName())}
-	if err := r.Get(ctx, key, &secret); err == nil {
+	if err := r.Get(ctx, key, &secret, readOnlyGet); err == nil {
 		add(secret.Labels[imdsv1alpha1.LabelMetadataService])
 	}
 	return reqs
@@ -368,14 +409,43 @@ func (r *MetadataServiceReconciler) siblingServices(ctx context.Context, o clien
 	return reqs
 }
 
-// servicesForSecret enqueues the service owning a payload Secret (to repair
-// edits and deletions) or the services reading a source Secret.
-func (r *MetadataServiceReconciler) servicesForSecret(ctx context.Context, o client.Object) []reconcile.Request {
+// isPayloadSecret passes events of the payload Secrets the operator writes,
+// and isSourceSecret those of other Secrets; an update that adds or removes
+// the managed-by label passes both, as its old and new objects would be
+// mapped.
+var isPayloadSecret, isSourceSecret = secretKindPredicate(true), secretKindPredicate(false)
+
+func secretKindPredicate(payload bool) predicate.Funcs {
+	is := func(o client.Object) bool {
+		return (o.GetLabels()[imdsv1alpha1.LabelManagedBy] == imdsv1alpha1.ManagedByValue) == payload
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return is(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return is(e.ObjectOld) || is(e.ObjectNew) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return is(e.Object) },
+		GenericFunc: func(e event.GenericEvent) bool { return is(e.Object) },
+	}
+}
+
+// servicesForPayloadSecret enqueues the service owning a payload Secret, to
+// repair edits and deletions.
+func (r *MetadataServiceReconciler) servicesForPayloadSecret(_ context.Context, o client.Object) []reconcile.Request {
+	if o.GetLabels()[imdsv1alpha1.LabelManagedBy] != imdsv1alpha1.ManagedByValue {
+		return nil // the old or new object of an update that changed the label
+	}
+	uid := types.UID(o.GetLabels()[imdsv1alpha1.LabelInstanceUID])
+	r.current.Delete(uid)
+	// The cache has the Secret: the reconcile compares it from now on.
+	r.claimed.Delete(uid)
+	if name := o.GetLabels()[imdsv1alpha1.LabelMetadataService]; name != "" {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+	}
+	return nil
+}
+
+// servicesForSourceSecret enqueues the services reading a source Secret.
+func (r *MetadataServiceReconciler) servicesForSourceSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	if o.GetLabels()[imdsv1alpha1.LabelManagedBy] == imdsv1alpha1.ManagedByValue {
-		r.current.Delete(types.UID(o.GetLabels()[imdsv1alpha1.LabelInstanceUID]))
-		if name := o.GetLabels()[imdsv1alpha1.LabelMetadataService]; name != "" {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
-		}
 		return nil
 	}
 	return r.servicesReading(ctx, sourceRefKey("Secret", o.GetName()), o.GetNamespace())

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
@@ -57,10 +58,6 @@ func desiredPayloadSecret(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.Vir
 	}, nil
 }
 
-// ensurePayloadSecret creates or updates the payload Secret of vmi, writing
-// only when content, labels, annotations or owner differ. It reports whether
-// it wrote. A Secret is always written whole, so a guest never sees a
-// half-written payload.
 // RenderPayload renders vmi's payload as mds serves it, from the sources as
 // the cache has them, without writing anything; it fails when a source is
 // missing or invalid, as the reconcile would.
@@ -73,6 +70,63 @@ func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imds
 	return renderPayload(mds, src, vmi), nil
 }
 
+// payloadClaimTTL bounds how long a claim on a payload write (claim) stands
+// when the cache never sees its Secret (created and deleted at once, say):
+// well past the webhook's write timeout.
+const payloadClaimTTL = time.Minute
+
+// ClaimPayload claims the write of vmi's payload for the Pod webhook, before
+// its admission returns: false when the controller (or another admission)
+// in this process is writing it already, and the webhook need not.
+func (r *MetadataServiceReconciler) ClaimPayload(vmi *kubevirtv1.VirtualMachineInstance) bool {
+	return r.claim(vmi.UID)
+}
+
+// claim claims the write of uid's payload: until the cache sees the Secret
+// (servicesForPayloadSecret), or the write ends without writing
+// (endClaim), or payloadClaimTTL has passed, no other writer in this
+// process writes it. The webhook writes the payloads of launcher Pods that
+// arrive before the controller's reconcile, and the controller those of
+// VMIs whose Pod has not come yet; without claims each, finding the Secret
+// not yet in the cache, created it too, and a tenth to a quarter of the
+// payload creates of a boot storm failed with AlreadyExists.
+func (r *MetadataServiceReconciler) claim(uid types.UID) bool {
+	now := time.Now()
+	for {
+		at, held := r.claimed.LoadOrStore(uid, now)
+		if !held {
+			return true
+		}
+		if time.Since(at.(time.Time)) < payloadClaimTTL {
+			return false
+		}
+		if r.claimed.CompareAndSwap(uid, at, now) {
+			return true // an expired claim, taken over
+		}
+	}
+}
+
+// endClaim ends a claim whose write brings no event to end it: it failed,
+// or found the Secret current.
+func (r *MetadataServiceReconciler) endClaim(uid types.UID, wrote bool, err error) {
+	if err != nil || !wrote {
+		r.claimed.Delete(uid)
+	}
+}
+
+// retryService reconciles mds again after a write the webhook claimed has
+// failed: a reconcile may have left the VMI to it. It never blocks (see
+// retryBuffer).
+func (r *MetadataServiceReconciler) retryService(mds *imdsv1alpha1.MetadataService) {
+	if r.retry == nil {
+		return // no controller in this process (another replica leads)
+	}
+	select {
+	case r.retry <- event.GenericEvent{Object: mds}:
+	default:
+	}
+}
+
 // WritePayload writes doc into vmi's payload Secret unless it is current.
 // The Pod webhook calls it when a launcher Pod arrives before the reconcile
 // that would write the Secret: in a boot storm, reconciles lag VM creation by
@@ -80,10 +134,18 @@ func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imds
 // other finds the Secret current.
 func (r *MetadataServiceReconciler) WritePayload(ctx context.Context, mds *imdsv1alpha1.MetadataService,
 	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) error {
-	_, err := r.ensurePayloadSecret(ctx, mds, vmi, doc)
+	wrote, err := r.ensurePayloadSecret(ctx, mds, vmi, doc)
+	r.endClaim(vmi.UID, wrote, err)
+	if err != nil {
+		r.retryService(mds)
+	}
 	return err
 }
 
+// ensurePayloadSecret creates or updates the payload Secret of vmi, writing
+// only when content, labels, annotations or owner differ. It reports whether
+// it wrote. A Secret is always written whole, so a guest never sees a
+// half-written payload.
 func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds *imdsv1alpha1.MetadataService,
 	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) (bool, error) {
 	want, err := desiredPayloadSecret(mds, vmi, doc)
@@ -109,7 +171,7 @@ func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds
 	}
 	if have.Type != want.Type {
 		// Not ours (a user's Secret of the same name): never overwrite it.
-		return false, fmt.Errorf("Secret %s exists with type %q, not %q: rename or delete it", want.Name, have.Type, want.Type)
+		return false, fmt.Errorf("secret %s exists with type %q, not %q: rename or delete it", want.Name, have.Type, want.Type)
 	}
 	if equality.Semantic.DeepEqual(have.Data, want.Data) &&
 		isSubset(want.Labels, have.Labels) && isSubset(want.Annotations, have.Annotations) &&
@@ -142,20 +204,20 @@ func isSubset(want, have map[string]string) bool {
 	return true
 }
 
-// removeStalePayloads deletes the payload Secrets that service name wrote for
-// VMIs no service serves any more. A Secret whose VMI another service now wins
-// is left for the winner to overwrite, so the guest never sees its payload
-// vanish in a hand-over. s is nil when the service itself is gone.
 // unknownInstanceGrace is how long a payload Secret of a VMI the cache does
 // not know is left alone: far longer than any cache lag.
 const unknownInstanceGrace = 2 * time.Minute
 
+// removeStalePayloads deletes the payload Secrets that service name wrote for
+// VMIs no service serves any more. A Secret whose VMI another service now wins
+// is left for the winner to overwrite, so the guest never sees its payload
+// vanish in a hand-over. s is nil when the service itself is gone.
 func (r *MetadataServiceReconciler) removeStalePayloads(ctx context.Context, namespace, name string, s *scope) (int, error) {
 	var secrets corev1.SecretList
 	if err := r.List(ctx, &secrets, client.InNamespace(namespace), client.MatchingLabels{
 		imdsv1alpha1.LabelManagedBy:       imdsv1alpha1.ManagedByValue,
 		imdsv1alpha1.LabelMetadataService: name,
-	}); err != nil {
+	}, readOnlyList); err != nil {
 		return 0, fmt.Errorf("listing payload Secrets: %w", err)
 	}
 	if len(secrets.Items) == 0 {
@@ -169,7 +231,7 @@ func (r *MetadataServiceReconciler) removeStalePayloads(ctx context.Context, nam
 		}
 		s.services = services.Items
 		var vmis kubevirtv1.VirtualMachineInstanceList
-		if err := r.List(ctx, &vmis, client.InNamespace(namespace)); err != nil {
+		if err := r.List(ctx, &vmis, client.InNamespace(namespace), readOnlyList); err != nil {
 			return 0, fmt.Errorf("listing VirtualMachineInstances: %w", err)
 		}
 		s.instances = map[types.UID]*kubevirtv1.VirtualMachineInstance{}

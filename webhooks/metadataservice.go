@@ -132,7 +132,7 @@ func checkSSHKey(line string) error {
 	}
 	blob, err := base64.StdEncoding.DecodeString(fields[1])
 	if err != nil {
-		return fmt.Errorf("the key is not valid base64: %v", err)
+		return fmt.Errorf("the key is not valid base64: %w", err)
 	}
 	if len(blob) < 4 {
 		return fmt.Errorf("the key is truncated")

@@ -120,7 +120,10 @@ type PodInjector struct {
 	Live client.Reader
 	// Payloads, when set, wakes the wait for a payload Secret as soon as the
 	// cache sees it; without it the wait is a single look.
-	Payloads *PayloadEvents
+	Payloads *CacheEvents
+	// Instances, when set, wakes the wait for a VMI the cache has not seen
+	// yet (instanceWait); without it a miss is asked of Live at once.
+	Instances *CacheEvents
 	// Payload, when set, renders and writes a payload Secret the cache does
 	// not have yet, instead of waiting for the controller to: in a boot
 	// storm the controller's reconciles lag VM creation by seconds.
@@ -140,12 +143,28 @@ type PodInjector struct {
 // MetadataServiceReconciler).
 type PayloadWriter interface {
 	RenderPayload(ctx context.Context, mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachineInstance) (*payload.Document, error)
+	// ClaimPayload claims the write of vmi's payload, before the admission
+	// returns; false when the controller is writing it already.
+	ClaimPayload(vmi *kubevirtv1.VirtualMachineInstance) bool
 	WritePayload(ctx context.Context, mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) error
 }
 
 // payloadWriteTimeout bounds the write of a payload Secret the webhook
 // rendered; the controller writes it anyway if this one fails.
 const payloadWriteTimeout = 30 * time.Second
+
+// A launcher Pod is created right after its VMI (virt-controller creates it
+// on the VMI's event), so its admission may find the VMI missing from the
+// cache. It then waits for the cache's event, which costs the API server
+// nothing, and only if that takes longer than instanceLiveDelay also asks
+// the API server, taking whichever answers first. In a 10-creator boot
+// storm the cache was always in time; with 200 creators on two cores both
+// the cache and the API server lagged by up to seconds. Without a live
+// reader the wait ends after instanceWait.
+const (
+	instanceLiveDelay = 100 * time.Millisecond
+	instanceWait      = time.Second
+)
 
 // DefaultPayloadWait is PodInjector.PayloadWait as the manager sets it:
 // with admissionMargin well inside the Pod webhook's timeoutSeconds (4, in
@@ -174,7 +193,7 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 		// VMI: it needs the sidecar again, with the same payload.
 		log = log.WithValues("migrationJobUID", job)
 	}
-	vmi, mds, err := p.servedInstance(ctx, namespace, pod)
+	vmi, mds, err := p.servedInstance(ctx, namespace, pod, deadline)
 	if err != nil {
 		// Denying would stop the VM; the controller reports the missing sidecar.
 		log.Error(err, "not injecting the metadata sidecar")
@@ -221,12 +240,12 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 // it; mds is nil when none does or the Pod is not a VMI's. A migration's
 // target Pod carries the same created-by UID as its source, so it finds the
 // same VMI.
-func (p *PodInjector) servedInstance(ctx context.Context, namespace string, pod *corev1.Pod) (*kubevirtv1.VirtualMachineInstance, *imdsv1alpha1.MetadataService, error) {
+func (p *PodInjector) servedInstance(ctx context.Context, namespace string, pod *corev1.Pod, deadline time.Time) (*kubevirtv1.VirtualMachineInstance, *imdsv1alpha1.MetadataService, error) {
 	name, uid := pod.Annotations[kubevirtv1.DomainAnnotation], pod.Labels[kubevirtv1.CreatedByLabel]
 	if name == "" || uid == "" {
 		return nil, nil, nil
 	}
-	vmi, err := p.instance(ctx, types.NamespacedName{Namespace: namespace, Name: name}, types.UID(uid))
+	vmi, err := p.instance(ctx, types.NamespacedName{Namespace: namespace, Name: name}, types.UID(uid), deadline)
 	if vmi == nil || err != nil {
 		return nil, nil, err
 	}
@@ -234,25 +253,82 @@ func (p *PodInjector) servedInstance(ctx context.Context, namespace string, pod 
 	return vmi, mds, err
 }
 
-// instance reads the VMI key with the given UID from the cache, and from the
-// API server when the cache does not have that very VMI yet (virt-controller
-// may have seen it first); nil when neither has it.
-func (p *PodInjector) instance(ctx context.Context, key types.NamespacedName, uid types.UID) (*kubevirtv1.VirtualMachineInstance, error) {
-	readers := []client.Reader{p.Reader}
-	if p.Live != nil {
-		readers = append(readers, p.Live)
+// instance reads the VMI key with the given UID from the cache and, when
+// the cache has not seen it yet, waits for the cache; if the cache still
+// lacks it after instanceLiveDelay, it asks the API server too
+// (virt-controller may have seen the VMI long before this cache) and takes
+// whichever answers first. nil when neither has it.
+func (p *PodInjector) instance(ctx context.Context, key types.NamespacedName, uid types.UID, deadline time.Time) (*kubevirtv1.VirtualMachineInstance, error) {
+	var changed <-chan struct{}
+	if p.Instances != nil {
+		// Subscribed before the first look, so that no event is lost between.
+		var cancel func()
+		changed, cancel = p.Instances.subscribe(key)
+		defer cancel()
 	}
-	for _, r := range readers {
-		var vmi kubevirtv1.VirtualMachineInstance
-		err := r.Get(ctx, key, &vmi)
-		switch {
-		case err == nil && vmi.UID == uid:
-			return &vmi, nil
-		case err != nil && !apierrors.IsNotFound(err):
-			return nil, fmt.Errorf("reading VirtualMachineInstance %s: %w", key.Name, err)
+	vmi, err := instanceIn(ctx, p.Reader, key, uid)
+	if vmi != nil || err != nil {
+		return vmi, err
+	}
+	if changed == nil {
+		if p.Live == nil {
+			return nil, nil
 		}
-		// Absent, or a VMI of the same name that is not the one this Pod
-		// was made for (or not yet the new one, in a stale cache).
+		return instanceIn(ctx, p.Live, key, uid)
+	}
+	type answer struct {
+		vmi *kubevirtv1.VirtualMachineInstance
+		err error
+	}
+	live := make(chan answer, 1)
+	askLive := time.NewTimer(min(instanceLiveDelay, time.Until(deadline)))
+	defer askLive.Stop()
+	giveUp := time.NewTimer(min(instanceWait, time.Until(deadline)))
+	defer giveUp.Stop()
+	asked := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for VirtualMachineInstance %s: %w", key.Name, ctx.Err())
+		case <-giveUp.C:
+			switch {
+			case p.Live == nil:
+				return nil, nil
+			case !asked:
+				return instanceIn(ctx, p.Live, key, uid)
+			}
+			// The live read is under way: its answer is the last word.
+			a := <-live
+			return a.vmi, a.err
+		case <-askLive.C:
+			if p.Live != nil {
+				asked = true
+				go func() {
+					vmi, err := instanceIn(ctx, p.Live, key, uid)
+					live <- answer{vmi, err}
+				}()
+			}
+		case a := <-live:
+			return a.vmi, a.err
+		case <-changed:
+			if vmi, err := instanceIn(ctx, p.Reader, key, uid); vmi != nil || err != nil {
+				return vmi, err
+			}
+		}
+	}
+}
+
+// instanceIn reads the VMI key from r; nil when r has none with that UID:
+// absent, or a VMI of the same name that is not the one the Pod was made
+// for (or not yet the new one, in a stale cache).
+func instanceIn(ctx context.Context, r client.Reader, key types.NamespacedName, uid types.UID) (*kubevirtv1.VirtualMachineInstance, error) {
+	var vmi kubevirtv1.VirtualMachineInstance
+	err := r.Get(ctx, key, &vmi)
+	switch {
+	case err == nil && vmi.UID == uid:
+		return &vmi, nil
+	case err != nil && !apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("reading VirtualMachineInstance %s: %w", key.Name, err)
 	}
 	return nil, nil
 }
@@ -310,9 +386,16 @@ func (p *PodInjector) payload(ctx context.Context, namespace string, vmi *kubevi
 }
 
 // writeLater writes doc into vmi's payload Secret once the admission has
-// returned, so that the Pod's creation does not wait for the write.
+// returned, so that the Pod's creation does not wait for the write. The
+// write is claimed before: the controller must not find the Secret missing
+// in between and create it too, nor this write repeat one of the
+// controller's that the cache has not seen yet.
 func (p *PodInjector) writeLater(ctx context.Context, mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) {
 	log := logf.FromContext(ctx)
+	if !p.Payload.ClaimPayload(vmi) {
+		log.V(1).Info("the controller is writing the payload")
+		return
+	}
 	go func() {
 		wctx, cancel := context.WithTimeout(context.Background(), payloadWriteTimeout)
 		defer cancel()

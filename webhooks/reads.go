@@ -118,26 +118,36 @@ func (l *liveServices) fly(live client.Reader, namespace string, f *flight) {
 	}
 }
 
-// PayloadEvents wakes admissions waiting for a payload Secret when the
-// manager's cache sees it added or changed.
-type PayloadEvents struct {
+// CacheEvents wakes admissions waiting for an object to reach the manager's
+// cache (a payload Secret, a VMI) when the cache sees it added or changed:
+// waiting on the cache costs the API server nothing, where asking it again
+// adds a request to a server that, in a boot storm, is the bottleneck.
+type CacheEvents struct {
+	keep    func(client.Object) bool
 	mu      sync.Mutex
 	waiters map[types.NamespacedName]map[chan struct{}]struct{}
 }
 
-// NewPayloadEvents returns PayloadEvents fed by a Secret informer's events.
-func NewPayloadEvents(secrets crcache.Informer) (*PayloadEvents, error) {
-	e := &PayloadEvents{waiters: map[types.NamespacedName]map[chan struct{}]struct{}{}}
-	_, err := secrets.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+// NewCacheEvents returns CacheEvents fed by an informer's events of the
+// objects keep passes (all when nil).
+func NewCacheEvents(informer crcache.Informer, keep func(client.Object) bool) (*CacheEvents, error) {
+	e := &CacheEvents{keep: keep, waiters: map[types.NamespacedName]map[chan struct{}]struct{}{}}
+	_, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    e.notify,
 		UpdateFunc: func(_, obj any) { e.notify(obj) },
 	})
 	return e, err
 }
 
-// subscribe returns a channel that receives after each change of the Secret
+// isPayloadSecret passes the payload Secrets the operator writes.
+func isPayloadSecret(o client.Object) bool {
+	_, ok := o.(*corev1.Secret)
+	return ok && o.GetLabels()[imdsv1alpha1.LabelManagedBy] == imdsv1alpha1.ManagedByValue
+}
+
+// subscribe returns a channel that receives after each change of the object
 // key; call cancel when done.
-func (e *PayloadEvents) subscribe(key types.NamespacedName) (<-chan struct{}, func()) {
+func (e *CacheEvents) subscribe(key types.NamespacedName) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	e.mu.Lock()
 	if e.waiters[key] == nil {
@@ -156,13 +166,13 @@ func (e *PayloadEvents) subscribe(key types.NamespacedName) (<-chan struct{}, fu
 }
 
 // notify runs on the informer's goroutine after its store holds obj, so a
-// woken waiter reads the new Secret from the cache.
-func (e *PayloadEvents) notify(obj any) {
-	s, ok := obj.(*corev1.Secret)
-	if !ok || s.Labels[imdsv1alpha1.LabelManagedBy] != imdsv1alpha1.ManagedByValue {
+// woken waiter reads the new object from the cache.
+func (e *CacheEvents) notify(obj any) {
+	o, ok := obj.(client.Object)
+	if !ok || (e.keep != nil && !e.keep(o)) {
 		return
 	}
-	key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+	key := types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for ch := range e.waiters[key] {

@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
@@ -54,6 +55,11 @@ type Options struct {
 	// zero takes DefaultPayloadWait. Keep it below the Pod webhook's
 	// timeoutSeconds.
 	PayloadWait time.Duration
+	// Payload renders and writes, at admission, the payload Secrets the
+	// cache does not have yet. The manager passes its controller's
+	// reconciler, so that the controller knows which writes the webhook has
+	// in flight and does not repeat them; nil takes a reconciler of its own.
+	Payload PayloadWriter
 }
 
 // SetupWithManager registers the webhooks with mgr's webhook server. Every
@@ -78,7 +84,15 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return fmt.Errorf("starting the Secret informer: %w", err)
 	}
-	payloads, err := NewPayloadEvents(secrets)
+	payloads, err := NewCacheEvents(secrets, isPayloadSecret)
+	if err != nil {
+		return err
+	}
+	vmis, err := mgr.GetCache().GetInformer(ctx, &kubevirtv1.VirtualMachineInstance{})
+	if err != nil {
+		return fmt.Errorf("starting the VirtualMachineInstance informer: %w", err)
+	}
+	instances, err := NewCacheEvents(vmis, nil)
 	if err != nil {
 		return err
 	}
@@ -86,23 +100,36 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 		o.PayloadWait = DefaultPayloadWait
 	}
 	cached, live := mgr.GetCache(), mgr.GetAPIReader()
-	if err := ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).
-		WithDefaulter(&PodInjector{Reader: cached, Live: live, Payloads: payloads, Sidecar: o.Sidecar, PayloadWait: o.PayloadWait,
-			Payload: &controllers.MetadataServiceReconciler{Client: mgr.GetClient()}}).
-		WithDefaulterCustomPath(PodPath).
-		Complete(); err != nil {
-		return err
+	writer := o.Payload
+	if writer == nil {
+		writer = &controllers.MetadataServiceReconciler{Client: mgr.GetClient()}
 	}
-	if err := ctrl.NewWebhookManagedBy(mgr, &kubevirtv1.VirtualMachineInstance{}).
-		WithDefaulter(&DiscoveryDefaulter{Reader: cached, Live: live}).
-		WithDefaulterCustomPath(VMIPath).
-		Complete(); err != nil {
-		return err
-	}
+	// The Pod and VMI webhooks answer with patches they build themselves
+	// (patch.go says why), so they are registered as plain handlers.
+	server := mgr.GetWebhookServer()
+	server.Register(PodPath, mutating(&PodInjector{Reader: cached, Live: live, Payloads: payloads, Instances: instances,
+		Sidecar: o.Sidecar, PayloadWait: o.PayloadWait, Payload: writer}))
+	server.Register(VMIPath, mutating(&DiscoveryDefaulter{Reader: cached, Live: live}))
 	return ctrl.NewWebhookManagedBy(mgr, &imdsv1alpha1.MetadataService{}).
 		WithValidator(MetadataServiceValidator{}).
 		WithValidatorCustomPath(MetadataServicePath).
 		Complete()
+}
+
+// mutating serves h as a mutating webhook that never denies: a panic in h
+// admits the object unchanged, and is logged. (controller-runtime's own
+// recovery answers a panic with an error response, which the API server
+// takes as a denial: failurePolicy covers only calls that fail.)
+func mutating(h admission.Handler) *admission.Webhook {
+	return &admission.Webhook{Handler: admission.HandlerFunc(func(ctx context.Context, req admission.Request) (resp admission.Response) {
+		defer func() {
+			if r := recover(); r != nil {
+				logf.FromContext(ctx).Error(fmt.Errorf("panic: %v", r), "admitting the object unchanged", "kind", req.Kind.Kind)
+				resp = admission.Allowed("")
+			}
+		}()
+		return h.Handle(ctx, req)
+	})}
 }
 
 // CacheSynced is a readiness check that passes once mgr's cache has synced,

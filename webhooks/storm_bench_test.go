@@ -2,6 +2,7 @@ package webhooks_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -41,6 +42,9 @@ const (
 	stormVMIs = 1000
 	// stormPayloadTimeout bounds the wait for the last payload Secret.
 	stormPayloadTimeout = 3 * time.Minute
+	// stormProfileDuration is how long the API server is profiled from a
+	// storm's start (STORM_PROFILE_DIR): shorter than the shortest storm.
+	stormProfileDuration = 4 * time.Second
 )
 
 // BenchmarkBootStorm creates 1,000 VMIs under one MetadataService, each
@@ -97,7 +101,7 @@ func BenchmarkBootStorm(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	st := &stormEnv{b: b, env: env, cfg: cfg, c: c, scheme: s}
+	st := &stormEnv{b: b, env: env, cfg: cfg, c: c, scheme: s, cpu: newCPUMeter()}
 	st.saveWebhooks()
 
 	for b.Loop() {
@@ -141,6 +145,7 @@ func BenchmarkBootStorm(b *testing.B) {
 				creators, with.rate(), base.rate(), with.payloads.Load(), stormVMIs, m.requests.String())
 			b.Logf("%d creators: VMI create %s / %s, Pod create %s / %s (with / without the product)",
 				creators, with.vmiCreate.String(), base.vmiCreate.String(), with.podCreate.String(), base.podCreate.String())
+			b.Logf("%d creators: CPU while creating: %s with the product; %s without", creators, with.cpu, base.cpu)
 		}
 
 		// The operator stopped, its webhooks still registered: every
@@ -164,6 +169,8 @@ type stormEnv struct {
 	cfg    *rest.Config
 	c      client.Client
 	scheme *runtime.Scheme
+
+	cpu *cpuMeter
 
 	mutating   []admissionregistrationv1.MutatingWebhookConfiguration
 	validating []admissionregistrationv1.ValidatingWebhookConfiguration
@@ -280,7 +287,12 @@ func (st *stormEnv) startManager() *stormManager {
 	mcfg := rest.CopyConfig(st.cfg)
 	mcfg.QPS, mcfg.Burst = managerQPS, managerBurst
 	mcfg.Wrap(requests.Wrap)
-	server := &timedServer{Server: webhook.NewServer(webhook.Options{Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir})}
+	// HTTP/1.1 only, as manager_cmd.go serves webhooks unless
+	// --enable-http2: the API server then calls over a pool of connections
+	// rather than one multiplexed one.
+	http1 := func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }
+	server := &timedServer{Server: webhook.NewServer(webhook.Options{Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir,
+		TLSOpts: []func(*tls.Config){http1}})}
 	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{
 		Scheme:                 st.scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -290,8 +302,9 @@ func (st *stormEnv) startManager() *stormManager {
 		Controller:             config.Controller{SkipNameValidation: new(true)},
 	})
 	st.must(err)
-	st.must((&controllers.MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds")}).SetupWithManager(mgr))
-	st.must(webhooks.SetupWithManager(mgr, webhooks.Options{Sidecar: webhooks.SidecarOptions{Image: sidecarImage}}))
+	reconciler := &controllers.MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds")}
+	st.must(reconciler.SetupWithManager(mgr))
+	st.must(webhooks.SetupWithManager(mgr, webhooks.Options{Sidecar: webhooks.SidecarOptions{Image: sidecarImage}, Payload: reconciler}))
 	stop := controlplane.RunManager(mgr)
 	addr := net.JoinHostPort(w.LocalServingHost, strconv.Itoa(w.LocalServingPort))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -319,6 +332,9 @@ type stormResult struct {
 	payload              measure.Latencies
 	served, discovered   atomic.Int64
 	payloads             atomic.Int64
+	// cpu is the CPU time each process spent while the creators ran, per
+	// pair.
+	cpu string
 }
 
 func (r *stormResult) rate() float64 { return stormVMIs / r.elapsed.Seconds() }
@@ -343,7 +359,8 @@ func (st *stormEnv) storm(name string, creators int, serve bool) *stormResult {
 
 	jobs := make(chan int)
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpuBefore := time.Now(), st.cpu.sample()
+	profileAPIServer(st.cfg, name, stormProfileDuration)
 	for range creators {
 		wg.Add(1)
 		go func() {
@@ -379,6 +396,7 @@ func (st *stormEnv) storm(name string, creators int, serve bool) *stormResult {
 	close(jobs)
 	wg.Wait()
 	res.elapsed = time.Since(start)
+	_, res.cpu = st.cpu.since(cpuBefore, stormVMIs)
 	if serve {
 		select {
 		case <-allPayloads:

@@ -117,10 +117,14 @@ func startManagerWith(o webhooks.Options) {
 // server accepts connections and the cache has synced. It returns the stop.
 func startStackManager(env *envtest.Environment, cfg *rest.Config, o webhooks.Options) func() error {
 	mgr := newManager(env, cfg, env.WebhookInstallOptions.LocalServingCertDir)
-	Expect((&controllers.MetadataServiceReconciler{
+	reconciler := &controllers.MetadataServiceReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("kubevirt-imds"),
-	}).SetupWithManager(mgr)).To(Succeed())
+	}
+	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
+	if o.Payload == nil {
+		o.Payload = reconciler
+	}
 	Expect(webhooks.SetupWithManager(mgr, o)).To(Succeed())
 	return runManager(env, mgr)
 }

@@ -240,7 +240,7 @@ func containerNames(cs []corev1.Container) []string {
 func admitPod(ctx context.Context, pod *corev1.Pod) admission.Response {
 	raw, err := json.Marshal(pod)
 	Expect(err).NotTo(HaveOccurred())
-	h := admission.WithDefaulter(scheme, &webhooks.PodInjector{Reader: k8sClient, Sidecar: webhooks.SidecarOptions{Image: sidecarImage}})
+	h := &webhooks.PodInjector{Reader: k8sClient, Sidecar: webhooks.SidecarOptions{Image: sidecarImage}}
 	return h.Handle(ctx, admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
 		Operation: admissionv1.Create,
 		Namespace: pod.Namespace,

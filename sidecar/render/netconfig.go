@@ -12,16 +12,21 @@ import (
 )
 
 // NetworkConfigV2 renders cloud-init network-config version 2 (netplan) YAML.
-// Each NIC is keyed eth<i> and, where its MAC address is known, matched by it.
-// A document carrying the user's own version 2 text (Network.NetplanV2) gets
-// it back verbatim. It returns nil when the document has no network
-// configuration: the guest then keeps its own fallback.
+// Each NIC is keyed eth<i> and matched by its MAC address; NICs whose MAC is
+// not known yet are left out (matchable). A document carrying the user's own
+// version 2 text (Network.NetplanV2) gets it back verbatim. It returns nil
+// when the document has no network configuration, or no MAC for the primary
+// NIC yet: the guest then keeps its own fallback.
 func NetworkConfigV2(d *payload.Document) ([]byte, error) {
 	if d == nil || d.Network == nil {
 		return nil, nil
 	}
 	if d.Network.NetplanV2 != "" {
 		return []byte(d.Network.NetplanV2), nil
+	}
+	all := matchable(nics(d.Network))
+	if len(all) == 0 {
+		return nil, nil
 	}
 	type nsV2 struct {
 		Addresses []string `json:"addresses,omitempty"`
@@ -50,15 +55,13 @@ func NetworkConfigV2(d *payload.Document) ([]byte, error) {
 	}
 	out := netV2{Version: 2, Ethernets: map[string]ethV2{}}
 	global := globalDNS(d.Network)
-	for _, c := range nics(d.Network) {
+	for _, c := range all {
 		e := ethV2{MTU: c.mtu, DHCP4: c.dhcp4, DHCP6: c.dhcp6}
 		// Match by MAC without set-name: a rename needs the NIC down, and
 		// the NIC that fetched this file is up, so cloud-init's rename
 		// would fail and leave a configuration for a name that does not
 		// exist. netplan matches the MAC natively.
-		if c.mac != "" {
-			e.Match = &matchV2{MACAddress: c.mac}
-		}
+		e.Match = &matchV2{MACAddress: c.mac}
 		if !c.dhcp4 {
 			for _, p := range c.v4 {
 				e.Addresses = append(e.Addresses, p.String())
@@ -97,10 +100,16 @@ func NetworkConfigV2(d *payload.Document) ([]byte, error) {
 	return marshalYAML(map[string]any{"network": out})
 }
 
-// NetworkConfigV1 renders cloud-init network-config version 1 YAML. It returns
-// nil when the document has no network configuration.
+// NetworkConfigV1 renders cloud-init network-config version 1 YAML, one
+// physical entry per NIC whose MAC is known (matchable). It returns nil when
+// the document has no network configuration, or no MAC for the primary NIC
+// yet.
 func NetworkConfigV1(d *payload.Document) ([]byte, error) {
 	if d == nil || d.Network == nil {
+		return nil, nil
+	}
+	all := matchable(nics(d.Network))
+	if len(all) == 0 {
 		return nil, nil
 	}
 	type routeV1 struct {
@@ -128,7 +137,7 @@ func NetworkConfigV1(d *payload.Document) ([]byte, error) {
 		Search     []string   `json:"search,omitempty"`
 	}
 	config := []entryV1{}
-	for _, c := range nics(d.Network) {
+	for _, c := range all {
 		e := entryV1{Type: "physical", Name: c.name, MACAddress: c.mac, MTU: c.mtu}
 		var r4, r6 []routeV1
 		for _, r := range c.routes {
@@ -236,4 +245,28 @@ func yamlPrintable(r rune) bool {
 		return true
 	}
 	return false
+}
+
+// matchable returns the NICs a configuration can name by MAC address: none
+// until the primary NIC's MAC is known, then those whose MAC is. KubeVirt
+// reports a MAC the VMI's spec leaves out only once the VM runs, and the
+// first payload is rendered before that (at the launcher Pod's admission). A
+// configuration keyed by a name instead (eth0) configures nothing on a guest
+// that names its NICs otherwise (enp1s0, as most cloud images do), and one
+// that names only other NICs turns cloud-init's fallback off: either leaves
+// the primary NIC without a network, for good once cloud-init has written
+// it. Without a configuration the guest keeps the fallback, DHCP on its first
+// NIC, until the MAC is known; a secondary NIC left out stays as the guest
+// has it (OpenStack's network_data.json leaves such NICs out too).
+func matchable(all []nic) []nic {
+	var out []nic
+	for _, c := range all {
+		switch {
+		case c.mac != "":
+			out = append(out, c)
+		case c.primary:
+			return nil
+		}
+	}
+	return out
 }

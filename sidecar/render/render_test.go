@@ -376,7 +376,10 @@ func FuzzNetworkConfigV1(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Network != nil {
+		if d.Network != nil && b == nil && len(matchable(nics(d.Network))) > 0 {
+			t.Fatal("no configuration although the primary NIC's MAC is known")
+		}
+		if b != nil {
 			v := checkYAML(t, "network-config v1", b)
 			if n, _ := v["network"].(map[string]any); n == nil || n["version"] != float64(1) {
 				t.Fatalf("not version 1: %s", b)
@@ -393,11 +396,42 @@ func FuzzNetworkConfigV2(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Network != nil {
+		if d.Network != nil && b == nil && len(matchable(nics(d.Network))) > 0 {
+			t.Fatal("no configuration although the primary NIC's MAC is known")
+		}
+		if b != nil {
 			v := checkYAML(t, "network-config v2", b)
 			if n, _ := v["network"].(map[string]any); n == nil || n["version"] != float64(2) {
 				t.Fatalf("not version 2: %s", b)
 			}
 		}
 	})
+}
+
+// Before KubeVirt reports a MAC the VMI's spec leaves out, the payload has
+// none: no configuration is served rather than one keyed by a name the guest
+// may not use, so the guest keeps cloud-init's fallback (DHCP on its first
+// NIC) instead of losing its network.
+func TestNetworkConfigWaitsForThePrimaryMAC(t *testing.T) {
+	d := &payload.Document{Instance: payload.Instance{ID: "i-1"}, Network: &payload.Network{Interfaces: []payload.Interface{
+		{Name: "default", Binding: BindingMasquerade, Primary: true, DHCP4: true},
+		{Name: "secondary", MACAddress: "52:54:00:00:00:02", DHCP4: true, Optional: true},
+	}}}
+	for name, render := range map[string]func(*payload.Document) ([]byte, error){
+		"v1": NetworkConfigV1, "v2": NetworkConfigV2, "nocloud": NoCloudNetworkConfig,
+	} {
+		if b, err := render(d); err != nil || b != nil {
+			t.Errorf("%s without the primary MAC: %q, %v; want none", name, b, err)
+		}
+	}
+	d.Network.Interfaces[0].MACAddress = "52:54:00:00:00:01"
+	b, err := NetworkConfigV2(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`macaddress: "52:54:00:00:00:01"`, `macaddress: "52:54:00:00:00:02"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("v2 once the MAC is known lacks %q:\n%s", want, b)
+		}
+	}
 }

@@ -197,6 +197,15 @@ var _ = Describe("isolation and resilience", func() {
 		l := node.Launch(GinkgoT(), ctx, ns, "restart-vm", masqueradeStatic)
 		dumpOnFailure(l)
 		paths := []string{"/nocloud/meta-data", "/nocloud/user-data", "/nocloud/network-config", "/openstack/latest/meta_data.json", "/latest/meta-data/instance-id"}
+		// The payload first written carries no MAC: the VMI reports its NIC
+		// once running, and the controller renders it in (within its
+		// throttle). What the restart must not change is that settled view.
+		Eventually(func(g Gomega) {
+			code, body, err := l.Net.GuestGet(ctx, metadataURL+"/nocloud/network-config")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(code).To(Equal(http.StatusOK))
+			g.Expect(body).To(ContainSubstring(l.Net.GuestMAC.String()))
+		}).WithContext(ctx).Should(Succeed())
 		before := map[string]string{}
 		for _, p := range paths {
 			code, body := guestGet(ctx, l, metadataURL+p)
