@@ -11,6 +11,7 @@ IMG ?= kubevirt-imds:dev
 # regenerate it; build another image into it with `make build-installer IMG=…`.
 BUNDLE_IMG ?= kubevirt-imds-bundle:dev
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 # The kustomize that kubectl v1.37 embeds: `kubectl apply -k` renders the same.
 KUSTOMIZE_VERSION ?= v5.8.1
 # kubectl always gets --context $(KUBE_CONTEXT), never the current context.
@@ -77,6 +78,14 @@ fmt: ## Run gofmt.
 vet: ## Run go vet, also on the kind e2e suite (build tag e2e).
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned in hack/tools/lint, built from Go modules) with .golangci.yml.
+	$(GOLANGCI_LINT) run ./...
+
+# Rebuilt when the pinned version changes.
+$(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
+	cd hack/tools/lint && CGO_ENABLED=0 $(GO) build -trimpath -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 .PHONY: verify
 verify: generate manifests docs build-installer bundle ## Regenerate everything and fail if anything differs from what is committed.
