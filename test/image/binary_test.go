@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/clientcmd"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -395,6 +396,26 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 			}).Should(Equal(int32(1)), "the manager reports the selection in the status")
 			// Events and watches only log what RBAC refuses.
 			Expect(string(manager.Err.Contents())).NotTo(ContainSubstring("forbidden"))
+		})
+
+		It("grants the Namespace reads of the Pod webhook in --sidecar-network-setup=sidecar (the OLM bundle's setting)", func(ctx SpecContext) {
+			// The webhook reads a Namespace's Pod Security label through an
+			// informer on every Namespace; refused, the cache never syncs
+			// and no Pod gets the sidecar.
+			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			Expect(err).NotTo(HaveOccurred())
+			c, err := client.NewWithWatch(cfg, client.Options{})
+			Expect(err).NotTo(HaveOccurred())
+			var list corev1.NamespaceList
+			Expect(c.List(ctx, &list)).To(Succeed(), "list (the informer's first call)")
+			Expect(list.Items).NotTo(BeEmpty())
+			var ns corev1.Namespace
+			Expect(c.Get(ctx, types.NamespacedName{Name: list.Items[0].Name}, &ns)).To(Succeed())
+			w, err := c.Watch(ctx, &corev1.NamespaceList{})
+			if err == nil {
+				w.Stop()
+			}
+			Expect(err).NotTo(HaveOccurred(), "watch (the informer's second)")
 		})
 	})
 })
