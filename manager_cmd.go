@@ -142,8 +142,10 @@ func runManager(args []string) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	reconciler := &controllers.MetadataServiceReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("kubevirt-imds"),
+		Client:                  mgr.GetClient(),
+		Recorder:                mgr.GetEventRecorder("kubevirt-imds"),
+		PrivilegedSidecar:       webhooks.NetworkSetup(sidecarNetworkSetup) == webhooks.NetworkSetupSidecar,
+		PodSecurityDefaultLevel: podSecurityDefault,
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the MetadataService controller: %w", err)

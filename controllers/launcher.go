@@ -147,8 +147,15 @@ func (r *MetadataServiceReconciler) inspectInstances(ctx context.Context, s *sco
 	}
 	in := &inspection{Mode: GuestDiscoveryOf(s.mds)}
 	unservable := map[types.UID]bool{}
+	forbidden, err := r.sidecarForbidden(ctx, s.mds.Namespace)
+	if err != nil {
+		return err
+	}
 	for _, vmi := range s.served {
 		reason, message := Unservable(s.mds, vmi)
+		if reason == "" && forbidden != "" {
+			reason, message = imdsv1alpha1.ReasonPodSecurityForbidsSidecar, forbidden
+		}
 		if reason == "" {
 			continue
 		}
@@ -264,3 +271,16 @@ var launcherPodChanged = predicate.And(
 		},
 	},
 )
+
+// sidecarForbidden says why the webhooks give the VMIs of namespace no
+// sidecar for Pod Security (PrivilegedSidecarForbidden), or "".
+func (r *MetadataServiceReconciler) sidecarForbidden(ctx context.Context, namespace string) (string, error) {
+	if !r.PrivilegedSidecar {
+		return "", nil
+	}
+	var ns corev1.Namespace
+	if err := r.Get(ctx, types.NamespacedName{Name: namespace}, &ns); err != nil {
+		return "", fmt.Errorf("reading Namespace %s for its Pod Security level: %w", namespace, err)
+	}
+	return PrivilegedSidecarForbidden(namespace, ns.Labels, r.PodSecurityDefaultLevel), nil
+}

@@ -55,6 +55,15 @@ const (
 type MetadataServiceReconciler struct {
 	client.Client
 	Recorder recorder.EventRecorder
+	// PrivilegedSidecar is set with --sidecar-network-setup=sidecar: the Pod
+	// webhook then injects no sidecar (and the VMI webhook no discovery data)
+	// in namespaces whose Pod Security level is not privileged, and their
+	// VMIs are reported unservable for it (ReasonPodSecurityForbidsSidecar)
+	// rather than as missing their sidecar.
+	PrivilegedSidecar bool
+	// PodSecurityDefaultLevel is the level enforced in namespaces without
+	// the label (--pod-security-default-level).
+	PodSecurityDefaultLevel string
 
 	// reported remembers the Pods and VMIs already warned about.
 	reported reportedSet

@@ -158,12 +158,17 @@ var _ = Describe("Launcher Pods stay admissible", func() {
 			Expect(c.Args).NotTo(ContainElement(HavePrefix("--network-setup")))
 			Expect(c.SecurityContext.RunAsUser).To(HaveValue(BeZero()))
 			Expect(c.SecurityContext.Capabilities.Add).To(ConsistOf(corev1.Capability("NET_ADMIN"), corev1.Capability("NET_RAW"), corev1.Capability("NET_BIND_SERVICE")))
+			Expect(vmi.Spec.Domain.Firmware).NotTo(BeNil())
+			Expect(vmi.Spec.Domain.Firmware.Serial).To(Equal(controllers.NoCloudSerial), "the guest is told where to look")
 		})
 
-		It("leaves the sidecar out, and the Pod admitted, where Pod Security enforces baseline", func() {
+		It("leaves the sidecar out, and the Pod admitted, where Pod Security enforces baseline; the guest is not sent looking for it", func() {
 			ns := newLabelledNamespace(ctx, k8sClient, enforcing("baseline"))
 			vmi := newVMI(ns, "vm1", nil)
 			servedVMI(ns, vmi)
+			if fw := vmi.Spec.Domain.Firmware; fw != nil {
+				Expect(fw.Serial).To(BeEmpty(), "no NoCloud serial: cloud-init would wait for an address nobody answers")
+			}
 			pod := launcherPod(vmi)
 			Expect(k8sClient.Create(ctx, pod)).To(Succeed())
 			Expect(sidecarOf(pod)).To(BeNil())

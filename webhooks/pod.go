@@ -64,9 +64,9 @@ const (
 // AdmissionConfiguration spell them.
 const (
 	// PodSecurityEnforceLabel is the namespace label holding the enforced level.
-	PodSecurityEnforceLabel = "pod-security.kubernetes.io/enforce"
+	PodSecurityEnforceLabel = controllers.PodSecurityEnforceLabel
 	// PodSecurityPrivileged is the level that enforces nothing.
-	PodSecurityPrivileged = "privileged"
+	PodSecurityPrivileged = controllers.PodSecurityPrivileged
 )
 
 // SidecarOptions configure the injected sidecar.
@@ -208,19 +208,16 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 		log.Info("not injecting the metadata sidecar", "reason", reason, "message", message)
 		return nil
 	}
-	if p.Sidecar.networkSetup() == NetworkSetupSidecar {
-		level, err := p.enforcedLevel(ctx, namespace)
+	if forbidden, err := sidecarForbidden(ctx, p.Reader, p.Live, namespace, p.Sidecar); err != nil || forbidden != "" {
+		// PodSecurity admission runs after the webhooks and would reject the
+		// whole Pod for the sidecar's capabilities, and with it the VM; the
+		// controller reports the reason on the MetadataService.
 		if err != nil {
 			log.Error(err, "not injecting the metadata sidecar")
-			return nil
+		} else {
+			log.Info("not injecting the metadata sidecar", "reason", imdsv1alpha1.ReasonPodSecurityForbidsSidecar, "message", forbidden)
 		}
-		if level != PodSecurityPrivileged {
-			// PodSecurity admission runs after the webhooks and would reject
-			// the whole Pod for the sidecar's capabilities, and with it the VM.
-			log.Info("not injecting the metadata sidecar", "reason", "PodSecurity",
-				"message", fmt.Sprintf("the namespace enforces Pod Security level %q, which rejects the privileged sidecar of --sidecar-network-setup=sidecar", level))
-			return nil
-		}
+		return nil
 	}
 	doc, why, err := p.payload(ctx, namespace, vmi, mds, deadline)
 	if err != nil {
@@ -333,25 +330,22 @@ func instanceIn(ctx context.Context, r client.Reader, key types.NamespacedName, 
 	return nil, nil
 }
 
-// enforcedLevel is the Pod Security level PodSecurity admission enforces in
-// namespace: its label, else the cluster's default. An unknown value counts
-// as what it is not: privileged (PodSecurity treats it as restricted).
-func (p *PodInjector) enforcedLevel(ctx context.Context, namespace string) (string, error) {
+// sidecarForbidden says why the sidecar o describes cannot go into a Pod of
+// namespace (controllers.PrivilegedSidecarForbidden), or "": only the
+// privileged sidecar of the "sidecar" network setup can be forbidden.
+func sidecarForbidden(ctx context.Context, cached, live client.Reader, namespace string, o SidecarOptions) (string, error) {
+	if o.networkSetup() != NetworkSetupSidecar {
+		return "", nil
+	}
 	var ns corev1.Namespace
-	err := p.Reader.Get(ctx, types.NamespacedName{Name: namespace}, &ns)
-	if apierrors.IsNotFound(err) && p.Live != nil {
-		err = p.Live.Get(ctx, types.NamespacedName{Name: namespace}, &ns)
+	err := cached.Get(ctx, types.NamespacedName{Name: namespace}, &ns)
+	if apierrors.IsNotFound(err) && live != nil {
+		err = live.Get(ctx, types.NamespacedName{Name: namespace}, &ns)
 	}
 	if err != nil {
 		return "", fmt.Errorf("reading Namespace %s for its Pod Security level: %w", namespace, err)
 	}
-	if level, ok := ns.Labels[PodSecurityEnforceLabel]; ok {
-		return level, nil
-	}
-	if p.Sidecar.PodSecurityDefaultLevel != "" {
-		return p.Sidecar.PodSecurityDefaultLevel, nil
-	}
-	return PodSecurityPrivileged, nil
+	return controllers.PrivilegedSidecarForbidden(namespace, ns.Labels, o.PodSecurityDefaultLevel), nil
 }
 
 // payload returns the VMI's payload document: the cached Secret's, else one

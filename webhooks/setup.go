@@ -109,7 +109,7 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	server := mgr.GetWebhookServer()
 	server.Register(PodPath, mutating(&PodInjector{Reader: cached, Live: live, Payloads: payloads, Instances: instances,
 		Sidecar: o.Sidecar, PayloadWait: o.PayloadWait, Payload: writer}))
-	server.Register(VMIPath, mutating(&DiscoveryDefaulter{Reader: cached, Live: live}))
+	server.Register(VMIPath, mutating(&DiscoveryDefaulter{Reader: cached, Live: live, Sidecar: o.Sidecar}))
 	return ctrl.NewWebhookManagedBy(mgr, &imdsv1alpha1.MetadataService{}).
 		WithValidator(MetadataServiceValidator{}).
 		WithValidatorCustomPath(MetadataServicePath).

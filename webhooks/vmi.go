@@ -22,6 +22,9 @@ type DiscoveryDefaulter struct {
 	// Live, when set, is asked when no cached service selects the VMI: a
 	// MetadataService applied together with its VMs may not be cached yet.
 	Live client.Reader
+	// Sidecar is the Pod webhook's sidecar: where PodInjector will inject
+	// none for Pod Security, no discovery data is set either.
+	Sidecar SidecarOptions
 
 	services liveServices
 }
@@ -43,6 +46,15 @@ func (d *DiscoveryDefaulter) Default(ctx context.Context, vmi *kubevirtv1.Virtua
 		// No sidecar will serve it: a NoCloud serial would have cloud-init
 		// wait on an address nobody answers.
 		log.Info("not setting guest discovery data: the VM cannot be served", "reason", reason, "detail", msg)
+		return nil
+	}
+	if forbidden, err := sidecarForbidden(ctx, d.Reader, d.Live, namespace, d.Sidecar); err != nil || forbidden != "" {
+		// Nor where its launcher Pod will get no sidecar (PodInjector).
+		if err != nil {
+			log.Error(err, "not setting guest discovery data")
+		} else {
+			log.Info("not setting guest discovery data: the VM cannot be served", "reason", imdsv1alpha1.ReasonPodSecurityForbidsSidecar, "detail", forbidden)
+		}
 		return nil
 	}
 	mode := controllers.GuestDiscoveryOf(mds)

@@ -46,6 +46,12 @@ const (
 	// payload Secret did not exist yet). A new launcher Pod gets it: restart
 	// or live-migrate the VM.
 	ReasonSidecarMissing = "SidecarMissing"
+	// ReasonPodSecurityForbidsSidecar: with --sidecar-network-setup=sidecar
+	// the sidecar is privileged, and the VMI's namespace enforces a Pod
+	// Security level that would reject its launcher Pod with it; the Pod gets
+	// no sidecar (and the VMI no discovery data), so that the VM still
+	// starts. The node network setup (the default) serves such namespaces.
+	ReasonPodSecurityForbidsSidecar = "PodSecurityForbidsSidecar"
 	// ReasonGuestDiscoveryNotApplied: a served VMI lacks the SMBIOS serial or
 	// asset tag of the service's guestDiscovery mode, because the user set
 	// another value (which is never overwritten) or the VMI webhook did not
