@@ -17,8 +17,8 @@
 //
 // Everything needs root, qemu-system-x86_64 and qemu-img, on Linux. /dev/kvm
 // is not used (the machines this runs on cannot boot a stock kernel with it):
-// under TCG a VM with two vCPUs reaches cloud-init's final stage in about
-// 40 s on an idle two-core machine, and in two to three minutes when other
-// work keeps it busy. The package's own tests check the console protocol
+// under TCG a VM with one vCPU (Config.CPUs says why not two) reaches
+// cloud-init's final stage in about a minute on an idle two-core machine,
+// and in two to three minutes when other work keeps it busy. The package's own tests check the console protocol
 // without qemu; test/e2e/hermetic and `make demo DEMO_GUEST=vm` boot VMs.
 package vm
