@@ -39,7 +39,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		interval = DefaultScanInterval
 	}
 	// Never the agent's own namespace, nor the node's (init's, with hostPID).
-	self, err := nsOf(filepath.Join(a.Proc, "self"))
+	// Its own is this (unlocked) thread's: every thread the Go runtime may
+	// run an unlocked goroutine on stays where the process started, whereas
+	// /proc/self names the main thread, which stays in a Pod's namespace if
+	// a worker that entered one ran on it (Go wedges the main thread rather
+	// than ending it with its locked goroutine).
+	self, err := nsOf(filepath.Join(a.Proc, "thread-self"))
 	if err != nil {
 		return fmt.Errorf("reading the agent's own network namespace: %w", err)
 	}
