@@ -7,6 +7,8 @@
 #   <dir>/images.txt        one line per image: "<name:tag> <tarball path>"
 #   <dir>/images/*.tar      the tarballs (`ctr -n k8s.io images import` reads them)
 #   <dir>/bin/              the binaries
+#   <dir>/manifests/        kubevirt-operator.yaml and kubevirt-cr.yaml, the release
+#                           manifests as upstream renders them (tools/manifest-templator)
 #   <dir>/timings.txt       seconds per step of the run that built each piece
 #
 #   hack/kubevirt/build.sh            build what is missing, print the directory
@@ -466,6 +468,35 @@ build_images() {
   mv "$out/images.txt.tmp" "$out/images.txt"
 }
 
+# build_templator: tools/manifest-templator, the tool upstream's build-manifests.sh
+# renders the release manifests with (pure Go).
+build_templator() {
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$bin/manifest-templator.tmp" kubevirt.io/kubevirt/tools/manifest-templator)
+  mv "$bin/manifest-templator.tmp" "$bin/manifest-templator"
+}
+
+# render_manifests: kubevirt-operator.yaml and kubevirt-cr.yaml as upstream's
+# hack/build-manifests.sh renders them for a release (namespace kubevirt, images
+# $registry/*:$version, pull policy IfNotPresent): first the file includes, then
+# the variables.
+render_manifests() {
+  local m=$out/manifests name vars
+  build_binary manifest-templator build_templator
+  rm -rf "$m.tmp"
+  mkdir -p "$m.tmp"
+  vars=(--process-vars --namespace=kubevirt --container-prefix="$registry" --container-tag="$version"
+    --csv-version="${version#v}" --image-pull-policy=IfNotPresent --verbosity=2
+    --kubevirt-logo-path="$kvsrc/assets/kubevirt_logo.png")
+  for name in kubevirt-operator kubevirt-cr; do
+    "$bin/manifest-templator" --process-files --generated-manifests-dir="$kvsrc/manifests/generated/" \
+      --input-file="$kvsrc/manifests/release/$name.yaml.in" >"$m.tmp/$name.yaml.in"
+    "$bin/manifest-templator" "${vars[@]}" --input-file="$m.tmp/$name.yaml.in" >"$m.tmp/$name.yaml"
+    rm "$m.tmp/$name.yaml.in"
+  done
+  rm -rf "$m"
+  mv "$m.tmp" "$m"
+}
+
 # prune PREFIX KEEP: removes PREFIX-* entries that do not belong to KEEP (KEEP itself,
 # KEEP.lock, KEEP.src, KEEP.layer-*): builds of older recipes, hundreds of MB each.
 prune() {
@@ -521,6 +552,13 @@ main() {
     return
   fi
   if ! $rebuild && [[ -f $out/images.txt ]]; then
+    if [[ ! -f $out/manifests/kubevirt-operator.yaml ]]; then
+      exec {lock}>"$out.lock"
+      flock "$lock"
+      timings=$out/timings.txt
+      prepare_binaries
+      render_manifests
+    fi
     log "cached: $out"
     echo "$out"
     return
@@ -551,6 +589,7 @@ main() {
   kvimage=$out/kvimage
   (cd "$imagemod" && CGO_ENABLED=0 go build -trimpath -o "$kvimage" ./kvimage)
   build_images
+  render_manifests
   timing total built $((SECONDS - start))
   mv "$timings" "$out/timings.txt"
   prune_superseded
