@@ -62,7 +62,7 @@ func (d *DiscoveryDefaulter) Default(ctx context.Context, vmi *kubevirtv1.Virtua
 	switch {
 	case !applies || have == want:
 		return nil
-	case have != "":
+	case have != "" && !(mode == imdsv1alpha1.GuestDiscoveryNoCloud && controllers.KubeVirtGeneratedSerial(vmi, have)):
 		log.Info("keeping the VMI's own SMBIOS value", "guestDiscovery", mode, "value", have)
 		return nil
 	}

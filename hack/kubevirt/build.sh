@@ -45,6 +45,7 @@ registry=${KUBEVIRT_IMAGE_REGISTRY:-quay.io/kubevirt}
 cache=${KUBEVIRT_IMDS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubevirt-imds}/kubevirt
 buildmod=$root/hack/tools/kubevirt-build/kubevirt
 imagemod=$root/hack/tools/kubevirt-build/image
+patches=$root/hack/kubevirt/patches
 rebuild=false paths_only=false
 case ${1:-} in
 --rebuild) rebuild=true ;;
@@ -301,14 +302,33 @@ build_container_disk() {
   mv "$bin/container-disk.tmp" "$bin/container-disk"
 }
 
+# patch_source: the kubevirt.io/kubevirt module, copied beside the build module
+# with hack/kubevirt/patches/*.patch applied, replaces the published one. Each
+# patch is a fix KubeVirt merged after v1.8.0 without which a VM cannot start
+# here; each says which. (go build -overlay may not touch the module cache.)
+# With -trimpath the copy's directory is not part of
+# the build cache's keys, so only the patched packages and their dependants
+# are compiled again.
+patch_source() {
+  rm -rf "$src/kubevirt"
+  cp -a "$kvsrc" "$src/kubevirt"
+  chmod -R u+w "$src/kubevirt"
+  local p
+  for p in "$patches"/*.patch; do
+    patch -p1 -s -d "$src/kubevirt" <"$p" || die "applying $p"
+  done
+  (cd "$src" && go mod edit -replace kubevirt.io/kubevirt=./kubevirt)
+}
+
 bin_key() {
   {
     echo "$version"
+    cat "$patches"/*.patch
     go version
     cat "$buildmod/go.mod" "$buildmod/go.sum"
     echo "$libnbd_go" "$builder"
     echo "$ldflags" "${host_binaries[*]}"
-    declare -f prepare_source build_host_binary build_launcher build_container_disk
+    declare -f prepare_source build_host_binary build_launcher build_container_disk patch_source
   } | hash12
 }
 
@@ -320,6 +340,7 @@ prepare_binaries() {
   $rebuild && rm -rf "$bin" "$src"
   mkdir -p "$bin"
   [[ -d $src/libnbd ]] || prepare_source "$src"
+  [[ -d $src/kubevirt ]] || patch_source
 }
 
 # build_binary NAME BUILDER ARGS...: unless bin/NAME exists.
