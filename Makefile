@@ -156,9 +156,9 @@ docker-build-all: ## Build the image $(IMG), and $(BUNDLE_IMG) when bundle.Docke
 	$(CONTAINER_TOOL) build -t $(IMG) -f Dockerfile .
 	if [ -f bundle.Dockerfile ]; then $(CONTAINER_TOOL) build -t $(BUNDLE_IMG) -f bundle.Dockerfile .; fi
 
-.PHONY: test-e2e-kind
-test-e2e-kind: ## Run the kind e2e suite against the cluster $(KIND_CLUSTER_NAME) (context $(KUBE_CONTEXT)), which needs KubeVirt and the loaded image.
-	KIND_CLUSTER_NAME="$(KIND_CLUSTER_NAME)" KUBE_CONTEXT="$(KUBE_CONTEXT)" IMG="$(IMG)" test/e2e/run.sh
+.PHONY: test-e2e
+test-e2e: ## Run the cluster e2e suite against the context $(KUBE_CONTEXT) (a cluster with KubeVirt, the image $(IMG) and the VM image loaded).
+	KUBE_CONTEXT="$(KUBE_CONTEXT)" IMG="$(IMG)" test/e2e/run.sh
 
 .PHONY: kind-load-all
 kind-load-all: ## Load every image docker-build-all builds into the kind cluster $(KIND_CLUSTER_NAME).
@@ -203,6 +203,10 @@ cluster-status: ## Show the local cluster's processes, memory, node and Pods.
 .PHONY: test-cluster
 test-cluster: ## Prove the local cluster (root): up, a Pod from a local image, a ClusterIP from the host, a native sidecar, a clean down, up after a crash.
 	KUBEVIRT_IMDS_CLUSTER_TEST=1 $(GO) test ./test/cluster/ -count=1 -timeout 30m -v -ginkgo.v
+
+.PHONY: test-e2e-cluster
+test-e2e-cluster: ## The cluster e2e suite on the local cluster (root): up, real KubeVirt v1.8.0, the images, the suite, down; logs under tmp/cluster/.
+	hack/cluster/e2e.sh
 
 .PHONY: kubevirt-images
 kubevirt-images: ## Build KubeVirt v1.8.0's components and images offline into the cache (root; about 35 minutes cold, seconds warm); prints the directory.

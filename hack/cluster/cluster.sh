@@ -11,6 +11,8 @@
 #                                 pack a static binary as image NAME (entrypoint /p) and import it
 #   cluster.sh import-dir DIR NAME --entrypoint /p [--user U] [--arg A]...
 #                                 pack every file of DIR at the image's root and import it
+#   cluster.sh import-files NAME SRC:DEST...
+#                                 pack files at the given paths (e.g. a containerDisk) and import it
 #   cluster.sh import-operator [IMG]
 #                                 build the operator as the Dockerfile does and import it as IMG
 #   cluster.sh install-kubevirt   import KubeVirt v1.8.0's images (hack/kubevirt/build.sh) and
@@ -26,7 +28,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BIN=
 
 usage() {
-  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 require_root() {
@@ -129,10 +131,13 @@ check_ports_free() {
 prepare_state_dir() {
   mkdir -p "$STATE"
   # The previous run's logs stay readable until the next up.
-  if [[ -d $STATE/logs ]]; then
-    rm -rf "$STATE/logs.prev"
-    mv "$STATE/logs" "$STATE/logs.prev"
-  fi
+  local d
+  for d in logs pod-logs; do
+    if [[ -d $STATE/$d ]]; then
+      rm -rf "${STATE:?}/$d.prev"
+      mv "$STATE/$d" "$STATE/$d.prev"
+    fi
+  done
   mkdir -p "$STATE"/{logs,pids,pki,config,run,images,cni/net.d,cni/ipam,pod-logs,containerd}
   echo "$BIN" >"$STATE/bin-dir"
 }
@@ -665,6 +670,22 @@ cmd_import_dir() {
 # build command (hack/docker-build-command.sh, into a directory) and imports
 # them as the Dockerfile's image: that directory at /, user 65532, entrypoint
 # /kubevirt-imds.
+# cmd_import_files NAME SRC:DEST... packs files at the given paths (e.g. a
+# containerDisk: a disk image at /disk/, and a kernel for kernelBoot).
+cmd_import_files() {
+  require_root
+  (($# >= 2)) || die "usage: cluster.sh import-files NAME SRC:DEST..."
+  local name=$1 spec flags=()
+  shift
+  for spec in "$@"; do
+    [[ $spec == *:/* && -f ${spec%%:*} ]] || die "import-files: $spec is not SRC:/DEST with SRC a file"
+    flags+=(-file "$spec")
+  done
+  component_pid containerd >/dev/null || die "the cluster is not up (make cluster-up)"
+  load_bin_dir
+  import_image "$name" "${flags[@]}"
+}
+
 cmd_import_operator() {
   local img=${1:-kubevirt-imds:dev} out=$STATE/images/operator
   component_pid containerd >/dev/null || die "the cluster is not up (make cluster-up)"
@@ -695,9 +716,9 @@ cmd_install_kubevirt() {
   kc apply --server-side -f "$dir/manifests/kubevirt-operator.yaml" >/dev/null
   kc -n kubevirt rollout status deployment/virt-operator --timeout=5m >&2
   kc apply --server-side -f "$dir/manifests/kubevirt-cr.yaml" >/dev/null
-  kc -n kubevirt patch kubevirt kubevirt --type merge --patch-file "$root/hack/cluster/kubevirt-config.yaml" >/dev/null
+  kc -n kubevirt patch kubevirts.kubevirt.io kubevirt --type merge --patch-file "$root/hack/cluster/kubevirt-config.yaml" >/dev/null
   log "waiting for KubeVirt to be Available (virt-operator deploys virt-api, virt-controller, virt-handler)"
-  if ! kc -n kubevirt wait kubevirt/kubevirt --for=condition=Available --timeout=15m >&2; then
+  if ! kc -n kubevirt wait kubevirts.kubevirt.io/kubevirt --for=condition=Available --timeout=15m >&2; then
     kc -n kubevirt get pods -o wide >&2 || true
     die "KubeVirt not Available; Pod logs in $STATE/pod-logs"
   fi
@@ -941,7 +962,7 @@ remove_state() {
     log "warning: mounts left under $STATE; keeping it"
     return 0
   fi
-  find "$STATE" -mindepth 1 -maxdepth 1 ! -name logs ! -name logs.prev ! -name .lock -exec rm -rf --one-file-system {} +
+  find "$STATE" -mindepth 1 -maxdepth 1 ! -name logs ! -name logs.prev ! -name pod-logs ! -name pod-logs.prev ! -name .lock -exec rm -rf --one-file-system {} +
 }
 
 # report_leftovers fails when anything of the cluster survived.
@@ -1019,7 +1040,7 @@ lock_state() {
 
 main() {
   case ${1:-} in
-    up | down | import-binary | import-dir | import-operator | install-kubevirt) lock_state ;;
+    up | down | import-binary | import-dir | import-files | import-operator | install-kubevirt) lock_state ;;
   esac
   case ${1:-} in
     prepare) require_root; install_packages; "$root/hack/cluster/node-assets.sh" ;;
@@ -1028,6 +1049,7 @@ main() {
     status) cmd_status ;;
     import-binary) shift; cmd_import_binary "$@" ;;
     import-dir) shift; cmd_import_dir "$@" ;;
+    import-files) shift; cmd_import_files "$@" ;;
     import-operator) shift; cmd_import_operator "$@" ;;
     install-kubevirt) cmd_install_kubevirt ;;
     *) usage; exit 2 ;;

@@ -76,7 +76,7 @@ die() { log "error: $*"; exit 1; }
 
 # kc runs the cluster's kubectl, always with the cluster's own kubeconfig and
 # context, never the user's.
-kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" --context "$CONTEXT" "$@"; }
+kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" --context "$CONTEXT" --cache-dir "$STATE/kubectl-cache" "$@"; }
 
 # ctr_k8s runs ctr against the cluster's containerd, in the CRI's namespace.
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }

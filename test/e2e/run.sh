@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs the kind end-to-end suite (test/e2e/kind) against the kind cluster named
-# by KIND_CLUSTER_NAME (default kind), through the kubectl context
-# kind-$KIND_CLUSTER_NAME (or KUBE_CONTEXT) only — never the current context,
-# which other projects on the same host may switch at any time.
+# Runs the cluster end-to-end suite (test/e2e/cluster) against an existing
+# cluster through the kubectl context KUBE_CONTEXT (default
+# kind-$KIND_CLUSTER_NAME) only — never the current context, which other
+# projects on the same host may switch at any time. For the local cluster,
+# make test-e2e-cluster (hack/cluster/e2e.sh) does everything.
 #
 #   KIND_CLUSTER_NAME=my-cluster ./test/e2e/run.sh
 #
-# The cluster needs KubeVirt, and the image $IMG (default kubevirt-imds:dev)
-# loaded: make docker-build-all kind-load-all KIND_CLUSTER_NAME=my-cluster.
+# The cluster needs KubeVirt, the image $IMG (default kubevirt-imds:dev) and
+# the VM image kubevirt-imds.local/debian-trixie-vm:v1 (hack/cluster/e2e.sh
+# shows how it is made) loaded.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,5 +26,5 @@ fi
 kctl get crd virtualmachineinstances.kubevirt.io >/dev/null ||
   { echo "run.sh: KubeVirt is not installed in $KUBE_CONTEXT" >&2; exit 1; }
 
-echo "run.sh: kind e2e suite against $KUBE_CONTEXT, image $IMG" >&2
-exec go test -tags e2e ./test/e2e/kind/ -count=1 -timeout 60m -v -args -ginkgo.v "$@"
+echo "run.sh: cluster e2e suite against $KUBE_CONTEXT, image $IMG" >&2
+exec go test -tags e2e ./test/e2e/cluster/ -count=1 -timeout 60m -v -args -ginkgo.v "$@"

@@ -1,6 +1,6 @@
 //go:build e2e
 
-package kind
+package cluster
 
 import (
 	"bytes"
@@ -155,6 +155,17 @@ func (c *Console) Login(ctx context.Context, user, password string) error {
 			return nil
 		}
 	}
+}
+
+// RootShell waits for the root shell the serial console's getty logs in by
+// itself (the project's Debian VM image autologins root on ttyS0).
+func (c *Console) RootShell(ctx context.Context) error {
+	// A newline makes the shell print its prompt again, whatever came before.
+	if err := c.Send("\n"); err != nil {
+		return err
+	}
+	_, err := c.Expect(ctx, regexp.MustCompile(`# $`))
+	return err
 }
 
 // Run types a shell command and returns its output and exit status. The

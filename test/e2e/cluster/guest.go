@@ -1,6 +1,6 @@
 //go:build e2e
 
-package kind
+package cluster
 
 import (
 	"context"
@@ -15,14 +15,17 @@ import (
 type ConsoleGuest struct {
 	Console *Console
 	// Name describes the guest for people.
-	Name  string
+	Name string
+	// Sudo prefixes commands that need root: "sudo " for a user's login
+	// shell, empty for a root shell.
+	Sudo  string
 	facts guestspecs.BootFacts
 }
 
 // WaitCloudInit waits until cloud-init has finished in the guest and
 // collects what it got.
 func (g *ConsoleGuest) WaitCloudInit(ctx context.Context, booted time.Time) error {
-	f, err := guestspecs.CollectBootFacts(ctx, g.Console, "sudo ", booted)
+	f, err := guestspecs.CollectBootFacts(ctx, g.Console, g.Sudo, booted)
 	g.facts = f
 	return err
 }
@@ -35,7 +38,7 @@ func (g *ConsoleGuest) Boot() guestspecs.BootFacts { return g.facts }
 
 // ReadFile reads a file as root.
 func (g *ConsoleGuest) ReadFile(ctx context.Context, path string) (string, error) {
-	out, exit, err := g.Console.Run(ctx, "sudo cat "+guestspecs.ShellQuote(path))
+	out, exit, err := g.Console.Run(ctx, g.Sudo+"cat "+guestspecs.ShellQuote(path))
 	if err == nil && exit != 0 {
 		err = fmt.Errorf("cat %s in %s: exit %d: %s", path, g.Name, exit, out)
 	}

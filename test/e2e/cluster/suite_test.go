@@ -1,6 +1,6 @@
 //go:build e2e
 
-package kind_test
+package cluster_test
 
 import (
 	"context"
@@ -40,12 +40,12 @@ var (
 	img         string
 )
 
-func TestKind(t *testing.T) {
+func TestCluster(t *testing.T) {
 	RegisterFailHandler(Fail)
-	// VMs boot from containerdisks under nested virtualisation, often emulated.
+	// VMs boot from containerdisks, often under software emulation.
 	SetDefaultEventuallyTimeout(10 * time.Minute)
 	SetDefaultEventuallyPollingInterval(2 * time.Second)
-	RunSpecs(t, "kind end-to-end: the operator on a real cluster with KubeVirt")
+	RunSpecs(t, "cluster end-to-end: the operator on a real cluster with KubeVirt")
 }
 
 // kctl runs kubectl against kubeContext only.
@@ -59,13 +59,7 @@ func kctl(ctx context.Context, args ...string) string {
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	kubeContext = os.Getenv("KUBE_CONTEXT")
-	if kubeContext == "" {
-		name := os.Getenv("KIND_CLUSTER_NAME")
-		if name == "" {
-			name = "kind"
-		}
-		kubeContext = "kind-" + name
-	}
+	Expect(kubeContext).NotTo(BeEmpty(), "KUBE_CONTEXT names the cluster's context (make test-e2e-cluster sets it)")
 	img = os.Getenv("IMG")
 	if img == "" {
 		img = "kubevirt-imds:dev"
@@ -87,10 +81,10 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	By("checking KubeVirt is installed in " + kubeContext)
 	var crd apiextensionsv1.CustomResourceDefinition
 	Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "virtualmachineinstances.kubevirt.io"}, &crd)).To(Succeed(),
-		"KubeVirt is not installed in context %s (see CONTRIBUTING.md)", kubeContext)
+		"KubeVirt is not installed in context %s (see docs/cluster.md)", kubeContext)
 
 	By("installing the operator with kustomize (built-in certificates), image " + img)
-	dir := filepath.Join(controlplane.RepoRoot(), "tmp", "e2e-kind", "install")
+	dir := filepath.Join(controlplane.RepoRoot(), "tmp", "e2e-cluster", "install")
 	Expect(os.MkdirAll(dir, 0o755)).To(Succeed())
 	repo, tag, _ := strings.Cut(img, ":")
 	Expect(os.WriteFile(filepath.Join(dir, "kustomization.yaml"), fmt.Appendf(nil, `resources:
@@ -120,13 +114,12 @@ patches:
 	kctl(ctx, "-n", "kubevirt-imds-system", "rollout", "status", "deployment/kubevirt-imds-controller-manager", "--timeout=5m")
 
 	By("creating the test namespace and MetadataServices, then the VMs")
-	testdata := filepath.Join(controlplane.RepoRoot(), "test", "e2e", "kind", "testdata")
+	testdata := filepath.Join(controlplane.RepoRoot(), "test", "e2e", "cluster", "testdata")
 	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "00-namespace.yaml"))
 	DeferCleanup(func(ctx SpecContext) {
 		kctl(ctx, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=5m")
 	})
-	// The sample MetadataService, as a user applies it, plus vendor-data
-	// giving the console a password: cloud images have none.
+	// The sample MetadataService, as a user applies it.
 	sample := kctl(ctx, "kustomize", filepath.Join(controlplane.RepoRoot(), "config", "samples"))
 	mds := extractDocument(sample, "kind: MetadataService")
 	Expect(mds).NotTo(BeEmpty())
@@ -134,17 +127,9 @@ patches:
 	cmd.Stdin = strings.NewReader(mds)
 	out, err := cmd.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), string(out))
-	kctl(ctx, "-n", namespace, "patch", "mds", "web", "--type=merge", "-p",
-		`{"spec":{"vendorData":{"inline":"#cloud-config\npassword: `+consolePassword+`\nchpasswd: {expire: false}\n"}}}`)
-	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "metadataservice-reach.yaml"))
 	// The webhook injects the sidecar only for selected VMs: VMs come last.
-	for _, f := range []string{"vm-web-ubuntu.yaml", "vm-reach-masquerade.yaml", "vm-reach-bridge.yaml"} {
-		kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, f))
-	}
+	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "vm-web-debian.yaml"))
 }, NodeTimeout(20*time.Minute))
-
-// consolePassword is the guests' console password for the default user.
-const consolePassword = "imds-e2e-console"
 
 // extractDocument returns the YAML document of stream containing marker.
 func extractDocument(stream, marker string) string {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# make test-e2e-cluster: the cluster end-to-end suite (test/e2e/cluster) on the
+# local single-node cluster, from nothing: up, KubeVirt v1.8.0 from its release
+# manifests, the operator's image (the Dockerfile's build) and the VM image as
+# a containerDisk, the suite, down. Each step's seconds go to the log; every
+# component's log stays under tmp/cluster/logs and tmp/cluster/pod-logs (kept
+# after down) and a failure names them.
+#
+#   hack/cluster/e2e.sh [ginkgo flags]     KEEP_CLUSTER=1 leaves the cluster up
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+VM_IMAGE=kubevirt-imds.local/debian-trixie-vm:v1
+IMG=${IMG:-kubevirt-imds:dev}
+cluster=$root/hack/cluster/cluster.sh
+
+step() {
+  local name=$1 start=$SECONDS
+  shift
+  log "e2e: $name"
+  "$@"
+  log "e2e: $name: $((SECONDS - start))s"
+}
+
+# import_vm_image packs the project's Debian VM image (hack/guest-vm-image.sh)
+# as a containerDisk: the disk at /disk/, and the kernel and initramfs the VM
+# boots with (it has no boot loader) at /boot/.
+import_vm_image() {
+  local dir
+  dir=$(bash "$root/hack/guest-vm-image.sh")
+  "$cluster" import-files "$VM_IMAGE" "$dir/disk.qcow2:/disk/disk.qcow2" \
+    "$dir/vmlinuz:/boot/vmlinuz" "$dir/initrd.img:/boot/initrd.img"
+}
+
+run_suite() {
+  local bin
+  bin=$(cat "$STATE/bin-dir")
+  # The suite's kubectl is the cluster's, and its only context the cluster's.
+  PATH=$bin:$PATH KUBECONFIG=$KUBECONFIG_FILE KUBE_CONTEXT=$CONTEXT IMG=$IMG \
+    go test -tags e2e ./test/e2e/cluster/ -count=1 -timeout 60m -v -args -ginkgo.v "$@"
+}
+
+main() {
+  [[ $(id -u) == 0 ]] || die "must run as root (the local cluster)"
+  cd "$root"
+  local start=$SECONDS rc=0
+  if [[ ${KEEP_CLUSTER:-} != 1 ]]; then
+    trap 'log "e2e: logs in $STATE/logs and $STATE/pod-logs"; "$cluster" down >&2 || true' EXIT
+  fi
+  step "cluster up" "$cluster" up
+  step "KubeVirt" "$cluster" install-kubevirt
+  step "operator image" "$cluster" import-operator "$IMG"
+  step "VM image" import_vm_image
+  step "suite" run_suite "$@" || rc=$?
+  if ((rc != 0)); then
+    log "e2e: the suite failed; component logs: $STATE/logs, Pod logs: $STATE/pod-logs"
+  fi
+  log "e2e: done in $((SECONDS - start))s"
+  return "$rc"
+}
+
+main "$@"
