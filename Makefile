@@ -117,6 +117,10 @@ bench: envtest ## Benchmarks: operator convergence (1,000 VMIs), boot storm thro
 build: ## Build the image's binaries (kubevirt-imds, kubevirt-imds-sidecar) into tmp/bin.
 	hack/docker-build-command.sh $(LOCALBIN)
 
+.PHONY: kubectl-plugin
+kubectl-plugin: ## Build the kubectl plugin into bin/kubectl-imds (`kubectl imds show <vm>` with bin/ on PATH).
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/kubectl-imds .
+
 .PHONY: run
 run: ## Run the manager against the cluster in KUBECONFIG.
 	$(GO) run . manager
