@@ -307,6 +307,7 @@ func (r *MetadataServiceReconciler) patchStatus(ctx context.Context, s *scope) e
 	s.status.Generation, s.status.Now = s.mds.Generation, metav1.Now()
 	s.mds.Status = computeStatus(s.before.Status, s.status)
 	recordInstances(s.mds, s.status)
+	recordConditions(s.mds)
 	if equality.Semantic.DeepEqual(s.before.Status, s.mds.Status) {
 		return nil
 	}

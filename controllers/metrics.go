@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,10 @@ var (
 		Name: MetricsPrefix + "skipped_instances",
 		Help: "VMIs a MetadataService selects but does not serve, by reason: Conflict (another service wins), SidecarMissing, or the unservable reason (NoServableInterface, UnsupportedBinding, ServeInterfaceNotFound, PodSecurityForbidsSidecar).",
 	}, []string{"namespace", "metadataservice", "reason"})
+	serviceConditions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: MetricsPrefix + "metadataservice_condition",
+		Help: "1 for each condition a MetadataService has, with its type (Ready, Degraded, InstancesConfigured), status (true, false, unknown) and reason.",
+	}, []string{"namespace", "metadataservice", "type", "status", "reason"})
 	renderSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    MetricsPrefix + "payload_render_duration_seconds",
 		Help:    "Time to render one VMI's payload document from its MetadataService and resolved sources (sealing it is part of the write).",
@@ -61,7 +66,22 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(selectedInstances, servedInstances, skippedInstances, renderSeconds, writeSeconds)
+	metrics.Registry.MustRegister(Collectors()...)
+}
+
+// Collectors are the manager's own collectors, which init registers with
+// controller-runtime's registry; tests read their names from them.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{selectedInstances, servedInstances, skippedInstances, serviceConditions, renderSeconds, writeSeconds}
+}
+
+// recordConditions publishes mds's conditions, replacing what an earlier
+// reconcile published.
+func recordConditions(mds *imdsv1alpha1.MetadataService) {
+	serviceConditions.DeletePartialMatch(prometheus.Labels{"namespace": mds.Namespace, "metadataservice": mds.Name})
+	for _, c := range mds.Status.Conditions {
+		serviceConditions.WithLabelValues(mds.Namespace, mds.Name, c.Type, strings.ToLower(string(c.Status)), c.Reason).Set(1)
+	}
 }
 
 // recordInstances publishes what one reconcile found about mds's VMIs. It
@@ -103,6 +123,7 @@ func forgetInstances(namespace, name string) {
 	selectedInstances.DeletePartialMatch(l)
 	servedInstances.DeletePartialMatch(l)
 	skippedInstances.DeletePartialMatch(l)
+	serviceConditions.DeletePartialMatch(l)
 }
 
 // observeWrite records one payload Secret write's duration.

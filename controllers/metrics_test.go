@@ -80,6 +80,8 @@ var _ = Describe("The manager's metrics", func() {
 			g.Expect(skipped).To(HaveKeyWithValue(web+",reason=UnsupportedBinding", 1.0))
 			g.Expect(skipped).To(HaveKeyWithValue(web+",reason=PodSecurityForbidsSidecar", 0.0))
 			g.Expect(m["kubevirt_imds_manager_selected_instances"]).To(HaveKeyWithValue("metadataservice=front,namespace="+ns, 1.0))
+			g.Expect(m["kubevirt_imds_manager_metadataservice_condition"]).To(HaveKeyWithValue(web+",reason=Conflict,status=true,type=Degraded", 1.0))
+			g.Expect(m["kubevirt_imds_manager_metadataservice_condition"]).NotTo(HaveKey(web + ",reason=AsExpected,status=false,type=Degraded"))
 		}).Should(Succeed())
 		after := scrape()
 		// Four payloads rendered and created, at least (web's three, front's one).

@@ -37,7 +37,7 @@ var sidecarInjections = prometheus.NewCounterVec(prometheus.CounterOpts{
 }, []string{"outcome"})
 
 func init() {
-	metrics.Registry.MustRegister(sidecarInjections)
+	metrics.Registry.MustRegister(Collectors()...)
 	// Every outcome is exported from the start, so that rates and alerts
 	// over them have a series before the first such admission.
 	for _, o := range []string{OutcomeInjected, OutcomeAlreadyInjected, OutcomeNotSelected, OutcomeUnservable,
@@ -59,4 +59,10 @@ func noteOutcome(ctx context.Context, outcome string) {
 	if out, ok := ctx.Value(outcomeKey{}).(*string); ok {
 		*out = outcome
 	}
+}
+
+// Collectors are the webhooks' collectors, which init registers with
+// controller-runtime's registry; tests read their names from them.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{sidecarInjections}
 }
