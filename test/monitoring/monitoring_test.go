@@ -39,8 +39,8 @@ var external = map[string][]string{
 }
 
 // targetLabels are the labels Prometheus adds to every scraped series
-// (monitor.yaml, podmonitor.yaml).
-var targetLabels = []string{"namespace", "pod", "container", "instance", "job", "service", "endpoint", "vmi"}
+// (monitor.yaml), and those a Prometheus collecting the sidecars adds.
+var targetLabels = []string{"namespace", "pod", "container", "instance", "job", "service", "endpoint"}
 
 // registered is metric name → label names, as the components register them.
 type registered map[string][]string
