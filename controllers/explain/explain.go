@@ -311,7 +311,7 @@ func renderSecret(ctx context.Context, c client.Reader, rep *Report, mds *imdsv1
 		// sees them.
 		return nil
 	}
-	files, err := Render(raw, rep.Dialect)
+	files, err := Render(ctx, raw, rep.Dialect)
 	if err != nil {
 		return fmt.Errorf("rendering payload Secret %s/%s: %w", vmi.Namespace, name, err)
 	}

@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -97,7 +98,7 @@ const maxFiles = 500
 // with the sidecar's own server, in memory, and returns every file of
 // dialect that the server's listings lead to, in crawl order. Tokens are
 // left out: rendering them needs the guest's token files.
-func Render(raw []byte, dialect Dialect) ([]File, error) {
+func Render(ctx context.Context, raw []byte, dialect Dialect) ([]File, error) {
 	spec, err := dialectSpec(dialect)
 	if err != nil {
 		return nil, err
@@ -120,7 +121,7 @@ func Render(raw []byte, dialect Dialect) ([]File, error) {
 		return nil, err
 	}
 	get := func(p string) (*httptest.ResponseRecorder, error) {
-		req := httptest.NewRequest(http.MethodGet, "http://"+server.Address+p, nil)
+		req := httptest.NewRequestWithContext(ctx, http.MethodGet, "http://"+server.Address+p, nil)
 		for k, v := range spec.header {
 			req.Header[k] = v
 		}

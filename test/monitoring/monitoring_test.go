@@ -5,6 +5,7 @@ package monitoring
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -214,7 +215,7 @@ func promtool(t *testing.T) string {
 	out, err := exec.Command(filepath.Join(controlplane.RepoRoot(), "hack", "promtool.sh")).Output()
 	if err != nil {
 		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			stderr = string(ee.Stderr)
 		}
 		controlplane.UnavailableT(t, fmt.Sprintf("building promtool: %v: %s", err, stderr))
