@@ -96,7 +96,7 @@ verify: generate manifests docs build-installer bundle ## Regenerate everything 
 	@echo "generated files are up to date"
 
 .PHONY: test
-test: generate manifests vet envtest test-deps ## Run every test (root): unit, real API server, network namespaces, real cloud-init, the end-to-end path with a qemu VM, the OLM bundle.
+test: generate manifests vet envtest promtool test-deps ## Run every test (root): unit, real API server, network namespaces, real cloud-init, the end-to-end path with a qemu VM, the OLM bundle.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test ./... -count=1 -timeout 60m
 	cd hack/tools/bundle && KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test ./... -count=1
 
@@ -116,6 +116,10 @@ bench: envtest ## Benchmarks: operator convergence (1,000 VMIs), boot storm thro
 .PHONY: build
 build: ## Build the image's binaries (kubevirt-imds, kubevirt-imds-sidecar) into tmp/bin.
 	hack/docker-build-command.sh $(LOCALBIN)
+
+.PHONY: kubectl-plugin
+kubectl-plugin: ## Build the kubectl plugin into bin/kubectl-imds (`kubectl imds show <vm>` with bin/ on PATH).
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/kubectl-imds .
 
 .PHONY: run
 run: ## Run the manager against the cluster in KUBECONFIG.
@@ -171,6 +175,14 @@ kind-load-all: ## Load every image docker-build-all builds into the kind cluster
 .PHONY: envtest
 envtest: ## Build the envtest control plane (kube-apiserver, etcd, kubectl) into the cache.
 	hack/envtest-assets.sh >/dev/null
+
+.PHONY: promtool
+promtool: ## Build promtool (pinned in hack/tools/promtool) into the cache, for the alert rules test.
+	hack/promtool.sh >/dev/null
+
+.PHONY: test-monitoring
+test-monitoring: promtool ## Test config/prometheus: `promtool test rules` on the alerts, and the dashboard's and rules' metric names against the code's.
+	$(GO) test ./test/monitoring/ -count=1 -v
 
 .PHONY: kubevirt-crds
 kubevirt-crds: ## Regenerate the KubeVirt CRDs used as test data from kubevirt.io/kubevirt.

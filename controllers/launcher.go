@@ -115,6 +115,14 @@ func HasSidecar(pod *corev1.Pod) bool {
 	return false
 }
 
+// RunsWithoutSidecar reports whether pod, a virt-launcher Pod of vmi, runs
+// the VM (or will) without the metadata sidecar: it is active, not the
+// source of a completed live migration, and has no sidecar. The controller
+// reports such Pods as SidecarMissing, and `kubectl imds show` explains them.
+func RunsWithoutSidecar(vmi *kubevirtv1.VirtualMachineInstance, pod *corev1.Pod) bool {
+	return podActive(pod) && !migratedAway(vmi, pod) && !HasSidecar(pod)
+}
+
 // podActive is a Pod that runs or will run: not finished, not going away.
 // Its spec can no longer gain containers, so one without the sidecar stays so.
 func podActive(pod *corev1.Pod) bool {
@@ -190,7 +198,7 @@ func (r *MetadataServiceReconciler) inspectInstances(ctx context.Context, s *sco
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		vmi := s.served[types.UID(pod.Labels[kubevirtv1.CreatedByLabel])]
-		if vmi == nil || unservable[vmi.UID] || !podActive(pod) || migratedAway(vmi, pod) || HasSidecar(pod) {
+		if vmi == nil || unservable[vmi.UID] || !RunsWithoutSidecar(vmi, pod) {
 			continue
 		}
 		if !slices.Contains(in.Missing, vmi.Name) {

@@ -116,6 +116,7 @@ func (r *MetadataServiceReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if err := r.Get(ctx, req.NamespacedName, mds); err != nil {
 		if apierrors.IsNotFound(err) {
 			// Deleted: its payloads go unless another service takes the VMIs.
+			forgetInstances(req.Namespace, req.Name)
 			_, err := r.removeStalePayloads(ctx, req.Namespace, req.Name, nil)
 			return ctrl.Result{}, err
 		}
@@ -271,7 +272,7 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 			continue
 		}
 		g.Go(func() error {
-			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, renderPayload(s.mds, src, vmi))
+			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, timedRender(s.mds, src, vmi))
 			r.endClaim(vmi.UID, wrote, err)
 			if err == nil && !wrote {
 				// Found current: nothing to do until an input or the Secret changes.
@@ -305,6 +306,8 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 func (r *MetadataServiceReconciler) patchStatus(ctx context.Context, s *scope) error {
 	s.status.Generation, s.status.Now = s.mds.Generation, metav1.Now()
 	s.mds.Status = computeStatus(s.before.Status, s.status)
+	recordInstances(s.mds, s.status)
+	recordConditions(s.mds)
 	if equality.Semantic.DeepEqual(s.before.Status, s.mds.Status) {
 		return nil
 	}

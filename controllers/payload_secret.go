@@ -67,7 +67,7 @@ func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imds
 	if err != nil {
 		return nil, err
 	}
-	return renderPayload(mds, src, vmi), nil
+	return timedRender(mds, src, vmi), nil
 }
 
 // payloadClaimTTL bounds how long a claim on a payload write (claim) stands
@@ -147,7 +147,9 @@ func (r *MetadataServiceReconciler) WritePayload(ctx context.Context, mds *imdsv
 // it wrote. A Secret is always written whole, so a guest never sees a
 // half-written payload.
 func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds *imdsv1alpha1.MetadataService,
-	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) (bool, error) {
+	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) (wrote bool, err error) {
+	start, existed := time.Now(), false
+	defer func() { observeWrite(start, wrote, existed, err) }()
 	want, err := desiredPayloadSecret(mds, vmi, doc)
 	if err != nil {
 		return false, err
@@ -169,6 +171,7 @@ func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds
 	case err != nil:
 		return false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
 	}
+	existed = true
 	if have.Type != want.Type {
 		// Not ours (a user's Secret of the same name): never overwrite it.
 		return false, fmt.Errorf("secret %s exists with type %q, not %q: rename or delete it", want.Name, have.Type, want.Type)

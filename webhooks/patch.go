@@ -10,6 +10,8 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/kubevirt-imds/kubevirt-imds/controllers"
 )
 
 // The Pod and VMI webhooks answer with a JSON patch of exactly what Default
@@ -33,8 +35,17 @@ func (p *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 		return resp
 	}
 	before := pod.Spec
+	had := controllers.HasSidecar(&pod)
 	// Default never fails (it logs and leaves the Pod alone instead).
-	_ = p.Default(admission.NewContextWithRequest(ctx, req), &pod)
+	var outcome string
+	_ = p.Default(withOutcome(admission.NewContextWithRequest(ctx, req), &outcome), &pod)
+	switch {
+	case had:
+		sidecarInjections.WithLabelValues(OutcomeAlreadyInjected).Inc()
+	case outcome != "":
+		// Pods that are not virt-launcher Pods note nothing.
+		sidecarInjections.WithLabelValues(outcome).Inc()
+	}
 	var ops []jsonpatch.JsonPatchOperation
 	if pod.Spec.ServiceAccountName != before.ServiceAccountName {
 		ops = append(ops, jsonpatch.NewOperation("add", "/spec/serviceAccountName", pod.Spec.ServiceAccountName))

@@ -197,15 +197,18 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	if err != nil {
 		// Denying would stop the VM; the controller reports the missing sidecar.
 		log.Error(err, "not injecting the metadata sidecar")
+		noteOutcome(ctx, OutcomeError)
 		return nil
 	}
 	if mds == nil {
+		noteOutcome(ctx, OutcomeNotSelected)
 		return nil
 	}
 	if reason, message := controllers.Unservable(mds, vmi); reason != "" {
 		// A sidecar waiting for a bridge that never comes would restart for
 		// ever; the controller reports the reason on the MetadataService.
 		log.Info("not injecting the metadata sidecar", "reason", reason, "message", message)
+		noteOutcome(ctx, OutcomeUnservable)
 		return nil
 	}
 	if forbidden, err := sidecarForbidden(ctx, p.Reader, p.Live, namespace, p.Sidecar); err != nil || forbidden != "" {
@@ -214,21 +217,26 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 		// controller reports the reason on the MetadataService.
 		if err != nil {
 			log.Error(err, "not injecting the metadata sidecar")
+			noteOutcome(ctx, OutcomeError)
 		} else {
 			log.Info("not injecting the metadata sidecar", "reason", imdsv1alpha1.ReasonPodSecurityForbidsSidecar, "message", forbidden)
+			noteOutcome(ctx, OutcomePodSecurityForbidden)
 		}
 		return nil
 	}
 	doc, why, err := p.payload(ctx, namespace, vmi, mds, deadline)
 	if err != nil {
 		log.Error(err, "not injecting the metadata sidecar")
+		noteOutcome(ctx, OutcomeError)
 		return nil
 	}
 	if doc == nil {
 		log.Info("not injecting the metadata sidecar", "reason", why)
+		noteOutcome(ctx, OutcomePayloadNotReady)
 		return nil
 	}
 	InjectSidecar(pod, vmi, mds, doc.Serve, p.Sidecar)
+	noteOutcome(ctx, OutcomeInjected)
 	return nil
 }
 

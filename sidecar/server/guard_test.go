@@ -206,7 +206,7 @@ func TestFramingOnTheWire(t *testing.T) {
 			if !c.closed() {
 				t.Fatal("connection left open after the refusal")
 			}
-			if got := counter(t, e, "kubevirt_imds_refused_requests_total", "reason", tt.reason); got < 1 {
+			if got := counter(t, e, "kubevirt_imds_sidecar_refused_requests_total", "reason", tt.reason); got < 1 {
 				t.Fatalf("not counted under %s", tt.reason)
 			}
 		})
@@ -279,7 +279,7 @@ func TestHost(t *testing.T) {
 			t.Errorf("%s Host %s: %d, want %d", tt.target, tt.host, code, tt.code)
 		}
 	}
-	if got := counter(t, e, "kubevirt_imds_refused_requests_total", "reason", "host"); got != 9 {
+	if got := counter(t, e, "kubevirt_imds_sidecar_refused_requests_total", "reason", "host"); got != 9 {
 		t.Errorf("refused for host: %v", got)
 	}
 }
@@ -307,7 +307,7 @@ func TestConnectionCap(t *testing.T) {
 	if !holders[0].closed() {
 		t.Fatal("the oldest incomplete connection was kept")
 	}
-	if got := counter(t, e, "kubevirt_imds_shed_connections_total", "reason", "incomplete"); got != 1 {
+	if got := counter(t, e, "kubevirt_imds_sidecar_shed_connections_total", "reason", "incomplete"); got != 1 {
 		t.Fatalf("shed incomplete: %v", got)
 	}
 	// The others finish their requests and are answered.
@@ -332,7 +332,7 @@ func TestConnectionCap(t *testing.T) {
 			t.Fatal("a connection beyond the cap of busy connections was kept")
 		}
 	}
-	if got := counter(t, e, "kubevirt_imds_shed_connections_total", "reason", "full"); got != 1 {
+	if got := counter(t, e, "kubevirt_imds_sidecar_shed_connections_total", "reason", "full"); got != 1 {
 		t.Fatalf("refused full: %v", got)
 	}
 }
@@ -394,7 +394,7 @@ func TestRefusalLogRateLimited(t *testing.T) {
 	if !strings.Contains(logs.String(), `"reason":"proxy","status":403`) || !strings.Contains(logs.String(), `"detail":"Via"`) {
 		t.Fatalf("log lines lack the reason:\n%s", logs.String())
 	}
-	if got := counter(t, e, "kubevirt_imds_refused_requests_total", "reason", "proxy"); got != 200 {
+	if got := counter(t, e, "kubevirt_imds_sidecar_refused_requests_total", "reason", "proxy"); got != 200 {
 		t.Fatalf("counted %v", got)
 	}
 }

@@ -12,8 +12,8 @@ import (
 )
 
 // Reasons for refusing a request or shedding a connection: the values of
-// the reason label of kubevirt_imds_refused_requests_total and
-// kubevirt_imds_shed_connections_total, and of the log lines.
+// the reason label of kubevirt_imds_sidecar_refused_requests_total and
+// kubevirt_imds_sidecar_shed_connections_total, and of the log lines.
 const (
 	reasonFraming    = "framing"     // Transfer-Encoding, several or invalid Content-Length, obs-fold, bare CR/LF
 	reasonMalformed  = "malformed"   // a head net/http or RFC 9112 would not accept

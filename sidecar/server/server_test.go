@@ -311,7 +311,7 @@ func TestRateLimit(t *testing.T) {
 	if code, _ := other.roundTrip(t, "GET /nocloud/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"); code != 200 {
 		t.Fatalf("another connection: %d", code)
 	}
-	if got := counter(t, e, "kubevirt_imds_refused_requests_total", "reason", "rate"); got != 2 {
+	if got := counter(t, e, "kubevirt_imds_sidecar_refused_requests_total", "reason", "rate"); got != 2 {
 		t.Fatalf("refused for rate: %v", got)
 	}
 }
@@ -778,15 +778,15 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	for key, want := range map[string]float64{
-		"kubevirt_imds_requests_total,code=200,dialect=nocloud":    1,
-		"kubevirt_imds_requests_total,code=404,dialect=nocloud":    1,
-		"kubevirt_imds_requests_total,code=200,dialect=v1":         1,
-		"kubevirt_imds_requests_total,code=404,dialect=none":       1,
-		"kubevirt_imds_payload_reloads_total,result=loaded":        1,
-		"kubevirt_imds_payload_reloads_total,result=failed":        0,
-		"kubevirt_imds_payload_loaded":                             1,
-		"kubevirt_imds_request_duration_seconds,dialect=nocloud":   2,
-		"kubevirt_imds_request_duration_seconds,dialect=openstack": -1,
+		"kubevirt_imds_sidecar_requests_total,code=200,dialect=nocloud":    1,
+		"kubevirt_imds_sidecar_requests_total,code=404,dialect=nocloud":    1,
+		"kubevirt_imds_sidecar_requests_total,code=200,dialect=v1":         1,
+		"kubevirt_imds_sidecar_requests_total,code=404,dialect=none":       1,
+		"kubevirt_imds_sidecar_payload_reloads_total,result=loaded":        1,
+		"kubevirt_imds_sidecar_payload_reloads_total,result=failed":        0,
+		"kubevirt_imds_sidecar_payload_loaded":                             1,
+		"kubevirt_imds_sidecar_request_duration_seconds,dialect=nocloud":   2,
+		"kubevirt_imds_sidecar_request_duration_seconds,dialect=openstack": -1,
 	} {
 		v, ok := got[key]
 		if want < 0 {

@@ -199,14 +199,14 @@ func (s *sidecar) Answered(addr string) []string {
 	return out
 }
 
-// RequestCounts reads kubevirt_imds_requests_total from /metrics by dialect
+// RequestCounts reads kubevirt_imds_sidecar_requests_total from /metrics by dialect
 // and code ("nocloud 200").
 func (s *sidecar) RequestCounts(ctx context.Context) map[string]int {
 	GinkgoHelper()
 	code, body, err := s.pod.AdminGet(ctx, sidecarAdmin+"/metrics")
 	Expect(err).NotTo(HaveOccurred())
 	Expect(code).To(Equal(http.StatusOK))
-	re := regexp.MustCompile(`(?m)^kubevirt_imds_requests_total\{code="(\d+)",dialect="([a-z0-9]+)"\} (\d+)$`)
+	re := regexp.MustCompile(`(?m)^kubevirt_imds_sidecar_requests_total\{code="(\d+)",dialect="([a-z0-9]+)"\} (\d+)$`)
 	out := map[string]int{}
 	for _, m := range re.FindAllStringSubmatch(body, -1) {
 		n, err := strconv.Atoi(m[3])

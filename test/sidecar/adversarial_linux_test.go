@@ -105,14 +105,14 @@ func writeTokens() string {
 	return dir
 }
 
-// refusedCounts reads kubevirt_imds_refused_requests_total by reason.
+// refusedCounts reads kubevirt_imds_sidecar_refused_requests_total by reason.
 func refusedCounts(ctx context.Context, pod *podnet.Pod, metric string) map[string]int {
 	GinkgoHelper()
 	code, body, err := pod.AdminGet(ctx, "http://127.0.0.1:8081/metrics")
 	Expect(err).NotTo(HaveOccurred())
 	Expect(code).To(Equal(http.StatusOK))
 	out := map[string]int{}
-	re := regexp.MustCompile(`(?m)^kubevirt_imds_` + metric + `\{reason="([a-z-]+)"\} (\d+)$`)
+	re := regexp.MustCompile(`(?m)^kubevirt_imds_sidecar_` + metric + `\{reason="([a-z-]+)"\} (\d+)$`)
 	for _, m := range re.FindAllStringSubmatch(body, -1) {
 		n, err := strconv.Atoi(m[2])
 		Expect(err).NotTo(HaveOccurred())
@@ -469,12 +469,12 @@ var _ = Describe("the sidecar against a hostile guest", Label("adversarial"), fu
 			Eventually(func() string {
 				_, body, err := pod.AdminGet(ctx, "http://127.0.0.1:8081/metrics")
 				Expect(err).NotTo(HaveOccurred())
-				if !strings.Contains(body, "\nkubevirt_imds_connections 8\n") {
+				if !strings.Contains(body, "\nkubevirt_imds_sidecar_connections 8\n") {
 					attack()
 				}
 				return body
 			}).WithContext(ctx).WithTimeout(10 * time.Second).WithPolling(50 * time.Millisecond).
-				Should(ContainSubstring("\nkubevirt_imds_connections 8\n"))
+				Should(ContainSubstring("\nkubevirt_imds_sidecar_connections 8\n"))
 			Eventually(func(g Gomega) {
 				code, _, err := pod.GuestGet(ctx, metaURL)
 				g.Expect(err).NotTo(HaveOccurred())

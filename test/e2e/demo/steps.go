@@ -167,6 +167,8 @@ func (d *demo) run() int {
 		if pod := st.User.Extra["authentication.kubernetes.io/pod-name"]; len(pod) > 0 {
 			fmt.Printf("    bound to Pod %s\n", pod[0])
 		}
+		loaded, err := l.SidecarMetric(d.ctx, "kubevirt_imds_sidecar_payload_loaded")
+		d.fatal(err, "reading the sidecar's metrics")
 		summary = append(summary,
 			fmt.Sprintf("guest:         %s", g.Kind()),
 			fmt.Sprintf("cloud-init:    %s from %s in %.1fs", f.Status, f.Datasource, f.Duration.Seconds()),
@@ -176,6 +178,9 @@ func (d *demo) run() int {
 			fmt.Sprintf("address:       %s", strings.Join(guestspecs.IPv4Addresses(f.Addresses), ", ")),
 			fmt.Sprintf("network:       %s", networkSummary(f.NetworkConfig)),
 			fmt.Sprintf("token:         authenticated as %s for audience %v", st.User.Username, st.Audiences),
+			fmt.Sprintf("served:        KUBECONFIG=%s kubectl imds show %s -n %s", node.Kubeconfig, sampleVMI, namespace),
+			fmt.Sprintf("metrics:       sidecar: ip netns exec %s curl -s 127.0.0.1:8081/metrics (kubevirt_imds_sidecar_*, payload_loaded %g)", l.Net.Name, loaded),
+			"               manager: kubevirt_imds_manager_* on its metrics endpoint (:8443 in a cluster; config/prometheus scrapes it)",
 		)
 	})
 	ok = ok && d.step("Edit the MetadataService while the guest long-polls /v1/metadata", func() {

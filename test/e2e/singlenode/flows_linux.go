@@ -66,7 +66,7 @@ func (l *Launcher) LongPollDuring(ctx context.Context, g guestspecs.Guest, url s
 			return false, fmt.Errorf("the long poll answered before any edit: %d %s %v", a.code, a.body, a.err) //nolint:errorlint // usually nil: shown, not wrapped
 		default:
 		}
-		n, err := l.SidecarMetric(ctx, "kubevirt_imds_long_polls")
+		n, err := l.SidecarMetric(ctx, "kubevirt_imds_sidecar_long_polls")
 		return err == nil && n >= 1, nil
 	})
 	if err != nil {
