@@ -64,6 +64,9 @@ type MetadataServiceReconciler struct {
 	// PodSecurityDefaultLevel is the level enforced in namespaces without
 	// the label (--pod-security-default-level).
 	PodSecurityDefaultLevel string
+	// Identity keeps the key that signs EC2 instance identity documents;
+	// nil serves none.
+	Identity *IdentityKeys
 
 	// reported remembers the Pods and VMIs already warned about.
 	reported reportedSet
@@ -107,6 +110,11 @@ const retryBuffer = 1024
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // Condition changes are recorded as events.k8s.io/v1 Events on the MetadataService.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// The EC2 dialect's placement comes from the topology labels of the VMI's Node.
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// The identity signing key's Secret is written with the Secret rights above;
+// its certificates are published in one ConfigMap of the operator's namespace.
+// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=create;update
 
 // Reconcile brings the payload Secrets of one MetadataService, and its status,
 // in line with its spec, its sources and the VMIs it selects. The status is
@@ -151,6 +159,11 @@ func (r *MetadataServiceReconciler) reconcileNormal(ctx context.Context, s *scop
 	if s.status.Source != nil {
 		// The watches re-render when a source appears; this is the safety net.
 		return ctrl.Result{RequeueAfter: sourceRecheckInterval}, nil //nolint:nilerr // a missing source is status, not a reconcile error
+	}
+	if !s.status.RotateAt.IsZero() {
+		// Every service comes back when the signing key is due, so its
+		// documents are re-signed with the next one.
+		return ctrl.Result{RequeueAfter: max(time.Until(s.status.RotateAt), time.Second)}, nil
 	}
 	return ctrl.Result{}, nil
 }
@@ -259,9 +272,23 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 	g := new(errgroup.Group)
 	g.SetLimit(payloadWriteConcurrency)
 	inputs := sourcesKey(s.mds, src)
+	ring, err := r.identityKeyring(ctx, true)
+	if err != nil {
+		// Payloads never wait on the signing key: sign with the key as
+		// it is, or serve no identity document until it can be kept.
+		log.FromContext(ctx).Error(err, "keeping the identity signing key")
+		if ring, err = r.identityKeyring(ctx, false); err != nil {
+			log.FromContext(ctx).Error(err, "reading the identity signing key")
+		}
+	}
+	if ring != nil {
+		s.status.IdentityCertificates = ring.PEMs()
+		s.status.RotateAt = ring.rotateAt
+	}
 	for _, vmi := range s.served {
 		s.kept[imdsv1alpha1.PayloadSecretName(vmi.Name)] = true
-		key := inputs + "/" + string(vmi.UID) + "/" + vmi.ResourceVersion
+		in := r.ec2InputsWith(ctx, vmi, ring)
+		key := inputs + "/" + string(vmi.UID) + "/" + vmi.ResourceVersion + "/" + in.cacheKey()
 		if k, ok := r.current.Load(vmi.UID); ok && k == key {
 			continue
 		}
@@ -271,7 +298,7 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 			continue
 		}
 		g.Go(func() error {
-			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, renderPayload(s.mds, src, vmi))
+			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, renderPayload(s.mds, src, vmi, in))
 			r.endClaim(vmi.UID, wrote, err)
 			if err == nil && !wrote {
 				// Found current: nothing to do until an input or the Secret changes.
@@ -492,6 +519,8 @@ var instanceChanged = predicate.Funcs{
 			!equality.Semantic.DeepEqual(old.Annotations, cur.Annotations) ||
 			!equality.Semantic.DeepEqual(old.Spec, cur.Spec) ||
 			!equality.Semantic.DeepEqual(old.Status.Interfaces, cur.Status.Interfaces) ||
-			old.DeletionTimestamp.IsZero() != cur.DeletionTimestamp.IsZero()
+			old.DeletionTimestamp.IsZero() != cur.DeletionTimestamp.IsZero() ||
+			// Scheduling places it: the EC2 placement follows its Node.
+			old.Status.NodeName != cur.Status.NodeName
 	},
 }
