@@ -1,6 +1,8 @@
 package render
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -57,13 +59,22 @@ func EC2MetaData(d *payload.Document) map[string][]byte {
 		if d.Instance.Hostname != "" {
 			leaves[base+"local-hostname"] = d.Instance.Hostname
 		}
+		// Every NIC is in a "VPC": the VM's namespace. cloud-init treats a
+		// NIC without vpc-id as EC2-Classic and re-crawls the service on
+		// every boot stage (22.4 then fails its ephemeral DHCP on an
+		// address the guest already has).
+		leaves[base+"vpc-id"] = awsID("vpc", d.Instance.Namespace)
 		if len(n.v4) > 0 {
 			addrs := make([]string, 0, len(n.v4))
 			for _, p := range n.v4 {
 				addrs = append(addrs, p.Addr().String())
 			}
+			subnet := n.v4[0].Masked().String()
 			leaves[base+"local-ipv4s"] = strings.Join(addrs, "\n")
-			leaves[base+"subnet-ipv4-cidr-block"] = n.v4[0].Masked().String()
+			leaves[base+"subnet-ipv4-cidr-block"] = subnet
+			leaves[base+"subnet-id"] = awsID("subnet", d.Instance.Namespace+"/"+subnet)
+			leaves[base+"vpc-ipv4-cidr-block"] = subnet
+			leaves[base+"vpc-ipv4-cidr-blocks"] = subnet
 		}
 		if i == 0 {
 			leaves["mac"] = n.mac
@@ -105,6 +116,13 @@ func EC2MetaData(d *payload.Document) map[string][]byte {
 		tree[dir] = []byte(strings.Join(entries, "\n"))
 	}
 	return tree
+}
+
+// awsID is an AWS-shaped resource ID ("vpc-" and 17 hex digits) derived
+// from name, so the same name always gives the same ID.
+func awsID(kind, name string) string {
+	sum := sha256.Sum256([]byte(kind + "/" + name))
+	return kind + "-" + hex.EncodeToString(sum[:])[:17]
 }
 
 // ec2NIC is one NIC as the EC2 tree shows it; the primary one comes first.

@@ -1,0 +1,208 @@
+//go:build linux
+
+package guest_test
+
+// Acceptance of the EC2 dialect: the AWS clients a guest image carries, run
+// from a guest network namespace against the real sidecar binary with
+// IMDSv2 tokens required: the AWS SDK for Go v2 (fallback to IMDSv1
+// disabled), Debian's ec2-metadata (amazon-ec2-utils), Debian's
+// python3-botocore IMDS fetchers, and cloud-init's Ec2 datasource on both
+// generations, on a platform identified as AWS by an SMBIOS UUID starting
+// with "ec2" (guestDiscovery EC2).
+
+import (
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+	"github.com/kubevirt-imds/kubevirt-imds/controllers/instanceidentity"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
+	"github.com/kubevirt-imds/kubevirt-imds/test/guest"
+	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
+)
+
+// Placement the Node's topology labels would give; the zone is the region
+// and a letter, as botocore derives the region from it.
+const (
+	ec2Region = "eu-west-9"
+	ec2Zone   = "eu-west-9b"
+)
+
+// withEC2 gives doc what the operator writes for a VMI with guestDiscovery
+// EC2 and httpTokens required: an instance-id (the firmware UUID) starting
+// with "ec2", placement, an instance type, the NIC and a signed identity
+// document.
+func withEC2(doc *payload.Document) {
+	GinkgoHelper()
+	doc.Instance.ID = "ec2" + doc.Instance.ID[3:]
+	doc.UserData = []byte(nocloudFiles(doc.Instance.ID, doc.Instance.Name, doc.Network.Interfaces[0].MACAddress)["/nocloud/user-data"])
+	key, err := instanceidentity.NewKey(time.Now(), time.Hour)
+	Expect(err).NotTo(HaveOccurred())
+	id, err := key.Sign(&instanceidentity.Document{
+		AvailabilityZone: ec2Zone, InstanceID: doc.Instance.ID, InstanceType: "u1.small", PrivateIP: "10.244.1.7",
+		Region: ec2Region, Version: instanceidentity.Version, Namespace: doc.Instance.Namespace, Name: doc.Instance.Name,
+		UID: doc.Instance.UID,
+	})
+	Expect(err).NotTo(HaveOccurred())
+	doc.EC2 = &payload.EC2{
+		HTTPTokens: payload.HTTPTokensRequired, HopLimit: 1, Region: ec2Region, AvailabilityZone: ec2Zone, InstanceType: "u1.small",
+		Interfaces: []payload.EC2Interface{{MACAddress: doc.Network.Interfaces[0].MACAddress, IPv4: []string{guestAddr + "/24"}}},
+		Identity:   id,
+	}
+}
+
+// expectNoIMDSv1 checks that every EC2 request the sidecar answered carried
+// a valid token: with tokens required, any other gets 401.
+func expectNoIMDSv1(s *sidecar) {
+	GinkgoHelper()
+	put := 0
+	for _, r := range s.Requests() {
+		Expect(r.Status).NotTo(Equal(http.StatusUnauthorized), "%s %s was refused for want of a token", r.Method, r.URI)
+		if r.Method == http.MethodPut && r.URI == "/latest/api/token" && r.Status == http.StatusOK {
+			put++
+		}
+	}
+	Expect(put).To(BeNumerically(">", 0), "no token was issued: %v", s.Requests())
+}
+
+var _ = Describe("the EC2 dialect from a guest namespace", Label("guest", "sidecar", "ec2"), func() {
+	It("serves the AWS SDK, ec2-metadata and botocore with IMDSv2 only", func(ctx SpecContext) {
+		if err := podnet.Available(); err != nil {
+			controlplane.Unavailable(err.Error())
+		}
+		pod := podnet.NewPod(GinkgoT())
+		pod.Plumb(GinkgoT(), podnet.Masquerade)
+		doc := operatorDocument("vm-ec2", pod.GuestMAC.String())
+		withEC2(doc)
+		s := startSidecar(ctx, pod, doc)
+		const endpoint = "http://169.254.169.254"
+
+		By("the AWS SDK for Go v2, EnableFallback disabled")
+		c := imds.New(imds.Options{Endpoint: endpoint, EnableFallback: aws.FalseTernary, HTTPClient: pod.Guest.HTTPClient(5 * time.Second)})
+		for path, want := range map[string]string{
+			"instance-id":      doc.Instance.ID,
+			"local-ipv4":       guestAddr,
+			"mac":              pod.GuestMAC.String(),
+			"placement/region": ec2Region,
+		} {
+			out, err := c.GetMetadata(ctx, &imds.GetMetadataInput{Path: path})
+			Expect(err).NotTo(HaveOccurred(), path)
+			Expect(readBody(out.Content)).To(Equal(want), path)
+		}
+		ud, err := c.GetUserData(ctx, &imds.GetUserDataInput{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(readBody(ud.Content)).To(Equal(string(doc.UserData)))
+		iid, err := c.GetInstanceIdentityDocument(ctx, &imds.GetInstanceIdentityDocumentInput{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(iid.InstanceID).To(Equal(doc.Instance.ID))
+		Expect(iid.Region).To(Equal(ec2Region))
+		Expect(iid.AvailabilityZone).To(Equal(ec2Zone))
+		region, err := c.GetRegion(ctx, &imds.GetRegionInput{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(region.Region).To(Equal(ec2Region))
+		dyn, err := c.GetDynamicData(ctx, &imds.GetDynamicDataInput{Path: "instance-identity/document"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(readBody(dyn.Content)).To(Equal(doc.EC2.Identity.Document))
+
+		By("an IMDSv1 request gets 401")
+		resp, err := pod.Guest.HTTPClient(5*time.Second).Get(endpoint + "/latest/meta-data/instance-id")
+		Expect(err).NotTo(HaveOccurred())
+		_ = resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+
+		By("Debian's ec2-metadata (amazon-ec2-utils)")
+		ensureTool(ctx, "ec2-metadata", "amazon-ec2-utils")
+		out, err := pod.Guest.Command(ctx, "ec2-metadata", "--all").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		GinkgoWriter.Printf("ec2-metadata --all:\n%s\n", out)
+		for _, line := range []string{
+			"ami-launch-index: 0",
+			"instance-id: " + doc.Instance.ID,
+			"instance-type: u1.small",
+			"local-hostname: " + doc.Instance.Hostname,
+			"local-ipv4: " + guestAddr,
+			"placement: " + ec2Zone,
+			"keyname:key-0",
+			"index:0",
+			testSSHKey,
+		} {
+			Expect(string(out)).To(ContainSubstring(line))
+		}
+		Expect(string(out)).To(ContainSubstring("user-data: #cloud-config"))
+
+		By("Debian's python3-botocore IMDS fetchers")
+		// Debian's python3 and its botocore, not another python on PATH.
+		ensureTool(ctx, "/usr/bin/python3", "python3")
+		if exec.CommandContext(ctx, "/usr/bin/python3", "-c", "import botocore").Run() != nil {
+			install := exec.CommandContext(ctx, "apt-get", "install", "-y", "-q", "--no-install-recommends", "python3-botocore")
+			install.Env = append(install.Environ(), "DEBIAN_FRONTEND=noninteractive")
+			out, err := install.CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), "apt-get install python3-botocore: %s", out)
+		}
+		script := `import botocore, botocore.utils as u
+f = u.InstanceMetadataFetcher(timeout=2, num_attempts=1)
+tok = f._fetch_metadata_token()
+assert tok, "no IMDSv2 token"
+iid = f._get_request("latest/meta-data/instance-id", None, tok).text
+region = u.InstanceMetadataRegionFetcher(timeout=2, num_attempts=1).retrieve_region()
+print(botocore.__version__, iid, region)
+`
+		out, err = pod.Guest.Command(ctx, "/usr/bin/python3", "-c", script).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		GinkgoWriter.Printf("botocore: %s", out)
+		fields := strings.Fields(string(out))
+		Expect(fields).To(HaveLen(3), string(out))
+		Expect(fields[1:]).To(Equal([]string{doc.Instance.ID, ec2Region}))
+
+		Expect(s.RequestCounts(ctx)).To(HaveKeyWithValue("ec2 401", 1), "the one IMDSv1 request, and no other refusal")
+	}, SpecTimeout(5*time.Minute))
+
+	for _, gen := range guest.Generations {
+		It("reaches done on "+string(gen)+" over Ec2 with IMDSv2, identified as AWS by the SMBIOS UUID", func(ctx SpecContext) {
+			root := rootFor(ctx, gen)
+			pod := newDHCPPod()
+			doc := operatorDocument("vm-ec2-"+string(gen), pod.GuestMAC.String())
+			withEC2(doc)
+			s := startSidecar(ctx, pod, doc)
+			// What guestDiscovery EC2 gives the VM: the UUID, and the
+			// same serial (cloud-init 22.4 wants both).
+			smbios := guest.KubeVirtSMBIOS(doc.Instance.ID, doc.Instance.ID)
+			res, err := guest.Run(ctx, guest.Config{Root: root, NetNS: pod.Guest.Name, SMBIOS: smbios, Log: GinkgoWriter})
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(res.Close)
+			reportRun(res)
+			AddReportEntry("boot", bootSummary(res, "Ec2", s))
+			GinkgoWriter.Println(bootSummary(res, "Ec2", s))
+
+			Expect(res.Datasource).To(HavePrefix("DataSourceEc2"), res.Report())
+			Expect(res.CloudName).To(Equal("aws"), res.Report())
+			Expect(res.StatusCode).To(Equal(0), res.Report())
+			Expect(res.Status).To(ContainSubstring("done"))
+			Expect(res.InstanceID).To(Equal(doc.Instance.ID))
+			written, err := res.ReadFile(writtenFile)
+			Expect(err).NotTo(HaveOccurred(), res.Report())
+			Expect(string(written)).To(Equal("written by user-data for " + doc.Instance.ID + "\nruncmd ran\n"))
+			keys, err := res.ReadFile("/home/debian/.ssh/authorized_keys")
+			Expect(err).NotTo(HaveOccurred(), res.Report())
+			Expect(string(keys)).To(ContainSubstring(testSSHKey))
+			expectNoIMDSv1(s)
+			Expect(s.Answered(guestAddr)).To(ContainElement(MatchRegexp(`^/[^/]+/meta-data/instance-id$`)))
+		}, SpecTimeout(specTimeout))
+	}
+})
+
+func readBody(rc io.ReadCloser) string {
+	GinkgoHelper()
+	defer func() { _ = rc.Close() }()
+	b, err := io.ReadAll(rc)
+	Expect(err).NotTo(HaveOccurred())
+	return string(b)
+}
