@@ -264,7 +264,7 @@ func TestEC2Listings(t *testing.T) {
 		"/latest/dynamic/instance-identity":                            "document\npkcs7\nrsa2048\nsignature",
 		"/latest/meta-data/placement/":                                 "availability-zone\nregion",
 		"/latest/meta-data/placement/region/":                          "region-1",
-		"/latest/meta-data/network/interfaces/macs/52:54:00:12:34:56/": "device-number\ninterface-id\nlocal-hostname\nlocal-ipv4s\nmac\nsubnet-ipv4-cidr-block",
+		"/latest/meta-data/network/interfaces/macs/52:54:00:12:34:56/": "device-number\ninterface-id\nlocal-hostname\nlocal-ipv4s\nmac\nsubnet-id\nsubnet-ipv4-cidr-block\nvpc-id\nvpc-ipv4-cidr-block\nvpc-ipv4-cidr-blocks",
 	} {
 		w := do(h, http.MethodGet, path)
 		if w.Code != http.StatusOK || w.Body.String() != want {

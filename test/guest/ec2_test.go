@@ -113,7 +113,7 @@ var _ = Describe("the EC2 dialect from a guest namespace", Label("guest", "sidec
 		Expect(readBody(dyn.Content)).To(Equal(doc.EC2.Identity.Document))
 
 		By("an IMDSv1 request gets 401")
-		resp, err := pod.Guest.HTTPClient(5*time.Second).Get(endpoint + "/latest/meta-data/instance-id")
+		resp, err := pod.Guest.HTTPClient(5 * time.Second).Get(endpoint + "/latest/meta-data/instance-id")
 		Expect(err).NotTo(HaveOccurred())
 		_ = resp.Body.Close()
 		Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
