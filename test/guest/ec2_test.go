@@ -11,10 +11,15 @@ package guest_test
 // with "ec2" (guestDiscovery EC2).
 
 import (
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -206,3 +211,118 @@ func readBody(rc io.ReadCloser) string {
 	Expect(err).NotTo(HaveOccurred())
 	return string(b)
 }
+
+// vmRSS reads a process's resident set size in KiB.
+func vmRSS(pid int) int {
+	GinkgoHelper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	Expect(err).NotTo(HaveOccurred())
+	m := regexp.MustCompile(`(?m)^VmRSS:\s+(\d+) kB$`).FindSubmatch(status)
+	Expect(m).NotTo(BeNil())
+	kb, err := strconv.Atoi(string(m[1]))
+	Expect(err).NotTo(HaveOccurred())
+	return kb
+}
+
+// hammer runs op from workers goroutines until n calls are done or d has
+// passed, whichever is first, and returns the calls made and the time taken.
+func hammer(n int, d time.Duration, workers int, op func() error) (int, time.Duration) {
+	GinkgoHelper()
+	var done atomic.Int64
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			for time.Now().Before(deadline) && done.Add(1) <= int64(n) {
+				if err := op(); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		Expect(<-errs).To(Succeed())
+	}
+	return min(int(done.Load()), n), time.Since(start)
+}
+
+var _ = Describe("IMDSv2 tokens under load", Label("guest", "sidecar", "ec2", "bench"), func() {
+	It("costs a token PUT per pair, and holds the sidecar's memory flat over 100,000 tokens", func(ctx SpecContext) {
+		if err := podnet.Available(); err != nil {
+			controlplane.Unavailable(err.Error())
+		}
+		pod := podnet.NewPod(GinkgoT())
+		pod.Plumb(GinkgoT(), podnet.Masquerade)
+		doc := operatorDocument("vm-ec2-load", pod.GuestMAC.String())
+		withEC2(doc)
+		s := startSidecar(ctx, pod, doc)
+		// One connection per request, as curl-based clients make them: the
+		// per-connection request budget never runs out.
+		client := pod.Guest.HTTPClient(5 * time.Second)
+		const base = "http://169.254.169.254"
+		do := func(method, path string, hdr ...string) (string, error) {
+			req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+			if err != nil {
+				return "", err
+			}
+			for i := 0; i+1 < len(hdr); i += 2 {
+				req.Header.Set(hdr[i], hdr[i+1])
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return "", err
+			}
+			defer func() { _ = resp.Body.Close() }()
+			b, err := io.ReadAll(resp.Body)
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s %s: %d", method, path, resp.StatusCode)
+			}
+			return string(b), err
+		}
+		tok, err := do(http.MethodPut, "/latest/api/token", "X-aws-ec2-metadata-token-ttl-seconds", "21600")
+		Expect(err).NotTo(HaveOccurred())
+		pid := s.cmd.Process.Pid
+		before := vmRSS(pid)
+
+		const workers = 8
+		gets, getTime := hammer(1<<30, 3*time.Second, workers, func() error {
+			_, err := do(http.MethodGet, "/latest/meta-data/instance-id", "X-aws-ec2-metadata-token", tok)
+			return err
+		})
+		pairs, pairTime := hammer(1<<30, 3*time.Second, workers, func() error {
+			t, err := do(http.MethodPut, "/latest/api/token", "X-aws-ec2-metadata-token-ttl-seconds", "60")
+			if err != nil {
+				return err
+			}
+			_, err = do(http.MethodGet, "/latest/meta-data/instance-id", "X-aws-ec2-metadata-token", t)
+			return err
+		})
+		getRate := float64(gets) / getTime.Seconds()
+		pairRate := float64(pairs) / pairTime.Seconds()
+
+		put := func() error {
+			_, err := do(http.MethodPut, "/latest/api/token", "X-aws-ec2-metadata-token-ttl-seconds", "21600")
+			return err
+		}
+		first, firstTime := hammer(50_000, 5*time.Minute, workers, put)
+		mid := vmRSS(pid)
+		second, secondTime := hammer(50_000, 5*time.Minute, workers, put)
+		Expect(first + second).To(Equal(100_000))
+		after := vmRSS(pid)
+		line := fmt.Sprintf("IMDSv2 over TCP from the guest namespace, one connection per request, %d clients: "+
+			"GET %.0f/s, token PUT+GET pair %.0f/s (%.2f× a GET's time); 100,000 tokens issued in %v; "+
+			"sidecar RSS %d KiB at the start, %d KiB after 50,000 tokens, %d KiB after 100,000",
+			workers, getRate, pairRate, getRate/pairRate, (firstTime + secondTime).Round(time.Millisecond), before, mid, after)
+		AddReportEntry("tokens", line)
+		GinkgoWriter.Println(line)
+		// Tokens are stateless: nothing is kept per token, so the second
+		// 50,000 leave the RSS where the first left it (the first grow it
+		// by the heap and connection buffers any burst of connections
+		// needs).
+		Expect(after-mid).To(BeNumerically("<", 2*1024), line)
+		Expect(after).To(BeNumerically("<", 32*1024), line)
+	}, SpecTimeout(10*time.Minute))
+})
