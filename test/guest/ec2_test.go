@@ -13,6 +13,7 @@ package guest_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -325,4 +326,63 @@ var _ = Describe("IMDSv2 tokens under load", Label("guest", "sidecar", "ec2", "b
 		Expect(after-mid).To(BeNumerically("<", 2*1024), line)
 		Expect(after).To(BeNumerically("<", 32*1024), line)
 	}, SpecTimeout(10*time.Minute))
+})
+
+// ttlsTo returns the IP TTLs of the captured TCP packets from
+// 169.254.169.254 to the guest's local port.
+func ttlsTo(c *podnet.Capture, port int) []int {
+	var out []int
+	for _, f := range c.Frames(func(f podnet.Frame) bool { return true }) {
+		if f.EtherType() != 0x0800 || len(f) < 14+20+4 {
+			continue
+		}
+		ip := f[14:]
+		ihl := int(ip[0]&0x0f) * 4
+		if ip[9] != 6 || len(ip) < ihl+4 || [4]byte(ip[12:16]) != [4]byte{169, 254, 169, 254} {
+			continue
+		}
+		if int(ip[ihl+2])<<8|int(ip[ihl+3]) == port {
+			out = append(out, int(ip[8]))
+		}
+	}
+	return out
+}
+
+var _ = Describe("the token response's hop limit", Label("guest", "sidecar", "ec2"), func() {
+	It("sends a token PUT's answer with the hop limit as IP TTL, and other answers as usual", func(ctx SpecContext) {
+		if err := podnet.Available(); err != nil {
+			controlplane.Unavailable(err.Error())
+		}
+		pod := podnet.NewPod(GinkgoT())
+		pod.Plumb(GinkgoT(), podnet.Masquerade)
+		doc := operatorDocument("vm-ec2-hops", pod.GuestMAC.String())
+		withEC2(doc)
+		doc.EC2.HopLimit = 3
+		startSidecar(ctx, pod, doc)
+		capture := pod.Guest.Capture(GinkgoT(), "eth0")
+
+		exchange := func(request string) (port int, response string) {
+			conn, err := pod.Guest.Dial(ctx, "tcp", "169.254.169.254:80")
+			Expect(err).NotTo(HaveOccurred())
+			defer func() { _ = conn.Close() }()
+			Expect(conn.SetDeadline(time.Now().Add(5 * time.Second))).To(Succeed())
+			_, err = io.WriteString(conn, request)
+			Expect(err).NotTo(HaveOccurred())
+			b, err := io.ReadAll(conn)
+			Expect(err).NotTo(HaveOccurred())
+			return conn.LocalAddr().(*net.TCPAddr).Port, string(b)
+		}
+		putPort, put := exchange("PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\n" +
+			"X-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		Expect(put).To(HavePrefix("HTTP/1.1 200 "))
+		token := put[strings.LastIndex(put, "\r\n\r\n")+4:]
+		getPort, get := exchange("GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n" +
+			"X-aws-ec2-metadata-token: " + token + "\r\nConnection: close\r\n\r\n")
+		Expect(get).To(HaveSuffix(doc.Instance.ID))
+
+		Eventually(func() []int { return ttlsTo(capture, putPort) }).ShouldNot(BeEmpty())
+		Expect(ttlsTo(capture, putPort)).To(ContainElement(3), "the token's packets")
+		Expect(ttlsTo(capture, getPort)).To(HaveEach(64), "a GET's packets keep the default TTL")
+		Expect(capture.Err()).NotTo(HaveOccurred())
+	}, SpecTimeout(2*time.Minute))
 })
