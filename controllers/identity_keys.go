@@ -174,11 +174,11 @@ func (k *IdentityKeys) parse(s *corev1.Secret) (*keyring, error) {
 	}
 	key, err := instanceidentity.ParseKey(s.Data[secretKeyPEM], s.Data[secretCertPEM])
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s: %w", k.key(), err)
+		return nil, fmt.Errorf("identity signing key in Secret %s: %w", k.key(), err)
 	}
 	prev, err := instanceidentity.ParseCertificates(s.Data[secretPreviousPEM])
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s, key %s: %w", k.key(), secretPreviousPEM, err)
+		return nil, fmt.Errorf("identity signing key in Secret %s, key %s: %w", k.key(), secretPreviousPEM, err)
 	}
 	now := k.now()
 	ring := &keyring{current: key, published: []*x509.Certificate{key.Cert}, rotateAt: key.Cert.NotBefore.Add(time.Minute + k.rotation())}

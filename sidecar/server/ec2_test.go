@@ -222,7 +222,6 @@ func TestIMDSv1Refused(t *testing.T) {
 	if code, _ := get("/openstack/latest/meta_data.json"); code != http.StatusOK {
 		t.Errorf("OpenStack with tokens required: %d", code)
 	}
-
 }
 
 // TestIMDSv1Optional: with tokens optional, a request without a token is
