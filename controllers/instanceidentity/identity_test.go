@@ -140,3 +140,18 @@ func TestSignIsDeterministicAndParses(t *testing.T) {
 		t.Errorf("document %s", a.Document)
 	}
 }
+
+// BenchmarkSign is the operator's cost per identity document rendered.
+func BenchmarkSign(b *testing.B) {
+	key, err := instanceidentity.NewKey(time.Now(), time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	doc := testDocument()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := key.Sign(doc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
