@@ -31,6 +31,8 @@ type ec2Inputs struct {
 	Region, Zone string
 	// Key signs the identity document; nil leaves the document out.
 	Key *instanceidentity.Key
+	// Signatures caches signed documents; nil signs every time.
+	Signatures *instanceidentity.Cache
 }
 
 // cacheKey names the inputs in the reconciler's record of current payloads.
@@ -152,7 +154,13 @@ func renderEC2(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachine
 		}
 		// Signing a marshalled struct of strings cannot fail but for the
 		// key; a document without identity is still served.
-		if id, err := in.Key.Sign(doc); err == nil {
+		sign := in.Key.Sign
+		if in.Signatures != nil {
+			sign = func(d *instanceidentity.Document) (*payload.IdentityDocument, error) {
+				return in.Signatures.Sign(in.Key, d)
+			}
+		}
+		if id, err := sign(doc); err == nil {
 			out.Identity = id
 		}
 	}
@@ -236,7 +244,7 @@ func (r *MetadataServiceReconciler) ec2Inputs(ctx context.Context, vmi *kubevirt
 }
 
 func (r *MetadataServiceReconciler) ec2InputsWith(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstance, ring *keyring) ec2Inputs {
-	var in ec2Inputs
+	in := ec2Inputs{Signatures: &r.signatures}
 	if ring != nil {
 		in.Key = ring.current
 	}

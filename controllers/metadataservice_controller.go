@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/controllers/instanceidentity"
 )
 
 // sourceRecheckInterval re-reads the sources of a MetadataService whose
@@ -67,6 +68,10 @@ type MetadataServiceReconciler struct {
 	// Identity keeps the key that signs EC2 instance identity documents;
 	// nil serves none.
 	Identity *IdentityKeys
+	// signatures remembers signed identity documents: a VMI's payload is
+	// rendered again on every event that may concern it, its document
+	// rarely changes.
+	signatures instanceidentity.Cache
 
 	// reported remembers the Pods and VMIs already warned about.
 	reported reportedSet

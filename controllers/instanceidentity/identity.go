@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"sync"
 	"time"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
@@ -178,6 +179,14 @@ func Fingerprint(c *x509.Certificate) string {
 // deterministic, so the same document and key always give the same bytes
 // (and the payload's hash stays put).
 func (k *Key) Sign(doc *Document) (*payload.IdentityDocument, error) {
+	body, err := encode(doc)
+	if err != nil {
+		return nil, err
+	}
+	return k.sign(body)
+}
+
+func encode(doc *Document) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
@@ -185,7 +194,10 @@ func (k *Key) Sign(doc *Document) (*payload.IdentityDocument, error) {
 	if err := enc.Encode(doc); err != nil {
 		return nil, fmt.Errorf("encoding the identity document: %w", err)
 	}
-	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+func (k *Key) sign(body []byte) (*payload.IdentityDocument, error) {
 	digest := sha256.Sum256(body)
 	sig, err := rsa.SignPKCS1v15(nil, k.Private, crypto.SHA256, digest[:])
 	if err != nil {
@@ -201,6 +213,52 @@ func (k *Key) Sign(doc *Document) (*payload.IdentityDocument, error) {
 		PKCS7:             base64.StdEncoding.EncodeToString(p7),
 		CertificateSHA256: Fingerprint(k.Cert),
 	}, nil
+}
+
+// Cache remembers signed documents by content and key, so that rendering a
+// VM's payload again (the operator does on every event that may concern
+// it) costs a hash, not an RSA signature. It holds at most Max documents
+// and starts afresh when full. Safe for concurrent use.
+type Cache struct {
+	// Max bounds the entries; 0 means 16384.
+	Max int
+
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*payload.IdentityDocument
+}
+
+// Sign is k.Sign(doc), from the cache when k signed the same bytes before.
+func (c *Cache) Sign(k *Key, doc *Document) (*payload.IdentityDocument, error) {
+	body, err := encode(doc)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	h.Write(k.Cert.Raw)
+	h.Write(body)
+	var id [sha256.Size]byte
+	h.Sum(id[:0])
+	c.mu.Lock()
+	signed := c.m[id]
+	c.mu.Unlock()
+	if signed != nil {
+		return signed, nil
+	}
+	signed, err = k.sign(body)
+	if err != nil {
+		return nil, err
+	}
+	limit := c.Max
+	if limit <= 0 {
+		limit = 16384
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= limit {
+		c.m = make(map[[sha256.Size]byte]*payload.IdentityDocument)
+	}
+	c.m[id] = signed
+	return signed, nil
 }
 
 // Verify checks an identity document's signature against certs, as a

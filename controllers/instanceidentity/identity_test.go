@@ -155,3 +155,40 @@ func BenchmarkSign(b *testing.B) {
 		}
 	}
 }
+
+// TestCache: a document signed before comes from the cache, bytes
+// unchanged; another key or another document is signed afresh; the cache
+// never holds more than Max.
+func TestCache(t *testing.T) {
+	a, err := instanceidentity.NewKey(time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := instanceidentity.NewKey(time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &instanceidentity.Cache{Max: 2}
+	first, err := c.Sign(a, testDocument())
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.Sign(a, testDocument())
+	if err != nil || again != first {
+		t.Errorf("the same document and key were signed again (%v)", err)
+	}
+	direct, err := a.Sign(testDocument())
+	if err != nil || *direct != *first {
+		t.Errorf("the cached document differs from a fresh signature (%v)", err)
+	}
+	other, err := c.Sign(b, testDocument())
+	if err != nil || other.Signature == first.Signature {
+		t.Errorf("another key's signature came from the cache (%v)", err)
+	}
+	doc := testDocument()
+	doc.Name = "vm2"
+	changed, err := c.Sign(a, doc)
+	if err != nil || changed.Document == first.Document {
+		t.Errorf("another document came from the cache (%v)", err)
+	}
+}
