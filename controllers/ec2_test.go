@@ -133,6 +133,17 @@ var _ = Describe("EC2 identity documents", func() {
 			ContainSubstring(`"name": "web-1"`), ContainSubstring(`"uid": "`+string(vmi.UID)+`"`),
 			ContainSubstring(`"instanceType": "u1.medium"`)))
 
+		By("relabelling the Node: the document follows")
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Name: node.Name}, node)).To(Succeed())
+		node.Labels[corev1.LabelTopologyZone] = "eu-west-9c"
+		Expect(k8sClient.Update(ctx, node)).To(Succeed())
+		Eventually(func(g Gomega) {
+			d, err := payloadOf(ctx, ns, "web-1")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(d.EC2.AvailabilityZone).To(Equal("eu-west-9c"))
+			g.Expect(d.EC2.Identity.Document).To(ContainSubstring(`"availabilityZone": "eu-west-9c"`))
+		}).Should(Succeed())
+
 		var certs []string
 		Eventually(func(g Gomega) {
 			certs = getMDS(ctx, ns, "web").Status.IdentityCertificates

@@ -379,6 +379,15 @@ func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		func(o client.Object) []string { return sourceRefs(o.(*imdsv1alpha1.MetadataService)) }); err != nil {
 		return fmt.Errorf("indexing MetadataServices by source: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &kubevirtv1.VirtualMachineInstance{}, nodeNameIndex,
+		func(o client.Object) []string {
+			if n := o.(*kubevirtv1.VirtualMachineInstance).Status.NodeName; n != "" {
+				return []string{n}
+			}
+			return nil
+		}); err != nil {
+		return fmt.Errorf("indexing VirtualMachineInstances by Node: %w", err)
+	}
 	r.retry = make(chan event.GenericEvent, retryBuffer)
 	// One throttle for the three kinds of events a VM brings.
 	storm := newThrottle(instanceEventInterval)
@@ -398,6 +407,9 @@ func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.servicesForSourceSecret),
 			builder.WithPredicates(isSourceSecret)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.servicesForConfigMap)).
+		// The EC2 placement of the VMs on a Node follows its topology labels.
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.servicesForNode),
+			builder.WithPredicates(topologyChanged)).
 		// Served VMIs whose launcher Pod lacks the sidecar are reported.
 		Watches(&corev1.Pod{}, throttledEnqueue(r.servicesForLauncherPod, storm),
 			builder.WithPredicates(launcherPodChanged)).
@@ -430,6 +442,45 @@ func (r *MetadataServiceReconciler) servicesForInstance(ctx context.Context, o c
 	key := types.NamespacedName{Namespace: o.GetNamespace(), Name: imdsv1alpha1.PayloadSecretName(o.GetName())}
 	if err := r.Get(ctx, key, &secret, readOnlyGet); err == nil {
 		add(secret.Labels[imdsv1alpha1.LabelMetadataService])
+	}
+	return reqs
+}
+
+// nodeNameIndex indexes VMIs by status.nodeName.
+const nodeNameIndex = "imds.kubevirt.io/node-name"
+
+// topologyChanged passes Node updates that change a topology label (and
+// nothing else: Nodes update their status every few seconds).
+var topologyChanged = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		for _, l := range []string{corev1.LabelTopologyRegion, corev1.LabelTopologyZone} {
+			if e.ObjectOld.GetLabels()[l] != e.ObjectNew.GetLabels()[l] {
+				return true
+			}
+		}
+		return false
+	},
+}
+
+// servicesForNode enqueues the services of the VMIs running on a Node.
+func (r *MetadataServiceReconciler) servicesForNode(ctx context.Context, o client.Object) []reconcile.Request {
+	var vmis kubevirtv1.VirtualMachineInstanceList
+	if err := r.List(ctx, &vmis, client.MatchingFields{nodeNameIndex: o.GetName()}, readOnlyList); err != nil {
+		log.FromContext(ctx).Error(err, "listing the VirtualMachineInstances of a Node", "node", o.GetName())
+		return nil
+	}
+	seen := map[reconcile.Request]bool{}
+	var reqs []reconcile.Request
+	for i := range vmis.Items {
+		for _, req := range r.servicesForInstance(ctx, &vmis.Items[i]) {
+			if !seen[req] {
+				seen[req] = true
+				reqs = append(reqs, req)
+			}
+		}
 	}
 	return reqs
 }
