@@ -69,10 +69,10 @@
 // other than 169.254.169.254 or a configured name gets 421, any proxy header
 // 403, the connection's token bucket answers 429 with Retry-After, a
 // request URI over 2 KiB gets 414, a path that is not canonical gets 400,
-// and methods other than GET and HEAD get 405 with Allow. The one exception
-// is a POST to OpenStack's password file, answered 409: nova's "already
-// set", which cloudbase-init accepts, where any other error makes it retry
-// and fail. Canonical means: only letters, digits and "-._~/:" (":" for
+// and methods other than GET and HEAD get 405 with Allow. The exceptions
+// are IMDSv2's token PUT to /latest/api/token, and a POST to OpenStack's
+// password file, answered 409: nova's "already set", which cloudbase-init
+// accepts, where any other error makes it retry and fail. Canonical means: only letters, digits and "-._~/:" (":" for
 // the MAC addresses of EC2's network tree), no
 // percent-encoding at all, no empty, "." or ".." segment, i.e. unchanged by
 // path.Clean apart from one trailing slash. Such paths are refused rather
