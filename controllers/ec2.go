@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -52,8 +53,10 @@ func (r *MetadataServiceReconciler) nodeTopology(ctx context.Context, vmi *kubev
 	if vmi.Status.NodeName == "" {
 		return "", ""
 	}
-	var node corev1.Node
-	if err := r.Get(ctx, types.NamespacedName{Name: vmi.Status.NodeName}, &node, readOnlyGet); err != nil {
+	// Metadata only, as the Node watch caches it.
+	node := &metav1.PartialObjectMetadata{}
+	node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+	if err := r.Get(ctx, types.NamespacedName{Name: vmi.Status.NodeName}, node, readOnlyGet); err != nil {
 		if !apierrors.IsNotFound(err) {
 			log.FromContext(ctx).Error(err, "reading the topology labels of the VMI's Node", "vmi", vmi.Name, "node", vmi.Status.NodeName)
 		}

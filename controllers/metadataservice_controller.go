@@ -408,8 +408,10 @@ func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(isSourceSecret)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.servicesForConfigMap)).
 		// The EC2 placement of the VMs on a Node follows its topology labels.
+		// Only their metadata is cached: a Node's status is large and
+		// changes every few seconds.
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.servicesForNode),
-			builder.WithPredicates(topologyChanged)).
+			builder.WithPredicates(topologyChanged), builder.OnlyMetadata).
 		// Served VMIs whose launcher Pod lacks the sidecar are reported.
 		Watches(&corev1.Pod{}, throttledEnqueue(r.servicesForLauncherPod, storm),
 			builder.WithPredicates(launcherPodChanged)).
