@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -191,4 +193,31 @@ func TestCache(t *testing.T) {
 	if err != nil || changed.Document == first.Document {
 		t.Errorf("another document came from the cache (%v)", err)
 	}
+}
+
+// TestCacheConcurrent signs from several goroutines at once, over the
+// cache's bound; run with -race.
+func TestCacheConcurrent(t *testing.T) {
+	key, err := instanceidentity.NewKey(time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &instanceidentity.Cache{Max: 4}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				doc := testDocument()
+				doc.Name = "vm" + strconv.Itoa((g+i)%6)
+				signed, err := c.Sign(key, doc)
+				if err != nil || !strings.Contains(signed.Document, `"name": "`+doc.Name+`"`) {
+					t.Errorf("signing %s: %v", doc.Name, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
