@@ -1,15 +1,16 @@
 package controllers
 
 import (
-	"strings"
-
 	"context"
 	"fmt"
-	"github.com/google/uuid"
 	"slices"
+	"strings"
 	"sync"
 
+	"github.com/google/uuid"
+
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	kubevirtv1 "kubevirt.io/api/core/v1"
@@ -113,6 +114,22 @@ func EC2UUID(vmi *kubevirtv1.VirtualMachineInstance) string {
 		return u
 	}
 	return "ec2" + u[3:]
+}
+
+// KubeVirtGeneratedSerial reports whether serial is the SMBIOS serial that
+// KubeVirt's VirtualMachine mutator (virt-api) gives every VirtualMachine
+// without one: a random UUID, persisted in the VM's template so that it stays
+// the same across restarts. It carries no meaning of its own, and keeping it
+// would keep NoCloud discovery from every VM started from a VirtualMachine,
+// so the VMI webhook replaces it; a serial that is not a bare UUID, or one on
+// a VMI no VirtualMachine owns, was chosen by a user and is kept.
+func KubeVirtGeneratedSerial(vmi *kubevirtv1.VirtualMachineInstance, serial string) bool {
+	if err := uuid.Validate(serial); err != nil || len(serial) != len(uuid.Nil.String()) {
+		return false
+	}
+	return slices.ContainsFunc(vmi.OwnerReferences, func(o metav1.OwnerReference) bool {
+		return o.Kind == "VirtualMachine" && strings.HasPrefix(o.APIVersion, kubevirtv1.SchemeGroupVersion.Group+"/")
+	})
 }
 
 // HasSidecar reports whether pod runs the metadata sidecar.

@@ -63,7 +63,10 @@ func (d *DiscoveryDefaulter) Default(ctx context.Context, vmi *kubevirtv1.Virtua
 	switch {
 	case !applies || have == want:
 		return nil
-	case have != "":
+	// KubeVirt's generated serial is replaced by both modes that set the
+	// serial.
+	case have != "" && !((mode == imdsv1alpha1.GuestDiscoveryNoCloud || mode == imdsv1alpha1.GuestDiscoveryEC2) &&
+		controllers.KubeVirtGeneratedSerial(vmi, have)):
 		log.Info("keeping the VMI's own SMBIOS value", "guestDiscovery", mode, "value", have)
 		return nil
 	}

@@ -282,8 +282,12 @@ var _ = Describe("VMI webhook", func() {
 
 	It("gives guest discovery EC2 a firmware UUID starting with ec2, and the same serial", func() {
 		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{GuestDiscovery: imdsv1alpha1.GuestDiscoveryEC2})
+		// As KubeVirt starts a VirtualMachine's VMI: its UUID, and the
+		// random serial virt-api generated for the VM.
 		vmi := newVMI(ns, "vm1", nil)
-		vmi.Spec.Domain.Firmware = &kubevirtv1.Firmware{UUID: "5a1f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"}
+		vmi.Spec.Domain.Firmware = &kubevirtv1.Firmware{UUID: "5a1f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b", Serial: "fba26cb3-6f80-47dd-b25e-5ac474c02ae2"}
+		vmi.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubevirt.io/v1", Kind: "VirtualMachine",
+			Name: "vm1", UID: "5a0d1a5e-39d5-4bb7-9a51-e3c3d5e86f2f", Controller: new(true), BlockOwnerDeletion: new(true)}}
 		create(ctx, vmi)
 		Expect(vmi.Spec.Domain.Firmware.UUID).To(BeEquivalentTo("ec2f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"))
 		Expect(vmi.Spec.Domain.Firmware.Serial).To(Equal("ec2f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"))
@@ -300,6 +304,24 @@ var _ = Describe("VMI webhook", func() {
 			Expect(vmi.Spec.Domain.Firmware).To(BeNil(), vmi.Name)
 			Expect(vmi.Spec.Domain.Chassis).To(BeNil(), vmi.Name)
 		}
+	})
+
+	It("replaces the serial KubeVirt's VirtualMachine mutator generates, and keeps a UUID serial on a VMI of its own", func() {
+		// virt-api gives every VirtualMachine without one a random UUID serial
+		// (setFirmwareDefaultsIfEmpty), which its VMIs then carry.
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{})
+		const generated = "fba26cb3-6f80-47dd-b25e-5ac474c02ae2"
+		fromVM := newVMI(ns, "from-vm", nil)
+		fromVM.Spec.Domain.Firmware = &kubevirtv1.Firmware{Serial: generated}
+		fromVM.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubevirt.io/v1", Kind: "VirtualMachine",
+			Name: "from-vm", UID: "5a0d1a5e-39d5-4bb7-9a51-e3c3d5e86f2f", Controller: new(true), BlockOwnerDeletion: new(true)}}
+		create(ctx, fromVM)
+		Expect(fromVM.Spec.Domain.Firmware.Serial).To(Equal(controllers.NoCloudSerial))
+
+		bare := newVMI(ns, "bare", nil)
+		bare.Spec.Domain.Firmware = &kubevirtv1.Firmware{Serial: generated}
+		create(ctx, bare)
+		Expect(bare.Spec.Domain.Firmware.Serial).To(Equal(generated))
 	})
 
 	It("keeps a serial the user set, and says so", func() {

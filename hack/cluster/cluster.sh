@@ -13,6 +13,8 @@
 #                                 pack every file of DIR at the image's root and import it
 #   cluster.sh import-operator [IMG]
 #                                 build the operator as the Dockerfile does and import it as IMG
+#   cluster.sh install-kubevirt   import KubeVirt v1.8.0's images (hack/kubevirt/build.sh) and
+#                                 install it from its release manifests and a KubeVirt CR
 #
 # Every kubectl call names the cluster's kubeconfig and context; the user's
 # ~/.kube/config is never read or written.
@@ -24,7 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BIN=
 
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 require_root() {
@@ -55,9 +57,11 @@ cmd_up() {
   trap 'log "bring-up failed; logs in $STATE/logs; make cluster-down cleans up"' EXIT
   setup_network
   setup_cgroups
+  setup_shared_mounts
   write_pki
   write_configs
   local assets_done=$SECONDS
+  start_node_namespace
   start_containerd
   import_image "$PAUSE_IMAGE" -file "$BIN/pause:/pause"
   start_etcd
@@ -186,15 +190,49 @@ setup_cgroups() {
   fi
 }
 
+setup_shared_mounts() {
+  local m
+  for m in "${SHARED_MOUNTS[@]}"; do
+    mkdir -p "$m"
+    mount --bind "$m" "$m"
+    mount --make-rshared "$m"
+  done
+  # containerd 1.6 looks a Bidirectional volume's path up in mountinfo
+  # without resolving its parents' symlinks: /var/run/kubevirt (/var/run is
+  # a link to /run) is found on /, which must then be shared too, as systemd
+  # makes it on most hosts. Only / itself: its submounts keep their own.
+  if [[ $(findmnt -no PROPAGATION /) != shared ]]; then
+    touch "$STATE/baseline/root-was-private"
+    mount --make-shared /
+  fi
+}
+
+# restore_root_propagation undoes setup_shared_mounts' change to /.
+restore_root_propagation() {
+  if [[ -f $STATE/baseline/root-was-private ]]; then
+    mount --make-private /
+    log "restored / to a private mount"
+  fi
+}
+
 # --- certificates and kubeconfigs ------------------------------------------
 
 gen_key() {
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null
 }
 
-# gen_cert NAME SUBJECT EXTENDED-KEY-USAGE [SUBJECT-ALT-NAMES]
+# gen_ca NAME CN: a self-signed CA.
+gen_ca() {
+  local pki=$STATE/pki
+  gen_key "$pki/$1.key"
+  openssl req -x509 -new -key "$pki/$1.key" -subj "/CN=$2" -days 365 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$pki/$1.crt" 2>/dev/null
+}
+
+# gen_cert NAME SUBJECT EXTENDED-KEY-USAGE [SUBJECT-ALT-NAMES] (signed by CA, default ca)
 gen_cert() {
-  local pki=$STATE/pki name=$1 subject=$2 eku=$3 san=${4:-}
+  local pki=$STATE/pki name=$1 subject=$2 eku=$3 san=${4:-} ca=${CA:-ca}
   gen_key "$pki/$name.key"
   openssl req -new -key "$pki/$name.key" -subj "$subject" -out "$pki/$name.csr" 2>/dev/null
   {
@@ -203,7 +241,7 @@ gen_cert() {
     echo "extendedKeyUsage=$eku"
     [[ -z $san ]] || echo "subjectAltName=$san"
   } >"$pki/$name.ext"
-  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -CAcreateserial \
     -days 365 -extfile "$pki/$name.ext" -out "$pki/$name.crt" 2>/dev/null
   rm -f "$pki/$name.csr" "$pki/$name.ext"
 }
@@ -236,10 +274,12 @@ EOF
 
 write_pki() {
   local pki=$STATE/pki
-  gen_key "$pki/ca.key"
-  openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=kubevirt-imds-local-ca" -days 365 \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-    -out "$pki/ca.crt" 2>/dev/null
+  gen_ca ca kubevirt-imds-local-ca
+  # The aggregation layer (KubeVirt's virt-api serves subresources.kubevirt.io):
+  # the API server proxies with this client certificate and extension API
+  # servers trust the identity headers of requests that carry it.
+  gen_ca front-proxy-ca kubevirt-imds-local-front-proxy-ca
+  CA=front-proxy-ca gen_cert front-proxy-client "/CN=front-proxy-client" clientAuth
   gen_key "$pki/sa.key"
   openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   gen_cert apiserver "/CN=kube-apiserver" serverAuth \
@@ -379,12 +419,45 @@ EOF
 # start_component NAME COMMAND... runs COMMAND in its own session, detached
 # from the caller's terminal and pipes, and records its PID and start time.
 start_component() {
-  local name=$1
+  local name=$1 init
   shift
+  if [[ " ${NODE_COMPONENTS[*]} " == *" $name "* ]]; then
+    init=$(component_pid node-init) || die "the node's namespaces are gone"
+    # nsenter forks into the PID namespace and waits: the component is its child.
+    setsid nsenter --target "$init" --pid --mount -- "$@" </dev/null >>"$STATE/logs/$name.log" 2>&1 8>&- &
+    record_child_pid "$name" $!
+    return
+  fi
   # 8>&-: the daemons must not inherit (and so hold) the state lock.
   setsid "$@" </dev/null >>"$STATE/logs/$name.log" 2>&1 8>&- &
   local pid=$!
   echo "$pid $(proc_start_time "$pid")" >"$STATE/pids/$name"
+}
+
+# record_child_pid NAME PID records PID's only child as component NAME.
+record_child_pid() {
+  local name=$1 parent=$2 child=""
+  local deadline=$((SECONDS + 10))
+  until child=$(pgrep -P "$parent"); do
+    ((SECONDS < deadline)) || die "$name did not start (log: $STATE/logs/$name.log)"
+    sleep 0.05
+  done
+  echo "$child $(proc_start_time "$child")" >"$STATE/pids/$name"
+}
+
+# start_node_namespace starts the node's init: the first process of a new PID
+# namespace (and a mount namespace whose shared mounts stay peers of the
+# host's), in which containerd, the kubelet and kube-proxy run. KubeVirt's
+# virt-handler runs with hostPID and enters /proc/1/ns/mnt ("the host's mount
+# namespace") for its mounts; on this kind of machine the real PID 1 is a
+# sandbox agent whose namespaces root may not open, so PID 1 of the node's
+# Pods must be a process of the node, as on any real node. Its /proc is its
+# own, so that the PIDs containerd and runc exchange are the ones /proc shows.
+start_node_namespace() {
+  log "starting the node's PID namespace"
+  setsid unshare --pid --fork --kill-child --mount --propagation unchanged --mount-proc \
+    "$BIN/pause" </dev/null >>"$STATE/logs/node-init.log" 2>&1 8>&- &
+  record_child_pid node-init $!
 }
 
 # wait_component TIMEOUT NAME COMMAND... waits for COMMAND to succeed while the
@@ -442,7 +515,12 @@ start_apiserver() {
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --kubelet-preferred-address-types InternalIP \
-    --allow-privileged=true
+    --allow-privileged=true \
+    --requestheader-client-ca-file "$pki/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key"
   wait_component 90 kube-apiserver kc get --raw /readyz
 }
 
@@ -502,6 +580,9 @@ wait_node_ready() {
   # ServiceAccount; wait for it so the cluster is usable when up returns.
   wait_until 60 "the default ServiceAccount" kc -n default get serviceaccount default ||
     die "no default ServiceAccount"
+  # As kubeadm marks its single node: operators that pin their Pods to the
+  # control plane (KubeVirt's virt-operator does) find it.
+  kc label node "$NODE_NAME" node-role.kubernetes.io/control-plane= --overwrite >/dev/null
 }
 
 # --- images ------------------------------------------------------------------
@@ -594,6 +675,36 @@ cmd_import_operator() {
 }
 
 # ---------------------------------------------------------------------------
+# KubeVirt
+
+# cmd_install_kubevirt installs KubeVirt v1.8.0 the way its users do: the
+# release's kubevirt-operator.yaml, then a KubeVirt CR, from which the real
+# virt-operator deploys virt-api, virt-controller and virt-handler. The images
+# and manifests come from hack/kubevirt/build.sh (built offline, cached).
+cmd_install_kubevirt() {
+  require_root
+  component_pid containerd >/dev/null || die "the cluster is not up (make cluster-up)"
+  load_bin_dir
+  local dir start=$SECONDS ref tar
+  dir=$("$root/hack/kubevirt/build.sh")
+  local built=$SECONDS
+  while read -r ref tar; do
+    ctr_k8s images import "$tar" >/dev/null || die "importing $tar"
+  done <"$dir/images.txt"
+  log "imported KubeVirt's images ($((SECONDS - built))s)"
+  kc apply --server-side -f "$dir/manifests/kubevirt-operator.yaml" >/dev/null
+  kc -n kubevirt rollout status deployment/virt-operator --timeout=5m >&2
+  kc apply --server-side -f "$dir/manifests/kubevirt-cr.yaml" >/dev/null
+  kc -n kubevirt patch kubevirt kubevirt --type merge --patch-file "$root/hack/cluster/kubevirt-config.yaml" >/dev/null
+  log "waiting for KubeVirt to be Available (virt-operator deploys virt-api, virt-controller, virt-handler)"
+  if ! kc -n kubevirt wait kubevirt/kubevirt --for=condition=Available --timeout=15m >&2; then
+    kc -n kubevirt get pods -o wide >&2 || true
+    die "KubeVirt not Available; Pod logs in $STATE/pod-logs"
+  fi
+  log "KubeVirt Available $((SECONDS - built))s after its images were built ($((SECONDS - start))s in all)"
+}
+
+# ---------------------------------------------------------------------------
 # down
 
 cmd_down() {
@@ -623,6 +734,7 @@ teardown() {
   stop_components
   kill_containers
   unmount_all
+  restore_root_propagation
   remove_links
   remove_netfilter
   remove_cgroups
@@ -811,6 +923,14 @@ remove_host_paths() {
   else
     rm -rf --one-file-system /run/containerd
   fi
+  for f in "${KUBEVIRT_HOST_PATHS[@]}"; do
+    existed_before "$f" && continue
+    if [[ -n $(awk -v r="$f" 'index($5, r) == 1' /proc/self/mountinfo) ]]; then
+      log "warning: mounts left under $f; not removing it"
+    else
+      rm -rf --one-file-system "$f"
+    fi
+  done
 }
 
 # remove_state deletes the state directory except the logs (kept for a
@@ -838,6 +958,10 @@ report_leftovers() {
   compgen -G "/sys/fs/cgroup/*/$CGROUP_ROOT" >/dev/null && left+=("cgroups: $(compgen -G "/sys/fs/cgroup/*/$CGROUP_ROOT" | tr '\n' ' ')")
   grep -q 'KUBE-\|table ip6\? kube-proxy' <<<"$(nft list ruleset 2>/dev/null)" && left+=("nftables KUBE-* chains")
   [[ -e $KUBELET_ROOT ]] && left+=("$KUBELET_ROOT")
+  [[ -f $STATE/baseline/root-was-private && $(findmnt -no PROPAGATION /) == shared ]] && left+=("/ shared")
+  for l in "${KUBEVIRT_HOST_PATHS[@]}"; do
+    [[ -e $l ]] && ! existed_before "$l" && left+=("$l")
+  done
   if ((${#left[@]})); then
     log "left behind: ${left[*]}"
     return 1
@@ -895,7 +1019,7 @@ lock_state() {
 
 main() {
   case ${1:-} in
-    up | down | import-binary | import-dir | import-operator) lock_state ;;
+    up | down | import-binary | import-dir | import-operator | install-kubevirt) lock_state ;;
   esac
   case ${1:-} in
     prepare) require_root; install_packages; "$root/hack/cluster/node-assets.sh" ;;
@@ -905,6 +1029,7 @@ main() {
     import-binary) shift; cmd_import_binary "$@" ;;
     import-dir) shift; cmd_import_dir "$@" ;;
     import-operator) shift; cmd_import_operator "$@" ;;
+    install-kubevirt) cmd_install_kubevirt ;;
     *) usage; exit 2 ;;
   esac
 }

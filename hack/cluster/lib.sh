@@ -50,13 +50,26 @@ SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   net.netfilter.nf_conntrack_tcp_timeout_close_wait
   net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables)
 
+# KubeVirt's virt-handler keeps its state in fixed host directories (hostPath
+# volumes that virt-operator renders).
+KUBEVIRT_HOST_PATHS=(/run/kubevirt /run/kubevirt-private /run/kubevirt-libvirt-runtimes
+  /var/lib/kubevirt-node-labeller)
+# Mounts that must propagate both ways (virt-handler's Bidirectional volumes:
+# it mounts containerDisks and hotplugged volumes into launcher Pods). The
+# host's / is a private mount here, so each is made a shared bind mount of
+# itself; containerd refuses Bidirectional on anything else.
+SHARED_MOUNTS=("$KUBELET_ROOT" /run/kubevirt)
+
 # Fixed paths outside STATE that the node writes: the kubelet's root, the
 # containers' log links, libcni's cache (containerd 1.6 cannot move it), and the
 # shims' sockets (/run/containerd/s is compiled into containerd 1.6).
-HOST_PATHS=("$KUBELET_ROOT" /var/log/containers /var/lib/cni /run/containerd)
+HOST_PATHS=("$KUBELET_ROOT" /var/log/containers /var/lib/cni /run/containerd "${KUBEVIRT_HOST_PATHS[@]}")
 
 # Components in start order; down stops them in reverse.
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+COMPONENTS=(node-init containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+# The ones that run inside the node's PID and mount namespaces (see
+# start_node_namespace in cluster.sh).
+NODE_COMPONENTS=(containerd kubelet kube-proxy)
 
 log() { printf '%s cluster: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -151,9 +164,11 @@ cgroup_pids() {
 # our_mounts prints the mount points under STATE and the kubelet's root,
 # deepest first (the Pods' network namespaces: see new_netns_files).
 our_mounts() {
-  awk -v state="$STATE" -v kroot="$KUBELET_ROOT" '
+  local roots=("$STATE" "$KUBELET_ROOT" "${KUBEVIRT_HOST_PATHS[@]}")
+  awk -v roots="${roots[*]}" '
+    BEGIN { n = split(roots, r, " ") }
     { m = $5; gsub(/\\040/, " ", m)
-      if (index(m, state "/") == 1 || m == state || index(m, kroot "/") == 1 || m == kroot) print m }' \
+      for (i = 1; i <= n; i++) if (index(m, r[i] "/") == 1 || m == r[i]) { print m; break } }' \
     /proc/self/mountinfo | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2- | uniq
 }
 

@@ -7,6 +7,8 @@
 #   <dir>/images.txt        one line per image: "<name:tag> <tarball path>"
 #   <dir>/images/*.tar      the tarballs (`ctr -n k8s.io images import` reads them)
 #   <dir>/bin/              the binaries
+#   <dir>/manifests/        kubevirt-operator.yaml and kubevirt-cr.yaml, the release
+#                           manifests as upstream renders them (tools/manifest-templator)
 #   <dir>/timings.txt       seconds per step of the run that built each piece
 #
 #   hack/kubevirt/build.sh            build what is missing, print the directory
@@ -43,6 +45,7 @@ registry=${KUBEVIRT_IMAGE_REGISTRY:-quay.io/kubevirt}
 cache=${KUBEVIRT_IMDS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubevirt-imds}/kubevirt
 buildmod=$root/hack/tools/kubevirt-build/kubevirt
 imagemod=$root/hack/tools/kubevirt-build/image
+patches=$root/hack/kubevirt/patches
 rebuild=false paths_only=false
 case ${1:-} in
 --rebuild) rebuild=true ;;
@@ -299,14 +302,33 @@ build_container_disk() {
   mv "$bin/container-disk.tmp" "$bin/container-disk"
 }
 
+# patch_source: the kubevirt.io/kubevirt module, copied beside the build module
+# with hack/kubevirt/patches/*.patch applied, replaces the published one. Each
+# patch is a fix KubeVirt merged after v1.8.0 without which a VM cannot start
+# here; each says which. (go build -overlay may not touch the module cache.)
+# With -trimpath the copy's directory is not part of
+# the build cache's keys, so only the patched packages and their dependants
+# are compiled again.
+patch_source() {
+  rm -rf "$src/kubevirt"
+  cp -a "$kvsrc" "$src/kubevirt"
+  chmod -R u+w "$src/kubevirt"
+  local p
+  for p in "$patches"/*.patch; do
+    patch -p1 -s -d "$src/kubevirt" <"$p" || die "applying $p"
+  done
+  (cd "$src" && go mod edit -replace kubevirt.io/kubevirt=./kubevirt)
+}
+
 bin_key() {
   {
     echo "$version"
+    cat "$patches"/*.patch
     go version
     cat "$buildmod/go.mod" "$buildmod/go.sum"
     echo "$libnbd_go" "$builder"
     echo "$ldflags" "${host_binaries[*]}"
-    declare -f prepare_source build_host_binary build_launcher build_container_disk
+    declare -f prepare_source build_host_binary build_launcher build_container_disk patch_source
   } | hash12
 }
 
@@ -318,6 +340,7 @@ prepare_binaries() {
   $rebuild && rm -rf "$bin" "$src"
   mkdir -p "$bin"
   [[ -d $src/libnbd ]] || prepare_source "$src"
+  [[ -d $src/kubevirt ]] || patch_source
 }
 
 # build_binary NAME BUILDER ARGS...: unless bin/NAME exists.
@@ -466,6 +489,35 @@ build_images() {
   mv "$out/images.txt.tmp" "$out/images.txt"
 }
 
+# build_templator: tools/manifest-templator, the tool upstream's build-manifests.sh
+# renders the release manifests with (pure Go).
+build_templator() {
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$bin/manifest-templator.tmp" kubevirt.io/kubevirt/tools/manifest-templator)
+  mv "$bin/manifest-templator.tmp" "$bin/manifest-templator"
+}
+
+# render_manifests: kubevirt-operator.yaml and kubevirt-cr.yaml as upstream's
+# hack/build-manifests.sh renders them for a release (namespace kubevirt, images
+# $registry/*:$version, pull policy IfNotPresent): first the file includes, then
+# the variables.
+render_manifests() {
+  local m=$out/manifests name vars
+  build_binary manifest-templator build_templator
+  rm -rf "$m.tmp"
+  mkdir -p "$m.tmp"
+  vars=(--process-vars --namespace=kubevirt --container-prefix="$registry" --container-tag="$version"
+    --csv-version="${version#v}" --image-pull-policy=IfNotPresent --verbosity=2
+    --kubevirt-logo-path="$kvsrc/assets/kubevirt_logo.png")
+  for name in kubevirt-operator kubevirt-cr; do
+    "$bin/manifest-templator" --process-files --generated-manifests-dir="$kvsrc/manifests/generated/" \
+      --input-file="$kvsrc/manifests/release/$name.yaml.in" >"$m.tmp/$name.yaml.in"
+    "$bin/manifest-templator" "${vars[@]}" --input-file="$m.tmp/$name.yaml.in" >"$m.tmp/$name.yaml"
+    rm "$m.tmp/$name.yaml.in"
+  done
+  rm -rf "$m"
+  mv "$m.tmp" "$m"
+}
+
 # prune PREFIX KEEP: removes PREFIX-* entries that do not belong to KEEP (KEEP itself,
 # KEEP.lock, KEEP.src, KEEP.layer-*): builds of older recipes, hundreds of MB each.
 prune() {
@@ -521,6 +573,13 @@ main() {
     return
   fi
   if ! $rebuild && [[ -f $out/images.txt ]]; then
+    if [[ ! -f $out/manifests/kubevirt-operator.yaml ]]; then
+      exec {lock}>"$out.lock"
+      flock "$lock"
+      timings=$out/timings.txt
+      prepare_binaries
+      render_manifests
+    fi
     log "cached: $out"
     echo "$out"
     return
@@ -551,6 +610,7 @@ main() {
   kvimage=$out/kvimage
   (cd "$imagemod" && CGO_ENABLED=0 go build -trimpath -o "$kvimage" ./kvimage)
   build_images
+  render_manifests
   timing total built $((SECONDS - start))
   mv "$timings" "$out/timings.txt"
   prune_superseded
