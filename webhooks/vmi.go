@@ -63,10 +63,7 @@ func (d *DiscoveryDefaulter) Default(ctx context.Context, vmi *kubevirtv1.Virtua
 	switch {
 	case !applies || have == want:
 		return nil
-	// KubeVirt's generated serial is replaced by both modes that set the
-	// serial.
-	case have != "" && !((mode == imdsv1alpha1.GuestDiscoveryNoCloud || mode == imdsv1alpha1.GuestDiscoveryEC2) &&
-		controllers.KubeVirtGeneratedSerial(vmi, have)):
+	case have != "" && !replacesGeneratedSerial(mode, vmi, have):
 		log.Info("keeping the VMI's own SMBIOS value", "guestDiscovery", mode, "value", have)
 		return nil
 	}
@@ -92,4 +89,11 @@ func (d *DiscoveryDefaulter) Default(ctx context.Context, vmi *kubevirtv1.Virtua
 		vmi.Spec.Domain.Firmware.Serial = want
 	}
 	return nil
+}
+
+// replacesGeneratedSerial reports whether mode sets the serial and have is
+// the one KubeVirt generated for the VM, which both such modes replace.
+func replacesGeneratedSerial(mode imdsv1alpha1.GuestDiscovery, vmi *kubevirtv1.VirtualMachineInstance, have string) bool {
+	setsSerial := mode == imdsv1alpha1.GuestDiscoveryNoCloud || mode == imdsv1alpha1.GuestDiscoveryEC2
+	return setsSerial && controllers.KubeVirtGeneratedSerial(vmi, have)
 }
