@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -52,6 +54,9 @@ func runManager(args []string) error {
 		sidecarCPU, sidecarMem quantityFlag
 		sidecarCPUReq          quantityFlag
 		sidecarMemReq          quantityFlag
+		identityNamespace      string
+		identityRotation       time.Duration
+		identityOverlap        time.Duration
 	)
 	defaults := webhooks.DefaultSidecarResources()
 	sidecarCPU.q, sidecarMem.q = defaults.Limits[corev1.ResourceCPU], defaults.Limits[corev1.ResourceMemory]
@@ -78,6 +83,10 @@ func runManager(args []string) error {
 		"who plumbs 169.254.169.254 into a launcher Pod: node (the node agent DaemonSet; the sidecar is unprivileged and passes every Pod Security level) or sidecar (the sidecar itself, as root with NET_ADMIN/NET_RAW; injected only where the Pod Security level is privileged)")
 	fs.StringVar(&podSecurityDefault, "pod-security-default-level", webhooks.PodSecurityPrivileged,
 		"the Pod Security level the API server enforces in namespaces without the "+webhooks.PodSecurityEnforceLabel+" label (its AdmissionConfiguration's defaults.enforce); consulted with --sidecar-network-setup=sidecar")
+	fs.StringVar(&identityNamespace, "identity-namespace", operatorNamespace(),
+		"namespace of the Secret keeping the key that signs EC2 instance identity documents, and of the ConfigMap publishing its certificates (default: $POD_NAMESPACE, else the ServiceAccount's namespace; empty serves no identity documents)")
+	fs.DurationVar(&identityRotation, "identity-key-rotation", controllers.DefaultIdentityKeyRotation, "how long an identity signing key signs before a new one replaces it")
+	fs.DurationVar(&identityOverlap, "identity-key-overlap", controllers.DefaultIdentityKeyOverlap, "how long a replaced identity key's certificate stays published and valid")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -147,6 +156,12 @@ func runManager(args []string) error {
 		PrivilegedSidecar:       webhooks.NetworkSetup(sidecarNetworkSetup) == webhooks.NetworkSetupSidecar,
 		PodSecurityDefaultLevel: podSecurityDefault,
 	}
+	if identityNamespace != "" {
+		reconciler.Identity = &controllers.IdentityKeys{Client: mgr.GetClient(), Namespace: identityNamespace,
+			Rotation: identityRotation, Overlap: identityOverlap}
+	} else {
+		log.Info("no --identity-namespace: EC2 instance identity documents are not signed")
+	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the MetadataService controller: %w", err)
 	}
@@ -205,4 +220,19 @@ func (f *quantityFlag) Set(v string) error {
 	}
 	f.q = q
 	return nil
+}
+
+// serviceAccountNamespaceFile holds the namespace of a Pod's ServiceAccount.
+const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// operatorNamespace is $POD_NAMESPACE, else the namespace of the Pod's
+// ServiceAccount, else "" (out of cluster).
+func operatorNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile(serviceAccountNamespaceFile); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return ""
 }

@@ -101,6 +101,9 @@ func BenchmarkConvergence(b *testing.B) {
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}
 	must(b, c.Create(ctx, ns))
+	// The operator's own namespace, where the identity signing key is kept:
+	// every payload carries a signed EC2 identity document.
+	must(b, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchOperatorNamespace}}))
 	must(b, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "user-data"},
 		Data: map[string][]byte{"cloud-config": []byte("#cloud-config\npackages: [nginx]\n")}}))
 	for i := range benchServices {
@@ -138,6 +141,9 @@ func BenchmarkConvergence(b *testing.B) {
 	}
 }
 
+// benchOperatorNamespace plays the operator's namespace.
+const benchOperatorNamespace = "kubevirt-imds-system"
+
 func newBenchScheme(b *testing.B) *runtime.Scheme {
 	b.Helper()
 	s, err := NewScheme()
@@ -158,7 +164,8 @@ func startBenchManager(b *testing.B, cfg *rest.Config, s *runtime.Scheme, writes
 		Controller:             ctrlconfig.Controller{SkipNameValidation: ptr(true)},
 	})
 	must(b, err)
-	must(b, (&MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds")}).SetupWithManager(mgr))
+	must(b, (&MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds"),
+		Identity: &IdentityKeys{Client: mgr.GetClient(), Namespace: benchOperatorNamespace}}).SetupWithManager(mgr))
 	stop := controlplane.RunManager(mgr)
 	return func() {
 		if err := stop(); err != nil {

@@ -85,8 +85,35 @@ func DiscoveryValue(mode imdsv1alpha1.GuestDiscovery, vmi *kubevirtv1.VirtualMac
 			have = ch.Asset
 		}
 		return OpenStackAssetTag, have, true
+	case imdsv1alpha1.GuestDiscoveryEC2:
+		// The serial is the mode's to set (as with NoCloud); the UUID
+		// follows it (EC2UUID).
+		if fw := vmi.Spec.Domain.Firmware; fw != nil {
+			have = fw.Serial
+		}
+		return EC2UUID(vmi), have, true
 	}
 	return "", "", false
+}
+
+// EC2UUID is the firmware UUID the EC2 guest discovery gives vmi: its own
+// with the first three hex digits replaced by "ec2", by which cloud-init
+// identifies AWS (22.4 also wants the SMBIOS serial to equal it). It is a
+// function of the UUID KubeVirt derives for the VM, so it is the same on
+// every start; a VMI without one gets one derived from its namespace and
+// name, as KubeVirt derives a VM's.
+func EC2UUID(vmi *kubevirtv1.VirtualMachineInstance) string {
+	u := ""
+	if fw := vmi.Spec.Domain.Firmware; fw != nil {
+		u = strings.ToLower(string(fw.UUID))
+	}
+	if _, err := uuid.Parse(u); err != nil {
+		u = uuid.NewSHA1(uuid.NameSpaceOID, []byte("kubevirt-imds/"+vmi.Namespace+"/"+vmi.Name)).String()
+	}
+	if strings.HasPrefix(u, "ec2") {
+		return u
+	}
+	return "ec2" + u[3:]
 }
 
 // KubeVirtGeneratedSerial reports whether serial is the SMBIOS serial that

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
@@ -57,11 +58,38 @@ func TestDiscoveryValue(t *testing.T) {
 	if want, have, ok := DiscoveryValue(imdsv1alpha1.GuestDiscoveryOpenStack, vmi); !ok || want != OpenStackAssetTag || have != "mine" {
 		t.Errorf("OpenStack with a user asset tag: %q %q %v", want, have, ok)
 	}
+	vmi.Spec.Domain.Firmware = &kubevirtv1.Firmware{UUID: "5A1F2C3E-0b1d-4e5f-9a8b-7c6d5e4f3a2b", Serial: "mine"}
+	if want, have, ok := DiscoveryValue(imdsv1alpha1.GuestDiscoveryEC2, vmi); !ok || want != "ec2f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b" || have != "mine" {
+		t.Errorf("EC2 with a user serial: %q %q %v", want, have, ok)
+	}
+	vmi.Spec.Domain.Firmware = nil
 	if _, _, ok := DiscoveryValue(imdsv1alpha1.GuestDiscoveryNone, vmi); ok {
 		t.Error("None applies")
 	}
 	if GuestDiscoveryOf(&imdsv1alpha1.MetadataService{}) != imdsv1alpha1.GuestDiscoveryNoCloud {
 		t.Error("the default mode is not NoCloud")
+	}
+}
+
+// TestEC2UUID: the UUID starts with ec2, is stable, and is left alone once
+// it does.
+func TestEC2UUID(t *testing.T) {
+	for _, tt := range []struct{ uuid, want string }{
+		{"5a1f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b", "ec2f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"},
+		{"EC2F2C3E-0B1D-4E5F-9A8B-7C6D5E4F3A2B", "ec2f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"},
+		{"ec2f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b", "ec2f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"},
+	} {
+		vmi := &kubevirtv1.VirtualMachineInstance{}
+		vmi.Spec.Domain.Firmware = &kubevirtv1.Firmware{UUID: types.UID(tt.uuid)}
+		if got := EC2UUID(vmi); got != tt.want {
+			t.Errorf("EC2UUID(%s) = %s, want %s", tt.uuid, got, tt.want)
+		}
+	}
+	a := &kubevirtv1.VirtualMachineInstance{}
+	a.Namespace, a.Name = "tenant-a", "vm1"
+	got := EC2UUID(a)
+	if !strings.HasPrefix(got, "ec2") || got != EC2UUID(a.DeepCopy()) || len(got) != 36 {
+		t.Errorf("a VMI without a UUID gets %q", got)
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/controllers/instanceidentity"
 )
 
 // sourceRecheckInterval re-reads the sources of a MetadataService whose
@@ -64,6 +65,13 @@ type MetadataServiceReconciler struct {
 	// PodSecurityDefaultLevel is the level enforced in namespaces without
 	// the label (--pod-security-default-level).
 	PodSecurityDefaultLevel string
+	// Identity keeps the key that signs EC2 instance identity documents;
+	// nil serves none.
+	Identity *IdentityKeys
+	// signatures remembers signed identity documents: a VMI's payload is
+	// rendered again on every event that may concern it, its document
+	// rarely changes.
+	signatures instanceidentity.Cache
 
 	// reported remembers the Pods and VMIs already warned about.
 	reported reportedSet
@@ -107,6 +115,11 @@ const retryBuffer = 1024
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // Condition changes are recorded as events.k8s.io/v1 Events on the MetadataService.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// The EC2 dialect's placement comes from the topology labels of the VMI's Node.
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// The identity signing key's Secret is written with the Secret rights above;
+// its certificates are published in one ConfigMap of the operator's namespace.
+// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=create;update
 
 // Reconcile brings the payload Secrets of one MetadataService, and its status,
 // in line with its spec, its sources and the VMIs it selects. The status is
@@ -152,6 +165,11 @@ func (r *MetadataServiceReconciler) reconcileNormal(ctx context.Context, s *scop
 	if s.status.Source != nil {
 		// The watches re-render when a source appears; this is the safety net.
 		return ctrl.Result{RequeueAfter: sourceRecheckInterval}, nil //nolint:nilerr // a missing source is status, not a reconcile error
+	}
+	if !s.status.RotateAt.IsZero() {
+		// Every service comes back when the signing key is due, so its
+		// documents are re-signed with the next one.
+		return ctrl.Result{RequeueAfter: max(time.Until(s.status.RotateAt), time.Second)}, nil
 	}
 	return ctrl.Result{}, nil
 }
@@ -260,9 +278,23 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 	g := new(errgroup.Group)
 	g.SetLimit(payloadWriteConcurrency)
 	inputs := sourcesKey(s.mds, src)
+	ring, err := r.identityKeyring(ctx, true)
+	if err != nil {
+		// Payloads never wait on the signing key: sign with the key as
+		// it is, or serve no identity document until it can be kept.
+		log.FromContext(ctx).Error(err, "keeping the identity signing key")
+		if ring, err = r.identityKeyring(ctx, false); err != nil {
+			log.FromContext(ctx).Error(err, "reading the identity signing key")
+		}
+	}
+	if ring != nil {
+		s.status.IdentityCertificates = ring.PEMs()
+		s.status.RotateAt = ring.rotateAt
+	}
 	for _, vmi := range s.served {
 		s.kept[imdsv1alpha1.PayloadSecretName(vmi.Name)] = true
-		key := inputs + "/" + string(vmi.UID) + "/" + vmi.ResourceVersion
+		in := r.ec2InputsWith(ctx, vmi, ring)
+		key := inputs + "/" + string(vmi.UID) + "/" + vmi.ResourceVersion + "/" + in.cacheKey()
 		if k, ok := r.current.Load(vmi.UID); ok && k == key {
 			continue
 		}
@@ -272,7 +304,7 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 			continue
 		}
 		g.Go(func() error {
-			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, timedRender(s.mds, src, vmi))
+			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, timedRender(s.mds, src, vmi, in))
 			r.endClaim(vmi.UID, wrote, err)
 			if err == nil && !wrote {
 				// Found current: nothing to do until an input or the Secret changes.
@@ -350,6 +382,15 @@ func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		func(o client.Object) []string { return sourceRefs(o.(*imdsv1alpha1.MetadataService)) }); err != nil {
 		return fmt.Errorf("indexing MetadataServices by source: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &kubevirtv1.VirtualMachineInstance{}, nodeNameIndex,
+		func(o client.Object) []string {
+			if n := o.(*kubevirtv1.VirtualMachineInstance).Status.NodeName; n != "" {
+				return []string{n}
+			}
+			return nil
+		}); err != nil {
+		return fmt.Errorf("indexing VirtualMachineInstances by Node: %w", err)
+	}
 	r.retry = make(chan event.GenericEvent, retryBuffer)
 	// One throttle for the three kinds of events a VM brings.
 	storm := newThrottle(instanceEventInterval)
@@ -369,6 +410,11 @@ func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.servicesForSourceSecret),
 			builder.WithPredicates(isSourceSecret)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.servicesForConfigMap)).
+		// The EC2 placement of the VMs on a Node follows its topology labels.
+		// Only their metadata is cached: a Node's status is large and
+		// changes every few seconds.
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.servicesForNode),
+			builder.WithPredicates(topologyChanged), builder.OnlyMetadata).
 		// Served VMIs whose launcher Pod lacks the sidecar are reported.
 		Watches(&corev1.Pod{}, throttledEnqueue(r.servicesForLauncherPod, storm),
 			builder.WithPredicates(launcherPodChanged)).
@@ -401,6 +447,45 @@ func (r *MetadataServiceReconciler) servicesForInstance(ctx context.Context, o c
 	key := types.NamespacedName{Namespace: o.GetNamespace(), Name: imdsv1alpha1.PayloadSecretName(o.GetName())}
 	if err := r.Get(ctx, key, &secret, readOnlyGet); err == nil {
 		add(secret.Labels[imdsv1alpha1.LabelMetadataService])
+	}
+	return reqs
+}
+
+// nodeNameIndex indexes VMIs by status.nodeName.
+const nodeNameIndex = "imds.kubevirt.io/node-name"
+
+// topologyChanged passes Node updates that change a topology label (and
+// nothing else: Nodes update their status every few seconds).
+var topologyChanged = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		for _, l := range []string{corev1.LabelTopologyRegion, corev1.LabelTopologyZone} {
+			if e.ObjectOld.GetLabels()[l] != e.ObjectNew.GetLabels()[l] {
+				return true
+			}
+		}
+		return false
+	},
+}
+
+// servicesForNode enqueues the services of the VMIs running on a Node.
+func (r *MetadataServiceReconciler) servicesForNode(ctx context.Context, o client.Object) []reconcile.Request {
+	var vmis kubevirtv1.VirtualMachineInstanceList
+	if err := r.List(ctx, &vmis, client.MatchingFields{nodeNameIndex: o.GetName()}, readOnlyList); err != nil {
+		log.FromContext(ctx).Error(err, "listing the VirtualMachineInstances of a Node", "node", o.GetName())
+		return nil
+	}
+	seen := map[reconcile.Request]bool{}
+	var reqs []reconcile.Request
+	for i := range vmis.Items {
+		for _, req := range r.servicesForInstance(ctx, &vmis.Items[i]) {
+			if !seen[req] {
+				seen[req] = true
+				reqs = append(reqs, req)
+			}
+		}
 	}
 	return reqs
 }
@@ -495,6 +580,8 @@ var instanceChanged = predicate.Funcs{
 			!equality.Semantic.DeepEqual(old.Annotations, cur.Annotations) ||
 			!equality.Semantic.DeepEqual(old.Spec, cur.Spec) ||
 			!equality.Semantic.DeepEqual(old.Status.Interfaces, cur.Status.Interfaces) ||
-			old.DeletionTimestamp.IsZero() != cur.DeletionTimestamp.IsZero()
+			old.DeletionTimestamp.IsZero() != cur.DeletionTimestamp.IsZero() ||
+			// Scheduling places it: the EC2 placement follows its Node.
+			old.Status.NodeName != cur.Status.NodeName
 	},
 }

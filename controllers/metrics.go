@@ -141,9 +141,9 @@ func observeWrite(start time.Time, wrote bool, existed bool, err error) {
 }
 
 // timedRender is renderPayload, timed.
-func timedRender(mds *imdsv1alpha1.MetadataService, src *resolvedSources, vmi *kubevirtv1.VirtualMachineInstance) *payload.Document {
+func timedRender(mds *imdsv1alpha1.MetadataService, src *resolvedSources, vmi *kubevirtv1.VirtualMachineInstance, ec2 ec2Inputs) *payload.Document {
 	start := time.Now()
-	doc := renderPayload(mds, src, vmi)
+	doc := renderPayload(mds, src, vmi, ec2)
 	renderSeconds.Observe(time.Since(start).Seconds())
 	return doc
 }

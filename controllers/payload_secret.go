@@ -67,7 +67,7 @@ func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imds
 	if err != nil {
 		return nil, err
 	}
-	return timedRender(mds, src, vmi), nil
+	return timedRender(mds, src, vmi, r.ec2Inputs(ctx, vmi)), nil
 }
 
 // payloadClaimTTL bounds how long a claim on a payload write (claim) stands

@@ -19,8 +19,9 @@ import (
 const defaultServiceAccount = "default"
 
 // renderPayload builds the payload document of vmi as served by mds. It is
-// pure: the same inputs give the same document and hash.
-func renderPayload(mds *imdsv1alpha1.MetadataService, src *resolvedSources, vmi *kubevirtv1.VirtualMachineInstance) *payload.Document {
+// pure: the same inputs give the same document and hash (RSA PKCS #1 v1.5
+// signatures are deterministic).
+func renderPayload(mds *imdsv1alpha1.MetadataService, src *resolvedSources, vmi *kubevirtv1.VirtualMachineInstance, ec2 ec2Inputs) *payload.Document {
 	auto := netconfig.FromVMI(vmi)
 	doc := &payload.Document{
 		Instance: payload.Instance{
@@ -38,6 +39,7 @@ func renderPayload(mds *imdsv1alpha1.MetadataService, src *resolvedSources, vmi 
 		Serve:      serveOn(mds, auto),
 		Source:     payload.Source{MetadataService: mds.Name},
 	}
+	doc.EC2 = renderEC2(mds, vmi, auto, doc.Dialects, ec2)
 	if md := mds.Spec.Metadata; md != nil {
 		doc.Instance.Tags = md.Tags
 		doc.Instance.Labels = pick(vmi.Labels, md.ExposeLabels)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,6 +48,11 @@ type statusInput struct {
 	// Write is set when a payload Secret could not be written or removed.
 	Write      *problem
 	Unrendered int // served VMIs without a payload from the current spec
+	// IdentityCertificates are the published identity certificates; nil
+	// leaves the status's as they were.
+	IdentityCertificates []string
+	// RotateAt is when the identity signing key is due; zero without one.
+	RotateAt time.Time
 }
 
 // selection is which VMIs the service serves and which it loses.
@@ -96,6 +102,9 @@ func computeStatus(prev imdsv1alpha1.MetadataServiceStatus, in statusInput) imds
 	if in.Inspection != nil {
 		set(instancesConfiguredCondition(in.Inspection))
 		out.UnservableInstances = listUnservable(in.Inspection.Unservable)
+	}
+	if in.IdentityCertificates != nil {
+		out.IdentityCertificates = in.IdentityCertificates
 	}
 	if in.Err == nil && in.Write == nil && in.Selection != nil && in.Inspection != nil {
 		out.ObservedGeneration = in.Generation

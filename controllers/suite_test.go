@@ -67,6 +67,10 @@ var _ = AfterSuite(func() {
 // stopManagerFunc stops the running manager; nil when none runs.
 var stopManagerFunc func() error
 
+// identityNamespace plays the operator's namespace, where the identity
+// signing key is kept.
+var identityNamespace string
+
 // startManager runs the controller as main.go wires it, with its own cache.
 func startManager(c *rest.Config) {
 	mgr, err := ctrl.NewManager(c, ctrl.Options{
@@ -76,9 +80,11 @@ func startManager(c *rest.Config) {
 		Cache:                  cache.Options{ByObject: CacheByObject()},
 	})
 	Expect(err).NotTo(HaveOccurred())
+	identityNamespace = newNamespace(context.Background())
 	Expect((&MetadataServiceReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("kubevirt-imds"),
+		Identity: &IdentityKeys{Client: mgr.GetClient(), Namespace: identityNamespace},
 	}).SetupWithManager(mgr)).To(Succeed())
 	stopManagerFunc = controlplane.RunManager(mgr)
 }

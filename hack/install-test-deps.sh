@@ -2,7 +2,9 @@
 # Installs the Debian packages the tests use, when missing: network namespace
 # tooling for the sidecar tests, dnsmasq to stand in for KubeVirt's in-pod
 # DHCP, debootstrap for the real cloud-init guests, qemu for the VM guests
-# (test/vm), and curl/setpriv for checks from inside namespaces. Needs root;
+# (test/vm), curl/setpriv for checks from inside namespaces, openssl for the
+# identity document checks, and the AWS clients the EC2 dialect is tested
+# with (amazon-ec2-utils' ec2-metadata, python3-botocore). Needs root;
 # without root it only reports.
 set -euo pipefail
 
@@ -20,11 +22,15 @@ declare -A need=(
   [qemu-img]=qemu-utils
   [sysctl]=procps
   [mount]=mount
+  [openssl]=openssl
+  [ec2-metadata]=amazon-ec2-utils
 )
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# Debian's botocore, for Debian's python3 (not one on PATH from elsewhere).
+/usr/bin/python3 -c 'import botocore' >/dev/null 2>&1 || missing+=(python3-botocore)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 if [[ $(id -u) -ne 0 ]]; then

@@ -156,11 +156,19 @@ func validateDiscovery(mds *imdsv1alpha1.MetadataService, p *field.Path) field.E
 	need := map[imdsv1alpha1.GuestDiscovery]imdsv1alpha1.Dialect{
 		imdsv1alpha1.GuestDiscoveryNoCloud:   "nocloud",
 		imdsv1alpha1.GuestDiscoveryOpenStack: "openstack",
+		imdsv1alpha1.GuestDiscoveryEC2:       "ec2",
 	}
+	var errs field.ErrorList
 	mode := controllers.GuestDiscoveryOf(mds)
 	if d, ok := need[mode]; ok && !slices.Contains(mds.Spec.Dialects, d) {
-		return field.ErrorList{field.Invalid(p.Child("guestDiscovery"), mode,
-			fmt.Sprintf("guest discovery %s needs the %s dialect in spec.dialects", mode, d))}
+		errs = append(errs, field.Invalid(p.Child("guestDiscovery"), mode,
+			fmt.Sprintf("guest discovery %s needs the %s dialect in spec.dialects", mode, d)))
 	}
-	return nil
+	// Tokens are required only where the ec2 dialect is served: without
+	// it the setting would silently do nothing.
+	if e := mds.Spec.EC2; e != nil && e.HTTPTokens == imdsv1alpha1.HTTPTokensRequired && !slices.Contains(mds.Spec.Dialects, "ec2") {
+		errs = append(errs, field.Invalid(p.Child("ec2", "httpTokens"), e.HTTPTokens,
+			"httpTokens required needs the ec2 dialect in spec.dialects"))
+	}
+	return errs
 }

@@ -63,9 +63,9 @@ func (d *DiscoveryDefaulter) Handle(ctx context.Context, req admission.Request) 
 		return resp
 	}
 	firmware, chassis := vmi.Spec.Domain.Firmware, vmi.Spec.Domain.Chassis
-	serial, asset := "", ""
+	serial, uuid, asset := "", "", ""
 	if firmware != nil {
-		serial = firmware.Serial
+		serial, uuid = firmware.Serial, string(firmware.UUID)
 	}
 	if chassis != nil {
 		asset = chassis.Asset
@@ -73,8 +73,18 @@ func (d *DiscoveryDefaulter) Handle(ctx context.Context, req admission.Request) 
 	// Default never fails (it logs and leaves the VMI alone instead).
 	_ = d.Default(admission.NewContextWithRequest(ctx, req), &vmi)
 	var ops []jsonpatch.JsonPatchOperation
-	if fw := vmi.Spec.Domain.Firmware; fw != nil && fw.Serial != serial {
-		ops = setFieldOps(ops, "/spec/domain/firmware", firmware == nil, "serial", fw.Serial, &kubevirtv1.Firmware{Serial: fw.Serial})
+	if fw := vmi.Spec.Domain.Firmware; fw != nil && (fw.Serial != serial || string(fw.UUID) != uuid) {
+		// The serial (NoCloud, EC2) and, with EC2, the UUID.
+		if firmware == nil {
+			ops = append(ops, jsonpatch.NewOperation("add", "/spec/domain/firmware", &kubevirtv1.Firmware{Serial: fw.Serial, UUID: fw.UUID}))
+		} else {
+			if fw.Serial != serial {
+				ops = setFieldOps(ops, "/spec/domain/firmware", false, "serial", fw.Serial, nil)
+			}
+			if string(fw.UUID) != uuid {
+				ops = setFieldOps(ops, "/spec/domain/firmware", false, "uuid", string(fw.UUID), nil)
+			}
+		}
 	}
 	if ch := vmi.Spec.Domain.Chassis; ch != nil && ch.Asset != asset {
 		ops = setFieldOps(ops, "/spec/domain/chassis", chassis == nil, "asset", ch.Asset, &kubevirtv1.Chassis{Asset: ch.Asset})

@@ -3,6 +3,7 @@ package webhooks
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/types"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -62,7 +63,7 @@ func (d *DiscoveryDefaulter) Default(ctx context.Context, vmi *kubevirtv1.Virtua
 	switch {
 	case !applies || have == want:
 		return nil
-	case have != "" && !(mode == imdsv1alpha1.GuestDiscoveryNoCloud && controllers.KubeVirtGeneratedSerial(vmi, have)):
+	case have != "" && !replacesGeneratedSerial(mode, vmi, have):
 		log.Info("keeping the VMI's own SMBIOS value", "guestDiscovery", mode, "value", have)
 		return nil
 	}
@@ -77,6 +78,22 @@ func (d *DiscoveryDefaulter) Default(ctx context.Context, vmi *kubevirtv1.Virtua
 			vmi.Spec.Domain.Chassis = &kubevirtv1.Chassis{}
 		}
 		vmi.Spec.Domain.Chassis.Asset = want
+	case imdsv1alpha1.GuestDiscoveryEC2:
+		// cloud-init identifies AWS by an SMBIOS UUID starting with ec2
+		// (and, in 22.4, a serial equal to it), and only there uses
+		// IMDSv2 tokens.
+		if vmi.Spec.Domain.Firmware == nil {
+			vmi.Spec.Domain.Firmware = &kubevirtv1.Firmware{}
+		}
+		vmi.Spec.Domain.Firmware.UUID = types.UID(want)
+		vmi.Spec.Domain.Firmware.Serial = want
 	}
 	return nil
+}
+
+// replacesGeneratedSerial reports whether mode sets the serial and have is
+// the one KubeVirt generated for the VM, which both such modes replace.
+func replacesGeneratedSerial(mode imdsv1alpha1.GuestDiscovery, vmi *kubevirtv1.VirtualMachineInstance, have string) bool {
+	setsSerial := mode == imdsv1alpha1.GuestDiscoveryNoCloud || mode == imdsv1alpha1.GuestDiscoveryEC2
+	return setsSerial && controllers.KubeVirtGeneratedSerial(vmi, have)
 }

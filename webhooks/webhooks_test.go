@@ -280,6 +280,22 @@ var _ = Describe("VMI webhook", func() {
 		Expect(vmi.Spec.Domain.Firmware).To(BeNil())
 	})
 
+	It("gives guest discovery EC2 a firmware UUID starting with ec2, and the same serial", func() {
+		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{GuestDiscovery: imdsv1alpha1.GuestDiscoveryEC2})
+		// As KubeVirt starts a VirtualMachine's VMI: its UUID, and the
+		// random serial virt-api generated for the VM.
+		vmi := newVMI(ns, "vm1", nil)
+		vmi.Spec.Domain.Firmware = &kubevirtv1.Firmware{UUID: "5a1f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b", Serial: "fba26cb3-6f80-47dd-b25e-5ac474c02ae2"}
+		vmi.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubevirt.io/v1", Kind: "VirtualMachine",
+			Name: "vm1", UID: "5a0d1a5e-39d5-4bb7-9a51-e3c3d5e86f2f", Controller: new(true), BlockOwnerDeletion: new(true)}}
+		create(ctx, vmi)
+		Expect(vmi.Spec.Domain.Firmware.UUID).To(BeEquivalentTo("ec2f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"))
+		Expect(vmi.Spec.Domain.Firmware.Serial).To(Equal("ec2f2c3e-0b1d-4e5f-9a8b-7c6d5e4f3a2b"))
+		Eventually(func() string {
+			return condition(ctx, ns, "web", imdsv1alpha1.ConditionInstancesConfigured).Reason
+		}).Should(Equal(imdsv1alpha1.ReasonInstancesConfigured))
+	})
+
 	It("changes nothing with guest discovery None, or for unselected VMIs", func() {
 		serve(ctx, ns, imdsv1alpha1.MetadataServiceSpec{GuestDiscovery: imdsv1alpha1.GuestDiscoveryNone,
 			Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}})
@@ -393,6 +409,10 @@ var _ = Describe("MetadataService webhook", func() {
 			Dialects: []imdsv1alpha1.Dialect{"v1", "openstack"}}, "spec.guestDiscovery"),
 		Entry("OpenStack discovery without the openstack dialect", imdsv1alpha1.MetadataServiceSpec{
 			GuestDiscovery: imdsv1alpha1.GuestDiscoveryOpenStack, Dialects: []imdsv1alpha1.Dialect{"nocloud"}}, "spec.guestDiscovery"),
+		Entry("EC2 discovery without the ec2 dialect", imdsv1alpha1.MetadataServiceSpec{
+			GuestDiscovery: imdsv1alpha1.GuestDiscoveryEC2, Dialects: []imdsv1alpha1.Dialect{"openstack"}}, "spec.guestDiscovery"),
+		Entry("required tokens without the ec2 dialect", imdsv1alpha1.MetadataServiceSpec{GuestDiscovery: imdsv1alpha1.GuestDiscoveryNone,
+			EC2: &imdsv1alpha1.EC2Spec{HTTPTokens: imdsv1alpha1.HTTPTokensRequired}, Dialects: []imdsv1alpha1.Dialect{"openstack"}}, "spec.ec2.httpTokens"),
 	)
 
 	It("names every invalid field at once", func() {

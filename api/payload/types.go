@@ -36,10 +36,15 @@ const (
 	// DialectOpenStack is the OpenStack (nova) metadata API under /openstack,
 	// with the EC2-compatible subset nova serves under /latest and /2009-04-04.
 	DialectOpenStack Dialect = "openstack"
+	// DialectEC2 is the EC2 instance metadata API under /latest and
+	// /2009-04-04: IMDSv2 session tokens, the meta-data tree and the signed
+	// instance identity document. The OpenStack dialect serves the same tree
+	// (nova does); without this dialect tokens are never required there.
+	DialectEC2 Dialect = "ec2"
 )
 
 // AllDialects lists every dialect, in the order the sidecar documents them.
-var AllDialects = []Dialect{DialectV1, DialectNoCloud, DialectOpenStack}
+var AllDialects = []Dialect{DialectV1, DialectNoCloud, DialectOpenStack, DialectEC2}
 
 // Document is one instance's payload.
 type Document struct {
@@ -77,6 +82,12 @@ type Document struct {
 	// Source names the MetadataService this document was rendered from.
 	Source Source `json:"source"`
 
+	// EC2 is what the EC2 dialect serves beyond the instance and network:
+	// IMDSv2 settings, placement, instance type and the signed identity
+	// document. Nil serves the tree without them (tokens optional). Added
+	// after the first release: a sidecar that does not know it ignores it.
+	EC2 *EC2 `json:"ec2,omitempty"`
+
 	// Hash is HashPrefix followed by the hex SHA-256 of the document's bytes
 	// as stored, with the value of this top-level member written as "" (see
 	// Parse). It covers every byte, fields this version does not know
@@ -109,6 +120,69 @@ type Instance struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 	// SSHAuthorizedKeys are OpenSSH public keys, one per entry.
 	SSHAuthorizedKeys []string `json:"sshAuthorizedKeys,omitempty"`
+}
+
+// HTTP token modes of the EC2 dialect, named as AWS names them.
+const (
+	// HTTPTokensOptional serves requests with or without a session token
+	// (IMDSv1 and IMDSv2).
+	HTTPTokensOptional = "optional"
+	// HTTPTokensRequired answers 401 to a request on the EC2 paths without a
+	// valid session token (IMDSv2 only).
+	HTTPTokensRequired = "required"
+)
+
+// EC2 carries the EC2 dialect's settings and data.
+type EC2 struct {
+	// HTTPTokens is HTTPTokensOptional (also when empty) or
+	// HTTPTokensRequired.
+	HTTPTokens string `json:"httpTokens,omitempty"`
+	// HopLimit is the IP TTL of the token PUT's response packets (AWS's
+	// HttpPutResponseHopLimit); 0 means 1.
+	HopLimit int `json:"hopLimit,omitempty"`
+	// Region is placement/region, from the Node's topology.kubernetes.io/region
+	// label; empty when unknown.
+	Region string `json:"region,omitempty"`
+	// AvailabilityZone is placement/availability-zone, from the Node's
+	// topology.kubernetes.io/zone label; empty when unknown.
+	AvailabilityZone string `json:"availabilityZone,omitempty"`
+	// InstanceType is the VM's (cluster) instancetype name; empty when it has
+	// none.
+	InstanceType string `json:"instanceType,omitempty"`
+	// Interfaces are the NICs of network/interfaces/macs/, the primary one
+	// (device 0, meta-data/mac and local-ipv4) first. They are known whatever
+	// the networkData mode.
+	Interfaces []EC2Interface `json:"interfaces,omitempty"`
+	// Identity is the signed instance identity document; nil when the
+	// operator had no signing key.
+	Identity *IdentityDocument `json:"identity,omitempty"`
+}
+
+// EC2Interface is one NIC of the EC2 meta-data tree.
+type EC2Interface struct {
+	// MACAddress is the NIC's MAC address, lower case, colon separated.
+	MACAddress string `json:"macAddress"`
+	// DeviceNumber is EC2's device-number: 0 for the primary NIC.
+	DeviceNumber int `json:"deviceNumber"`
+	// IPv4 are the guest's IPv4 addresses on the NIC in CIDR notation, the
+	// first one its primary (local-ipv4s, subnet-ipv4-cidr-block).
+	IPv4 []string `json:"ipv4,omitempty"`
+}
+
+// IdentityDocument is the instance identity document as the operator signed
+// it. The sidecar serves each member verbatim and holds no key.
+type IdentityDocument struct {
+	// Document is the JSON document, byte for byte as signed.
+	Document string `json:"document"`
+	// Signature is the base64 RSA PKCS #1 v1.5 SHA-256 signature of
+	// Document.
+	Signature string `json:"signature"`
+	// PKCS7 is the base64 DER of a detached CMS SignedData over Document
+	// (SHA-256, RSA 2048), served at pkcs7 and rsa2048.
+	PKCS7 string `json:"pkcs7"`
+	// CertificateSHA256 is the hex SHA-256 of the signing certificate's DER,
+	// naming the key among the published certificates.
+	CertificateSHA256 string `json:"certificateSHA256,omitempty"`
 }
 
 // Token describes one projected ServiceAccount token.

@@ -51,7 +51,8 @@ func TestParseFutureDocument(t *testing.T) {
 	if len(doc.Tokens) != 1 || doc.Tokens[0].Path != payload.TokenPath("vault") {
 		t.Errorf("tokens %+v", doc.Tokens)
 	}
-	for _, d := range payload.AllDialects {
+	// The fixture predates the ec2 dialect.
+	for _, d := range []payload.Dialect{payload.DialectV1, payload.DialectNoCloud, payload.DialectOpenStack} {
 		if !doc.Serves(d) {
 			t.Errorf("dialect %s not served", d)
 		}

@@ -66,18 +66,59 @@ type MetadataServiceSpec struct {
 	// GuestDiscovery is how guests find the service without configuration:
 	// NoCloud sets the SMBIOS serial that points cloud-init's NoCloud
 	// datasource at the service; OpenStack sets the chassis asset tag that makes
-	// cloud-init and cloudbase-init use their OpenStack datasources; None
-	// changes nothing.
+	// cloud-init and cloudbase-init use their OpenStack datasources; EC2 gives
+	// the VM an SMBIOS UUID starting with "ec2" (and the same serial), by which
+	// cloud-init identifies AWS and, in an image configured for its Ec2
+	// datasource, uses IMDSv2; None changes nothing.
 	// +optional
 	// +kubebuilder:default=NoCloud
 	GuestDiscovery GuestDiscovery `json:"guestDiscovery,omitempty"`
 
 	// Dialects are the metadata APIs the sidecar serves. Default: all.
+	// The EC2 paths (/latest, /2009-04-04) are served with openstack or ec2;
+	// the identity document and required session tokens need ec2.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:default={v1,nocloud,openstack}
+	// +kubebuilder:default={v1,nocloud,openstack,ec2}
 	Dialects []Dialect `json:"dialects,omitempty"`
+
+	// EC2 configures the EC2 dialect's instance metadata options, as AWS
+	// names them.
+	// +optional
+	EC2 *EC2Spec `json:"ec2,omitempty"`
+}
+
+// HTTPTokens says whether the EC2 dialect requires IMDSv2 session tokens.
+// +kubebuilder:validation:Enum=optional;required
+type HTTPTokens string
+
+const (
+	// HTTPTokensOptional serves EC2 requests with or without a session
+	// token (IMDSv1 and IMDSv2).
+	HTTPTokensOptional HTTPTokens = "optional"
+	// HTTPTokensRequired answers 401 to an EC2 request without a valid
+	// session token (IMDSv2 only).
+	HTTPTokensRequired HTTPTokens = "required"
+)
+
+// EC2Spec configures the EC2 dialect.
+type EC2Spec struct {
+	// HTTPTokens is optional (IMDSv1 and IMDSv2) or required (IMDSv2 only).
+	// Default optional: AWS's RunInstances default unless the image declares
+	// IMDSv2 support, and what cloudbase-init and cloud-init's OpenStack
+	// datasource (which read the EC2 tree without tokens) need.
+	// +optional
+	// +kubebuilder:default=optional
+	HTTPTokens HTTPTokens `json:"httpTokens,omitempty"`
+
+	// HTTPPutResponseHopLimit is the IP TTL of the token PUT's response: 1
+	// reaches the guest itself, 2 a container behind a bridge in the guest.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	HTTPPutResponseHopLimit int32 `json:"httpPutResponseHopLimit,omitempty"`
 }
 
 // IdentitySpec configures the workload identity handed to the guest.
@@ -223,7 +264,7 @@ type MetadataSpec struct {
 }
 
 // GuestDiscovery is how a guest finds the metadata service on its own.
-// +kubebuilder:validation:Enum=NoCloud;OpenStack;None
+// +kubebuilder:validation:Enum=NoCloud;OpenStack;EC2;None
 type GuestDiscovery string
 
 const (
@@ -233,12 +274,17 @@ const (
 	// GuestDiscoveryOpenStack identifies the platform as OpenStack through the
 	// SMBIOS chassis asset tag.
 	GuestDiscoveryOpenStack GuestDiscovery = "OpenStack"
+	// GuestDiscoveryEC2 gives the VMI a firmware UUID starting with "ec2"
+	// (the VMI's own with its first three digits replaced, so it stays the
+	// same across restarts) and the same SMBIOS serial: cloud-init then
+	// identifies the platform as AWS and its Ec2 datasource uses IMDSv2.
+	GuestDiscoveryEC2 GuestDiscovery = "EC2"
 	// GuestDiscoveryNone leaves the VMI's SMBIOS data alone.
 	GuestDiscoveryNone GuestDiscovery = "None"
 )
 
 // Dialect is a metadata API the sidecar serves.
-// +kubebuilder:validation:Enum=v1;nocloud;openstack
+// +kubebuilder:validation:Enum=v1;nocloud;openstack;ec2
 type Dialect string
 
 // MetadataServiceStatus is the observed state of a MetadataService.
@@ -270,6 +316,15 @@ type MetadataServiceStatus struct {
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=20
 	UnservableInstances []UnservableInstance `json:"unservableInstances,omitempty"`
+
+	// IdentityCertificates are the PEM certificates that verify the EC2
+	// instance identity documents (dynamic/instance-identity/), the current
+	// signing key's first; a rotated key's stays listed until it expires.
+	// The ConfigMap kubevirt-imds-identity-certificates in the operator's
+	// namespace holds the same.
+	// +optional
+	// +listType=atomic
+	IdentityCertificates []string `json:"identityCertificates,omitempty"`
 
 	// ObservedGeneration is the generation the status describes: it moves
 	// when a reconcile of that generation read everything it needed and

@@ -301,7 +301,7 @@ func renderSecret(ctx context.Context, c client.Reader, rep *Report, mds *imdsv1
 	}
 	rep.Hash, rep.Dialects = doc.Hash, doc.Dialects
 	spec, _ := dialectSpec(rep.Dialect)
-	if !doc.Serves(spec.enabledBy) {
+	if !slices.ContainsFunc(spec.enabledBy, doc.Serves) {
 		rep.add(Finding{Reason: ReasonDialectDisabled, Message: fmt.Sprintf(
 			"MetadataService %s does not enable the %s dialect (spec.dialects); the payload enables %s", mds.Name, rep.Dialect, dialectList(doc.Dialects))})
 		return nil

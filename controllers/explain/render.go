@@ -34,9 +34,10 @@ var Dialects = []Dialect{DialectNoCloud, DialectOpenStack, DialectEC2, DialectV1
 
 // dialectOf is how one dialect is crawled.
 type dialectOf struct {
-	// enabledBy is the payload dialect that makes the sidecar serve it. The
-	// EC2-compatible tree is nova's, served with the OpenStack dialect.
-	enabledBy payload.Dialect
+	// enabledBy are the payload dialects that make the sidecar serve it (any
+	// one): the EC2 tree is served with the ec2 dialect and, as nova serves
+	// it, with the OpenStack one.
+	enabledBy []payload.Dialect
 	// root is the listing the crawl starts from.
 	root string
 	// header is sent with every request (/v1 requires Metadata: true).
@@ -49,13 +50,13 @@ type dialectOf struct {
 func dialectSpec(d Dialect) (dialectOf, error) {
 	switch d {
 	case DialectNoCloud:
-		return dialectOf{enabledBy: payload.DialectNoCloud, root: "/nocloud/"}, nil
+		return dialectOf{enabledBy: []payload.Dialect{payload.DialectNoCloud}, root: "/nocloud/"}, nil
 	case DialectOpenStack:
-		return dialectOf{enabledBy: payload.DialectOpenStack, root: "/openstack/latest/"}, nil
+		return dialectOf{enabledBy: []payload.Dialect{payload.DialectOpenStack}, root: "/openstack/latest/"}, nil
 	case DialectEC2:
-		return dialectOf{enabledBy: payload.DialectOpenStack, root: "/latest/"}, nil
+		return dialectOf{enabledBy: []payload.Dialect{payload.DialectEC2, payload.DialectOpenStack}, root: "/latest/"}, nil
 	case DialectV1:
-		return dialectOf{enabledBy: payload.DialectV1, root: "/v1/", header: http.Header{"Metadata": {"true"}}, skip: []string{"token"}}, nil
+		return dialectOf{enabledBy: []payload.Dialect{payload.DialectV1}, root: "/v1/", header: http.Header{"Metadata": {"true"}}, skip: []string{"token"}}, nil
 	}
 	return dialectOf{}, fmt.Errorf("--dialect %q: want one of %s", d, strings.Join(dialectNames(), ", "))
 }
@@ -74,6 +75,8 @@ func DefaultDialect(mds *imdsv1alpha1.MetadataService) Dialect {
 	switch mds.Spec.GuestDiscovery {
 	case imdsv1alpha1.GuestDiscoveryOpenStack:
 		return DialectOpenStack
+	case imdsv1alpha1.GuestDiscoveryEC2:
+		return DialectEC2
 	case imdsv1alpha1.GuestDiscoveryNone:
 		return DialectV1
 	}

@@ -75,3 +75,49 @@ func BenchmarkHandlerParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkEC2PlainGet is an IMDSv1 GET of a leaf (tokens optional): the
+// baseline of BenchmarkEC2TokenPair.
+func BenchmarkEC2PlainGet(b *testing.B) {
+	doc := ec2Document(b, "optional")
+	e := newEnv(b, doc, nil)
+	h := e.srv.Handler()
+	get := httptest.NewRequest(http.MethodGet, "/latest/meta-data/instance-id", nil)
+	get.Host = Address
+	w := &discard{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		h.ServeHTTP(w, get)
+	}
+	if w.code != http.StatusOK {
+		b.Fatalf("status %d", w.code)
+	}
+}
+
+// BenchmarkEC2TokenPair is what an IMDSv2 client pays per value when it
+// asks for a token each time (the AWS CLI's habit): a token PUT and a GET
+// carrying it, tokens required.
+func BenchmarkEC2TokenPair(b *testing.B) {
+	doc := ec2Document(b, "required")
+	e := newEnv(b, doc, nil)
+	h := e.srv.Handler()
+	put := httptest.NewRequest(http.MethodPut, TokenPath, nil)
+	put.Host = Address
+	put.Header.Set(TokenTTLHeader, "21600")
+	get := httptest.NewRequest(http.MethodGet, "/latest/meta-data/instance-id", nil)
+	get.Host = Address
+	rec := httptest.NewRecorder()
+	w := &discard{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		rec.Body.Reset()
+		h.ServeHTTP(rec, put)
+		get.Header.Set(TokenHeader, rec.Body.String())
+		clear(w.h)
+		h.ServeHTTP(w, get)
+	}
+	if rec.Code != http.StatusOK || w.code != http.StatusOK {
+		b.Fatalf("status %d, %d", rec.Code, w.code)
+	}
+}

@@ -147,6 +147,8 @@ var reasonMessages = map[string]string{
 	reasonPath:       "path is not canonical",
 	reasonMethod:     "method not allowed",
 	reasonMetadata:   `header "Metadata: true" is required`,
+	reasonToken:      "a valid session token is required",
+	reasonTokenTTL:   TokenTTLHeader + " must be 1 to 21600",
 }
 
 // shedConn counts and logs (rate-limited) a connection closed to keep the

@@ -18,6 +18,11 @@
 //	/nocloud/user-data                 verbatim; empty 200 when there is none (cloud-init fails NoCloud on an error)
 //	/nocloud/vendor-data               verbatim; empty 200 when there is none (cloud-init retries an error for 10 s)
 //	/nocloud/network-config            version 2 YAML (or the user's own verbatim); empty 200 without network configuration (likewise)
+//
+// The EC2 paths (/, /latest, /2009-04-04) are served with the openstack or
+// the ec2 dialect, IMDSv2 tokens with either; tokens are required only with
+// ec2 and httpTokens "required" (see serveEC2).
+//
 //	/openstack (also /openstack/)      the versions, one per line
 //	/openstack/<v>/ (also without /)   the files of <v>, by nova's history
 //	/openstack/<v>/meta_data.json      nova's meta_data.json
@@ -27,9 +32,11 @@
 //	/openstack/<v>/vendor_data2.json   {} (2016-10-06 and later)
 //	/openstack/<v>/password            empty (2013-04-04 and later); POST gets 409
 //	/                                  EC2 versions: 2009-04-04, latest
-//	/<2009-04-04|latest>/              meta-data/ and, when present, user-data
-//	/<2009-04-04|latest>/meta-data/…   EC2 tree; directories list children, also without the trailing slash
+//	/<2009-04-04|latest>/              dynamic, meta-data and, when present, user-data
+//	/<2009-04-04|latest>/meta-data/…   EC2 tree; directories list children, also without the trailing slash; leaves also with one
 //	/<2009-04-04|latest>/user-data     verbatim; 404 when there is none
+//	/<…>/dynamic/instance-identity/    document, pkcs7, rsa2048, signature: the identity document the operator signed
+//	/latest/api/token                  PUT only: an IMDSv2 session token (see ec2.go)
 //	/v1/ (also /v1)                    the endpoints below
 //	/v1/identity                       JSON: instanceId, uid, name, namespace, hostname, serviceAccountName
 //	/v1/metadata                       JSON: the whole payload.Instance
@@ -62,10 +69,11 @@
 // other than 169.254.169.254 or a configured name gets 421, any proxy header
 // 403, the connection's token bucket answers 429 with Retry-After, a
 // request URI over 2 KiB gets 414, a path that is not canonical gets 400,
-// and methods other than GET and HEAD get 405 with Allow. The one exception
-// is a POST to OpenStack's password file, answered 409: nova's "already
-// set", which cloudbase-init accepts, where any other error makes it retry
-// and fail. Canonical means: only letters, digits and "-._~/", no
+// and methods other than GET and HEAD get 405 with Allow. The exceptions
+// are IMDSv2's token PUT to /latest/api/token, and a POST to OpenStack's
+// password file, answered 409: nova's "already set", which cloudbase-init
+// accepts, where any other error makes it retry and fail. Canonical means: only letters, digits and "-._~/:" (":" for
+// the MAC addresses of EC2's network tree), no
 // percent-encoding at all, no empty, "." or ".." segment, i.e. unchanged by
 // path.Clean apart from one trailing slash. Such paths are refused rather
 // than redirected or cleaned, so no spelling of a path can reach a document
@@ -179,6 +187,8 @@ type Server struct {
 	maxLongPolls int64
 	hosts        map[string]bool
 	refusals     *refusalLog
+	// tokens mints and checks the EC2 dialect's IMDSv2 session tokens.
+	tokens *tokenIssuer
 
 	snapMu sync.Mutex
 	snap   atomic.Pointer[snapshot]
@@ -241,6 +251,11 @@ func New(c Config) (*Server, error) {
 		idleTimeout:       60 * time.Second,
 		shutdownGrace:     5 * time.Second,
 	}
+	tokens, err := newTokenIssuer()
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.tokens = tokens
 	m, err := newMetrics(c.Registry, c.Store, func() float64 { return float64(s.polling.Load()) },
 		func() float64 { return float64(s.conns.count()) })
 	if err != nil {
@@ -302,11 +317,13 @@ func dialectOf(p string) payload.Dialect {
 		return payload.DialectV1
 	case "nocloud":
 		return payload.DialectNoCloud
-	case "openstack", "latest", "2009-04-04":
+	case "openstack":
 		return payload.DialectOpenStack
+	case "latest", "2009-04-04":
+		return payload.DialectEC2
 	case "":
 		if p == "/" {
-			return payload.DialectOpenStack
+			return payload.DialectEC2
 		}
 	}
 	return ""
@@ -360,7 +377,7 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, d, http.StatusBadRequest, reasonPath, "")
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && !passwordPost(r) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && !passwordPost(r) && !tokenPut(r) {
 		w.Header().Set("Allow", "GET, HEAD")
 		s.refuse(w, r, d, http.StatusMethodNotAllowed, reasonMethod, "")
 		return
@@ -371,6 +388,8 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		s.serveV1(w, r)
 	case payload.DialectNoCloud, payload.DialectOpenStack:
 		s.serveStatic(w, r, d)
+	case payload.DialectEC2:
+		s.serveEC2(w, r)
 	default:
 		s.fail(w, d, http.StatusNotFound, "not found")
 	}
@@ -423,7 +442,7 @@ func canonical(r *http.Request) bool {
 		c := p[i]
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
-			c == '-', c == '.', c == '_', c == '~', c == '/':
+			c == '-', c == '.', c == '_', c == '~', c == '/', c == ':':
 		default:
 			return false
 		}

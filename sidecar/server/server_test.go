@@ -141,9 +141,15 @@ func TestRoutes(t *testing.T) {
 		{path: "/openstack/latest/meta_data.json/", code: 404},
 		// EC2 subset
 		{path: "/", code: 200, body: "2009-04-04\nlatest"},
-		{path: "/latest/", code: 200, body: "meta-data/\nuser-data"},
-		{path: "/2009-04-04", code: 200, body: "meta-data/\nuser-data"},
-		{path: "/latest/meta-data/", code: 200, body: "ami-launch-index\nhostname\ninstance-id\nlocal-hostname\nplacement/\npublic-keys/"},
+		// EC2 lists a version's categories without trailing slashes.
+		{path: "/latest/", code: 200, body: "meta-data\nuser-data"},
+		{path: "/2009-04-04", code: 200, body: "meta-data\nuser-data"},
+		{path: "/latest/meta-data/", code: 200, body: "ami-launch-index\nhostname\ninstance-id\nlocal-hostname\nmac\nnetwork/\nplacement/\npublic-keys/"},
+		{path: "/latest/meta-data/mac", code: 200, body: "52:54:00:12:34:56"},
+		{path: "/latest/meta-data/network/interfaces/macs/", code: 200, body: "52:54:00:12:34:56/\n52:54:00:ab:cd:ef/"},
+		{path: "/latest/meta-data/network/interfaces/macs/52:54:00:12:34:56/device-number", code: 200, body: "0"},
+		{path: "/latest/meta-data/placement/region", code: 200, body: "kubevirt"},
+		{path: "/latest/meta-data/placement/region/", code: 200, body: "kubevirt"},
 		{path: "/2009-04-04/meta-data", code: 200, substr: "instance-id"},
 		{path: "/latest/meta-data/instance-id", code: 200, body: id},
 		{path: "/2009-04-04/meta-data/local-hostname", code: 200, body: "vm1"},
@@ -152,7 +158,8 @@ func TestRoutes(t *testing.T) {
 		{path: "/2009-04-04/meta-data/public-keys/0/", code: 200, body: "openssh-key"},
 		{path: "/2009-04-04/meta-data/public-keys/0/openssh-key", code: 200, body: doc.Instance.SSHAuthorizedKeys[0]},
 		{path: "/latest/user-data", code: 200, body: string(doc.UserData)},
-		{path: "/latest/meta-data/instance-id/", code: 404},
+		{path: "/latest/meta-data/instance-id/", code: 200, body: id},
+		{path: "/latest/dynamic/instance-identity/document", code: 404},
 		{path: "/2016-09-02/meta-data/instance-id", code: 404},
 		// v1
 		{path: "/v1/identity", hdr: md, code: 200, ctype: contentJSON, substr: `"instanceId":"` + id + `"`},
@@ -179,7 +186,7 @@ func TestRoutes(t *testing.T) {
 		// Elsewhere
 		{path: "/foo", code: 404},
 		{path: "/v2/identity", code: 404},
-		{path: "/latest/api/token", code: 404},
+		{path: "/latest/api/token", code: 405},
 	}
 	for _, tt := range tests {
 		name := tt.path
@@ -237,7 +244,9 @@ func TestScreening(t *testing.T) {
 		{"underscore spelling", "GET", "/v1/token", []string{"Metadata", "true", "X_Forwarded_For", "10.0.0.1"}, 403},
 		{"true-client-ip", "GET", "/nocloud/user-data", []string{"True-Client-IP", "10.0.0.1"}, 403},
 		{"post", "POST", "/nocloud/meta-data", nil, 405},
-		{"put token", "PUT", "/latest/api/token", []string{"X-aws-ec2-metadata-token-ttl-seconds", "60"}, 405},
+		{"put token", "PUT", "/latest/api/token", []string{"X-aws-ec2-metadata-token-ttl-seconds", "60"}, 200},
+		{"put token xff", "PUT", "/latest/api/token", []string{"X-aws-ec2-metadata-token-ttl-seconds", "60", "X-Forwarded-For", "10.0.0.1"}, 403},
+		{"put elsewhere", "PUT", "/latest/meta-data/instance-id", []string{"X-aws-ec2-metadata-token-ttl-seconds", "60"}, 405},
 		{"post password", "POST", "/openstack/latest/password", nil, 409},
 		{"post password 2013", "POST", "/openstack/2013-04-04/password", nil, 409},
 		{"post password too old", "POST", "/openstack/2012-08-10/password", nil, 404},
@@ -427,7 +436,7 @@ func TestAbsentData(t *testing.T) {
 		{"/openstack/latest/network_data.json", 200, `{"links":[],"networks":[],"services":[]}`},
 		{"/openstack/latest/vendor_data.json", 200, `{}`},
 		{"/latest/user-data", 404, ""},
-		{"/latest/", 200, "meta-data/"},
+		{"/latest/", 200, "meta-data"},
 		{"/v1/user-data", 404, ""},
 		{"/v1/vendor-data", 404, ""},
 		{"/v1/network-config", 404, ""},

@@ -64,8 +64,9 @@ func etagOf(body []byte) string {
 
 // snapshot is every static response for one document, by canonical path.
 // Directories are present both with and without the trailing slash (EC2
-// clients such as cloudbase-init fetch listings without it); nothing else is
-// aliased.
+// clients such as cloudbase-init fetch listings without it), and so are the
+// EC2 tree's leaves (EC2 answers them; botocore asks for
+// placement/region/); nothing else is aliased.
 type snapshot struct {
 	doc   *payload.Document
 	files map[string]*resource
@@ -139,27 +140,10 @@ func buildSnapshot(doc *payload.Document) (*snapshot, error) {
 			}
 			dir("/openstack/"+v+"/", entries)
 		}
+	}
 
-		tree := render.EC2MetaData(doc)
-		dir("/", EC2Versions)
-		for _, v := range EC2Versions {
-			entries := []string{"meta-data/"}
-			if len(doc.UserData) > 0 {
-				s.files["/"+v+"/user-data"] = newResource(doc.UserData, contentBinary)
-				entries = append(entries, "user-data")
-			}
-			dir("/"+v+"/", entries)
-			for k, body := range tree {
-				p := "/" + v + "/meta-data/" + k
-				if k == "" || strings.HasSuffix(k, "/") {
-					r := newResource(body, contentText)
-					s.files[p] = r
-					s.files[strings.TrimSuffix(p, "/")] = r
-				} else {
-					s.files[p] = newResource(body, contentText)
-				}
-			}
-		}
+	if doc.Serves(payload.DialectOpenStack) || doc.Serves(payload.DialectEC2) {
+		s.addEC2(doc, dir)
 	}
 
 	if doc.Serves(payload.DialectV1) {
@@ -213,4 +197,73 @@ func jsonBody(v any) ([]byte, error) {
 		return nil, fmt.Errorf("encoding JSON: %w", err)
 	}
 	return b, nil
+}
+
+// identityFiles are the files of dynamic/instance-identity/, as EC2 lists
+// them.
+var identityFiles = []string{"document", "pkcs7", "rsa2048", "signature"}
+
+// addEC2 adds the EC2 tree of every version in EC2Versions.
+func (s *snapshot) addEC2(doc *payload.Document, dir func(string, []string)) {
+	leaf := func(p string, r *resource) {
+		s.files[p] = r
+		s.files[p+"/"] = r
+	}
+	tree := render.EC2MetaData(doc)
+	dir("/", EC2Versions)
+	var identity map[string]*resource
+	if doc.EC2 != nil && doc.EC2.Identity != nil {
+		id := doc.EC2.Identity
+		// EC2 serves the PKCS #7 signature as base64 lines of 64 without
+		// PEM armour, the same at pkcs7 and rsa2048 here (one RSA 2048 key).
+		p7 := newResource([]byte(wrap64(id.PKCS7)), contentText)
+		identity = map[string]*resource{
+			"document":  newResource([]byte(id.Document), contentText),
+			"signature": newResource([]byte(wrap64(id.Signature)), contentText),
+			"pkcs7":     p7,
+			"rsa2048":   p7,
+		}
+	}
+	for _, v := range EC2Versions {
+		// EC2 lists a version's categories without a trailing slash.
+		entries := []string{"meta-data"}
+		if identity != nil {
+			entries = []string{"dynamic", "meta-data"}
+		}
+		if len(doc.UserData) > 0 {
+			leaf("/"+v+"/user-data", newResource(doc.UserData, contentBinary))
+			entries = append(entries, "user-data")
+		}
+		dir("/"+v+"/", entries)
+		if identity != nil {
+			dir("/"+v+"/dynamic/", []string{"instance-identity/"})
+			dir("/"+v+"/dynamic/instance-identity/", identityFiles)
+			for name, r := range identity {
+				leaf("/"+v+"/dynamic/instance-identity/"+name, r)
+			}
+		}
+		for k, body := range tree {
+			p := "/" + v + "/meta-data/" + k
+			r := newResource(body, contentText)
+			if k == "" || strings.HasSuffix(k, "/") {
+				s.files[p] = r
+				s.files[strings.TrimSuffix(p, "/")] = r
+			} else {
+				leaf(p, r)
+			}
+		}
+	}
+}
+
+// wrap64 breaks base64 text into lines of 64 characters, as EC2 serves its
+// signatures.
+func wrap64(b64 string) string {
+	var sb strings.Builder
+	for len(b64) > 64 {
+		sb.WriteString(b64[:64])
+		sb.WriteByte('\n')
+		b64 = b64[64:]
+	}
+	sb.WriteString(b64)
+	return sb.String()
 }

@@ -46,7 +46,7 @@ func TestReferenceShowsWhatTheCRDEnforces(t *testing.T) {
 		"- rule `has(self.inline) != has(self.secretRef)`: exactly one of inline and secretRef must be set",
 		"list type map keyed by `audience`; at most 8 items",
 		"each item: pattern `^(ssh-\\|ecdsa-\\|sk-)",
-		"| `dialects` | `[]`[Dialect](#v1alpha1-dialect) | no | `{v1,nocloud,openstack}` |",
+		"| `dialects` | `[]`[Dialect](#v1alpha1-dialect) | no | `{v1,nocloud,openstack,ec2}` |",
 		"| short names | `mds` |",
 		"| `userData` | `string` (base64) | omitted when empty |",
 		"| `ReasonSidecarMissing` | `SidecarMissing` |",
