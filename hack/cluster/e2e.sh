@@ -17,11 +17,12 @@ IMG=${IMG:-kubevirt-imds:dev}
 cluster=$root/hack/cluster/cluster.sh
 
 step() {
-  local name=$1 start=$SECONDS
+  local name=$1 start=$SECONDS rc=0
   shift
   log "e2e: $name"
-  "$@"
-  log "e2e: $name: $((SECONDS - start))s"
+  "$@" || rc=$?
+  log "e2e: $name: $((SECONDS - start))s$( ((rc == 0)) || echo ", failed (exit $rc)")"
+  return "$rc"
 }
 
 # import_vm_image packs the project's Debian VM image (hack/guest-vm-image.sh)
@@ -49,10 +50,10 @@ main() {
   if [[ ${KEEP_CLUSTER:-} != 1 ]]; then
     trap 'log "e2e: logs in $STATE/logs and $STATE/pod-logs"; "$cluster" down >&2 || true' EXIT
   fi
-  step "cluster up" "$cluster" up
-  step "KubeVirt" "$cluster" install-kubevirt
-  step "operator image" "$cluster" import-operator "$IMG"
-  step "VM image" import_vm_image
+  step "cluster up" "$cluster" up || return
+  step "KubeVirt" "$cluster" install-kubevirt || return
+  step "operator image" "$cluster" import-operator "$IMG" || return
+  step "VM image" import_vm_image || return
   step "suite" run_suite "$@" || rc=$?
   if ((rc != 0)); then
     log "e2e: the suite failed; component logs: $STATE/logs, Pod logs: $STATE/pod-logs"

@@ -55,11 +55,11 @@ func file(rel string) source {
 	}}
 }
 
-// e2eTestdata are the YAML files of the kind end-to-end suite, which may not
+// e2eTestdata are the YAML files of the cluster end-to-end suite, which may not
 // exist yet.
 func e2eTestdata() []source {
 	root := controlplane.RepoRoot()
-	dir := filepath.Join(root, "test", "e2e", "kind", "testdata")
+	dir := filepath.Join(root, "test", "e2e", "cluster", "testdata")
 	var out []source
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

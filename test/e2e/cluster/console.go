@@ -181,7 +181,7 @@ func (c *Console) Run(ctx context.Context, command string) (string, int, error) 
 	if err := c.Send(line); err != nil {
 		return "", 0, err
 	}
-	m, err := c.Expect(ctx, regexp.MustCompile(`(?s)\nBEGIN`+n+`\n(.*?)END`+n+` (\d+)\n`))
+	m, err := c.Expect(ctx, regexp.MustCompile(`(?s)BEGIN`+n+`\n(.*?)END`+n+` (\d+)\n`))
 	if err != nil {
 		return "", 0, err
 	}
