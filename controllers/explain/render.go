@@ -40,6 +40,9 @@ type dialectOf struct {
 	enabledBy []payload.Dialect
 	// root is the listing the crawl starts from.
 	root string
+	// rootDirs are entries of root's listing that are directories although
+	// listed without a trailing '/': EC2 lists its version root that way.
+	rootDirs []string
 	// header is sent with every request (/v1 requires Metadata: true).
 	header http.Header
 	// skip are listed entries that are not shown: /v1/token would need the
@@ -54,7 +57,8 @@ func dialectSpec(d Dialect) (dialectOf, error) {
 	case DialectOpenStack:
 		return dialectOf{enabledBy: []payload.Dialect{payload.DialectOpenStack}, root: "/openstack/latest/"}, nil
 	case DialectEC2:
-		return dialectOf{enabledBy: []payload.Dialect{payload.DialectEC2, payload.DialectOpenStack}, root: "/latest/"}, nil
+		return dialectOf{enabledBy: []payload.Dialect{payload.DialectEC2, payload.DialectOpenStack}, root: "/latest/",
+			rootDirs: []string{"meta-data", "dynamic"}}, nil
 	case DialectV1:
 		return dialectOf{enabledBy: []payload.Dialect{payload.DialectV1}, root: "/v1/", header: http.Header{"Metadata": {"true"}}, skip: []string{"token"}}, nil
 	}
@@ -157,6 +161,9 @@ func Render(ctx context.Context, raw []byte, dialect Dialect) ([]File, error) {
 				// EC2 lists public keys as <index>=<name>; the key lives
 				// under <index>/.
 				entry = name + "/"
+			}
+			if p == spec.root && slices.Contains(spec.rootDirs, entry) {
+				entry += "/"
 			}
 			queue = append(queue, p+entry)
 		}
