@@ -168,16 +168,18 @@ func (c *Console) RootShell(ctx context.Context) error {
 	return err
 }
 
-// Run types a shell command and returns its output and exit status. The
-// markers are printed from pieces, so the echo of the typed line never
-// matches them.
+// Run types a shell command (bash: the exit status comes from PIPESTATUS)
+// and returns its output and exit status. The markers are printed from
+// pieces, so the echo of the typed line never matches them.
 func (c *Console) Run(ctx context.Context, command string) (string, int, error) {
 	nonce := make([]byte, 6)
 	if _, err := rand.Read(nonce); err != nil {
 		return "", 0, err
 	}
 	n := hex.EncodeToString(nonce)
-	line := fmt.Sprintf("printf '%%s%%s\\n' BEGIN %s; %s; printf '%%s%%s %%d\\n' END %s $?\n", n, command, n)
+	// Through a pipe, not the terminal: programs colour what they print to
+	// a terminal (iproute2 6 does by default).
+	line := fmt.Sprintf("printf '%%s%%s\\n' BEGIN %s; { %s; } 2>&1 | cat; printf '%%s%%s %%d\\n' END %s ${PIPESTATUS[0]}\n", n, command, n)
 	if err := c.Send(line); err != nil {
 		return "", 0, err
 	}
