@@ -88,7 +88,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MACSeed, "mac-seed", "", "seed of veth-imds's MAC address (default: the payload's instance UID)")
 	fs.StringVar(&o.GuestPort, "guest-port", "", "the VM's port on the bridge (default: derived from the bridge name, tap0 for k6t-eth0)")
 	fs.IntVar(&o.ListenPort, "listen-port", 80, "guest-facing TCP port on 169.254.169.254")
-	fs.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:8081", "loopback address for /healthz, /readyz and /metrics")
+	// Not 127.0.0.1, which KubeVirt's masquerade binding redirects into the guest.
+	fs.StringVar(&o.AdminAddress, "admin-address", "127.0.0.2:8081", "loopback address for /healthz, /readyz and /metrics (not 127.0.0.1: KubeVirt's masquerade binding redirects it to the guest)")
 	fs.DurationVar(&o.NetworkTimeout, "network-timeout", 5*time.Minute, "how long to wait for the payload, the bridge and the VM's port before failing")
 	fs.Float64Var(&o.RateLimit, "rate-limit", 0, "guest requests per second, per connection (0: the server's default)")
 	fs.IntVar(&o.Burst, "burst", 0, "guest request burst, per connection (0: the server's default)")

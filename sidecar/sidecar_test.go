@@ -31,7 +31,7 @@ func TestDefaultsAndValidation(t *testing.T) {
 	if err := o.validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
-	if o.ListenPort != 80 || o.AdminAddress != "127.0.0.1:8081" || o.NetworkTimeout != 5*time.Minute {
+	if o.ListenPort != 80 || o.AdminAddress != "127.0.0.2:8081" || o.NetworkTimeout != 5*time.Minute {
 		t.Errorf("defaults = %+v", o)
 	}
 	for _, tt := range []struct {

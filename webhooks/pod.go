@@ -30,8 +30,13 @@ const (
 	// TokenDir holds one directory per projected token volume, so that
 	// <TokenDir>/<payload.TokenPath(audience)> is the token file.
 	TokenDir = "/var/run/kubevirt-imds/tokens"
-	// AdminAddress is the sidecar's loopback admin endpoint.
-	AdminAddress = "127.0.0.1:8081"
+	// AdminAddress is the sidecar's loopback admin endpoint. Not 127.0.0.1:
+	// KubeVirt's masquerade binding DNATs every connection the Pod makes to
+	// 127.0.0.1 into the guest (nat output "ip daddr 127.0.0.1 dnat to
+	// 10.0.2.2", so that probes on localhost reach the VM), and the
+	// liveness probe then asked the guest, failed, and had the kubelet kill
+	// the sidecar every 30 s. The rest of 127.0.0.0/8 is the Pod's own.
+	AdminAddress = "127.0.0.2:8081"
 	// SidecarBinaryPath is the sidecar's own binary in the image: a small
 	// program that links nothing of the operator, since one runs per VM.
 	SidecarBinaryPath = "/kubevirt-imds-sidecar"

@@ -76,13 +76,13 @@ var _ = Describe("Pod webhook", func() {
 		Expect(pod.Spec.InitContainers[0].Name).To(Equal("guest-console-log"))
 		Expect(c.Image).To(Equal(sidecarImage))
 		Expect(c.Command).To(Equal([]string{"/kubevirt-imds-sidecar"}))
-		Expect(c.Args).To(Equal([]string{"serve", "--payload-dir=" + webhooks.PayloadDir, "--token-dir=" + webhooks.TokenDir, "--admin-address=127.0.0.1:8081",
+		Expect(c.Args).To(Equal([]string{"serve", "--payload-dir=" + webhooks.PayloadDir, "--token-dir=" + webhooks.TokenDir, "--admin-address=127.0.0.2:8081",
 			"--network-setup=node", "--listen-port=8775", "--bridge=k6t-eth0", "--mac-seed=" + string(vmi.UID)}))
 		Expect(c.RestartPolicy).To(HaveValue(Equal(corev1.ContainerRestartPolicyAlways)), "a native sidecar")
 		Expect(c.StartupProbe).To(BeNil())
 		Expect(c.ReadinessProbe).To(BeNil())
 		Expect(c.LivenessProbe).NotTo(BeNil())
-		Expect(c.LivenessProbe.Exec.Command).To(Equal([]string{"/kubevirt-imds-sidecar", "probe", "http://127.0.0.1:8081/healthz"}))
+		Expect(c.LivenessProbe.Exec.Command).To(Equal([]string{"/kubevirt-imds-sidecar", "probe", "http://127.0.0.2:8081/healthz"}))
 		By("requests below limits in a Burstable Pod")
 		Expect(c.Resources.Requests.Cpu().Cmp(resource.MustParse("10m"))).To(Equal(0))
 		Expect(c.Resources.Requests.Memory().Cmp(resource.MustParse("32Mi"))).To(Equal(0))

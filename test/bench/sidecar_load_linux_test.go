@@ -169,7 +169,7 @@ func waitReady(b *testing.B, pod *podnet.Pod) {
 		if time.Now().After(deadline) {
 			b.Fatal("sidecar not ready within a minute")
 		}
-		resp, err := client.Get("http://127.0.0.1:8081/readyz")
+		resp, err := client.Get("http://127.0.0.2:8081/readyz")
 		if err != nil {
 			continue
 		}

@@ -47,7 +47,7 @@ import (
 const sidecarCaps = "-all,+net_admin,+net_raw,+net_bind_service"
 
 // sidecarAdmin is the sidecar's admin endpoint, on the Pod's loopback.
-const sidecarAdmin = "http://127.0.0.1:8081"
+const sidecarAdmin = "http://127.0.0.2:8081"
 
 // testSSHKey is the SSH key the payload hands the guest.
 const testSSHKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv3W0UJx8nQ2WTbd6tqhJmUQAKnj4nYVi0DvH7M5J3y tier1@kubevirt-imds"

@@ -116,7 +116,7 @@ var _ = Describe("running a container", func() {
 
 		By("the sidecar reporting ready: payload loaded, network applied")
 		Eventually(func(g Gomega) {
-			code, body, err := netns.AdminGet(ctx, "http://127.0.0.1:8081/readyz")
+			code, body, err := netns.AdminGet(ctx, "http://127.0.0.2:8081/readyz")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(code).To(Equal(http.StatusOK), body)
 		}).WithContext(ctx).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())

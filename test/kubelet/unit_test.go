@@ -55,7 +55,7 @@ func TestRewrite(t *testing.T) {
 		"A=/etc/x:/etc/y":                     "A=/r/etc/x:/etc/y",      // list of paths
 		"/etc/x,/var/run/imds/tokens":         "/r/etc/x,/r/var/run/imds/tokens",
 		"serve":                               "serve",
-		"--admin-address=127.0.0.1:8081":      "--admin-address=127.0.0.1:8081",
+		"--admin-address=127.0.0.2:8081":      "--admin-address=127.0.0.2:8081",
 	} {
 		if got := r.rewrite(in); got != want {
 			t.Errorf("rewrite(%q) = %q, want %q", in, got, want)

@@ -82,7 +82,7 @@ func sidecarPod(ns string) *corev1.Pod {
 				Args: []string{"serve",
 					"--payload-dir=" + payloadDir,
 					"--token-dir=" + tokenDir,
-					"--admin-address=127.0.0.1:8081",
+					"--admin-address=127.0.0.2:8081",
 					"--log-level=debug",
 				},
 				Env: []corev1.EnvVar{

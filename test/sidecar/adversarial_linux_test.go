@@ -108,7 +108,7 @@ func writeTokens() string {
 // refusedCounts reads kubevirt_imds_sidecar_refused_requests_total by reason.
 func refusedCounts(ctx context.Context, pod *podnet.Pod, metric string) map[string]int {
 	GinkgoHelper()
-	code, body, err := pod.AdminGet(ctx, "http://127.0.0.1:8081/metrics")
+	code, body, err := pod.AdminGet(ctx, "http://127.0.0.2:8081/metrics")
 	Expect(err).NotTo(HaveOccurred())
 	Expect(code).To(Equal(http.StatusOK))
 	out := map[string]int{}
@@ -474,7 +474,7 @@ var _ = Describe("the sidecar against a hostile guest", Label("adversarial"), fu
 			}
 			// The cap full of them, each busy writing what is not read.
 			Eventually(func() string {
-				_, body, err := pod.AdminGet(ctx, "http://127.0.0.1:8081/metrics")
+				_, body, err := pod.AdminGet(ctx, "http://127.0.0.2:8081/metrics")
 				Expect(err).NotTo(HaveOccurred())
 				if !strings.Contains(body, "\nkubevirt_imds_sidecar_connections 8\n") {
 					attack()

@@ -22,7 +22,7 @@ import (
 
 const (
 	metaURL  = "http://169.254.169.254/nocloud/meta-data"
-	readyURL = "http://127.0.0.1:8081/readyz"
+	readyURL = "http://127.0.0.2:8081/readyz"
 )
 
 var imds = netip.MustParseAddr("169.254.169.254")

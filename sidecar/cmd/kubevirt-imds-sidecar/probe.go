@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"time"
 )
@@ -23,7 +24,7 @@ func runProbe(args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: kubevirt-imds-sidecar probe [--timeout d] http://127.0.0.1:<port>/<path>")
+		return errors.New("usage: kubevirt-imds-sidecar probe [--timeout d] http://127.0.0.2:<port>/<path>")
 	}
 	return probe(fs.Arg(0), *timeout)
 }
@@ -33,7 +34,8 @@ func probe(rawURL string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if u.Scheme != "http" || (u.Hostname() != "127.0.0.1" && u.Hostname() != "::1" && u.Hostname() != "localhost") {
+	addr, perr := netip.ParseAddr(u.Hostname())
+	if u.Scheme != "http" || perr != nil || !addr.IsLoopback() {
 		return fmt.Errorf("%s: only http:// loopback URLs are probed", rawURL)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

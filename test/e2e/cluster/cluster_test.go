@@ -116,6 +116,12 @@ var _ = Describe("on a real cluster with KubeVirt", Ordered, func() {
 		kctl(ctx, "-n", namespace, "patch", "mds", "web", "--type=merge", "-p", `{"spec":{"metadata":{"tags":{"environment":"production"}}}}`)
 		Eventually(answered).WithContext(ctx).WithTimeout(5 * time.Minute).Should(Receive())
 		GinkgoWriter.Printf("the edit reached the guest's long poll %s after kubectl patch\n", time.Since(edited).Round(time.Second))
+
+		By("the sidecar never restarting (its liveness probe must not reach the guest through KubeVirt's loopback DNAT)")
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+		Expect(pod.Status.InitContainerStatuses).To(ContainElement(And(
+			HaveField("Name", controllers.SidecarContainerName),
+			HaveField("RestartCount", BeZero()))))
 	}, SpecTimeout(20*time.Minute))
 
 	It("keeps the instance-id and what the guest is served when the VirtualMachine restarts", func(ctx SpecContext) {

@@ -179,7 +179,7 @@ func (d *demo) run() int {
 			fmt.Sprintf("network:       %s", networkSummary(f.NetworkConfig)),
 			fmt.Sprintf("token:         authenticated as %s for audience %v", st.User.Username, st.Audiences),
 			fmt.Sprintf("served:        KUBECONFIG=%s kubectl imds show %s -n %s", node.Kubeconfig, sampleVMI, namespace),
-			fmt.Sprintf("metrics:       sidecar: ip netns exec %s curl -s 127.0.0.1:8081/metrics (kubevirt_imds_sidecar_*, payload_loaded %g)", l.Net.Name, loaded),
+			fmt.Sprintf("metrics:       sidecar: ip netns exec %s curl -s 127.0.0.2:8081/metrics (kubevirt_imds_sidecar_*, payload_loaded %g)", l.Net.Name, loaded),
 			"               manager: kubevirt_imds_manager_* on its metrics endpoint (:8443 in a cluster; config/prometheus scrapes it)",
 		)
 	})

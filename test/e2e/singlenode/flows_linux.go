@@ -18,7 +18,7 @@ import (
 
 // SidecarMetric reads one unlabelled sample from the sidecar's /metrics.
 func (l *Launcher) SidecarMetric(ctx context.Context, name string) (float64, error) {
-	code, body, err := l.Net.AdminGet(ctx, "http://127.0.0.1:8081/metrics")
+	code, body, err := l.Net.AdminGet(ctx, "http://127.0.0.2:8081/metrics")
 	if err != nil {
 		return 0, err
 	}

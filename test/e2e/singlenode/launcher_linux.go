@@ -148,7 +148,7 @@ func (l *Launcher) StartSidecar(tb podnet.TB, ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, sidecarReadyTimeout)
 	defer cancel()
 	err = p.WaitReady(rctx, 20*time.Millisecond, func(ctx context.Context) bool {
-		code, _, err := l.Net.AdminGet(ctx, "http://127.0.0.1:8081/readyz")
+		code, _, err := l.Net.AdminGet(ctx, "http://127.0.0.2:8081/readyz")
 		return err == nil && code == http.StatusOK
 	})
 	if err != nil {
