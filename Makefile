@@ -75,9 +75,10 @@ fmt: ## Run gofmt.
 	gofmt -l -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## Run go vet, also on the kind e2e suite (build tag e2e).
+vet: ## Run go vet, also on the cluster e2e suite (build tag e2e) and the local cluster's proof (build tag cluster).
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/...
+	$(GO) vet -tags cluster ./test/cluster/...
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned in hack/tools/lint, built from Go modules) with .golangci.yml.
@@ -178,7 +179,7 @@ envtest: ## Build the envtest control plane (kube-apiserver, etcd, kubectl) into
 
 .PHONY: promtool
 promtool: ## Build promtool (pinned in hack/tools/promtool) into the cache, for the alert rules test.
-	hack/promtool.sh >/dev/null
+	hack/go-tool.sh promtool >/dev/null
 
 .PHONY: test-monitoring
 test-monitoring: promtool ## Test config/prometheus: `promtool test rules` on the alerts, and the dashboard's and rules' metric names against the code's.
@@ -214,7 +215,7 @@ cluster-status: ## Show the local cluster's processes, memory, node and Pods.
 
 .PHONY: test-cluster
 test-cluster: ## Prove the local cluster (root): up, a Pod from a local image, a ClusterIP from the host, a native sidecar, a clean down, up after a crash.
-	KUBEVIRT_IMDS_CLUSTER_TEST=1 $(GO) test ./test/cluster/ -count=1 -timeout 30m -v -ginkgo.v
+	$(GO) test -tags cluster ./test/cluster/ -count=1 -timeout 30m -v -ginkgo.v
 
 .PHONY: test-e2e-cluster
 test-e2e-cluster: ## The cluster e2e suite on the local cluster (root): up, real KubeVirt v1.8.0, the images, the suite, down; logs under tmp/cluster/.

@@ -106,15 +106,7 @@ func renderEC2(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachine
 	}
 	privateIP := ""
 	nics := slices.Clone(auto.Interfaces)
-	slices.SortStableFunc(nics, func(a, b payload.Interface) int {
-		switch {
-		case a.Primary == b.Primary:
-			return 0
-		case a.Primary:
-			return -1
-		}
-		return 1
-	})
+	slices.SortStableFunc(nics, func(a, b payload.Interface) int { return payload.PrimaryFirst(a.Primary, b.Primary) })
 	for i, nic := range nics {
 		if nic.MACAddress == "" {
 			continue

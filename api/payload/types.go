@@ -416,6 +416,19 @@ func (d *Document) Serves(dialect Dialect) bool {
 	return slices.Contains(d.Dialects, dialect)
 }
 
+// PrimaryFirst orders NICs by their Primary flags, the primary one first and
+// the others as they were (for slices.SortStableFunc): the order in which
+// the EC2 tree numbers devices, so that operator and sidecar agree on it.
+func PrimaryFirst(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return -1
+	}
+	return 1
+}
+
 // TokenVolumeName names the projected volume (and the directory below the
 // token root) that holds the token for audience. Operator and Pod webhook both
 // derive it, so neither has to tell the other.

@@ -150,15 +150,7 @@ func ec2Interfaces(d *payload.Document) []ec2NIC {
 	}
 	cs := nics(d.Network)
 	// The primary NIC first, then the others in document order.
-	slices.SortStableFunc(cs, func(a, b nic) int {
-		switch {
-		case a.primary == b.primary:
-			return 0
-		case a.primary:
-			return -1
-		}
-		return 1
-	})
+	slices.SortStableFunc(cs, func(a, b nic) int { return payload.PrimaryFirst(a.primary, b.primary) })
 	for i, c := range cs {
 		out = append(out, ec2NIC{mac: cleanMAC(c.mac), device: i, v4: c.v4})
 	}

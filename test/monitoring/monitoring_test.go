@@ -209,10 +209,10 @@ func readRules(t *testing.T) ([]byte, rules) {
 	return out, rs
 }
 
-// promtool builds promtool from Go modules (hack/promtool.sh, cached).
+// promtool builds promtool from Go modules (hack/go-tool.sh promtool, cached).
 func promtool(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(controlplane.RepoRoot(), "hack", "promtool.sh")).Output()
+	out, err := exec.Command(filepath.Join(controlplane.RepoRoot(), "hack", "go-tool.sh"), "promtool").Output()
 	if err != nil {
 		var stderr string
 		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {

@@ -213,17 +213,17 @@ func grepDir(t *testing.T, dir, s string) bool {
 }
 
 // TestKubebuilderLoadsProject runs the kubebuilder CLI (built from Go
-// modules, hack/kubebuilder.sh) on a copy of the tree: it loads PROJECT and
+// modules, hack/go-tool.sh kubebuilder) on a copy of the tree: it loads PROJECT and
 // `kubebuilder edit` rewrites nothing, PROJECT included, which it writes in
 // its own canonical form.
 func TestKubebuilderLoadsProject(t *testing.T) {
 	root := controlplane.RepoRoot()
-	out, err := exec.Command(filepath.Join(root, "hack", "kubebuilder.sh")).Output()
+	out, err := exec.Command(filepath.Join(root, "hack", "go-tool.sh"), "kubebuilder").Output()
 	if err != nil {
 		controlplane.UnavailableT(t, "building kubebuilder: "+err.Error())
 	}
 	kb := strings.TrimSpace(string(out))
-	tree := copyTrackedTree(t, root)
+	tree := controlplane.CopyTrackedTree(t, root)
 	run := func(name string, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(name, args...)
@@ -238,38 +238,4 @@ func TestKubebuilderLoadsProject(t *testing.T) {
 	if st := run("git", "status", "--porcelain"); st != "" {
 		t.Errorf("kubebuilder edit changed the tree:\n%s\n%s", st, run("git", "diff"))
 	}
-}
-
-// copyTrackedTree copies the files git tracks into a fresh repository with
-// one commit.
-func copyTrackedTree(t *testing.T, root string) string {
-	t.Helper()
-	out, err := exec.Command("git", "-C", root, "ls-files", "-z").Output()
-	if err != nil {
-		t.Skipf("not a git checkout: %v", err)
-	}
-	dst := t.TempDir()
-	for _, f := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
-		data, err := os.ReadFile(filepath.Join(root, f))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, f)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, f), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "tree"}} {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dst
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	return dst
 }
