@@ -20,6 +20,7 @@ import (
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 	"github.com/kubevirt-imds/kubevirt-imds/controllers/instanceidentity"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 )
 
 // opensslVerifies reports whether openssl verifies an identity document's
@@ -45,7 +46,7 @@ var _ = Describe("EC2 identity documents", func() {
 	BeforeEach(func() {
 		ctx = context.Background()
 		if _, err := exec.LookPath("openssl"); err != nil {
-			Skip("openssl not installed")
+			controlplane.Unavailable("openssl not installed")
 		}
 	})
 

@@ -1,3 +1,5 @@
+//go:build cluster
+
 // Package cluster_test proves the local single-node cluster of hack/cluster
 // (make cluster-up / cluster-down): a real kubelet, kube-proxy and containerd
 // on this host run a Pod from a locally imported image with a native sidecar,
@@ -5,8 +7,8 @@
 // and bring-up works after everything was killed with SIGKILL.
 //
 // It changes the host (links, cgroups, sysctls, netfilter), so it runs only as
-// root and only through `make test-cluster`, which sets
-// KUBEVIRT_IMDS_CLUSTER_TEST=1; `go test ./...` skips it.
+// root and only through `make test-cluster`, which builds it with the
+// cluster tag; `go test ./...` does not build it.
 package cluster_test
 
 import (
@@ -16,6 +18,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 )
 
 func TestCluster(t *testing.T) {
@@ -29,10 +33,8 @@ func TestCluster(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	if os.Getenv("KUBEVIRT_IMDS_CLUSTER_TEST") != "1" {
-		Skip("the local cluster test changes the host; run it with make test-cluster")
-	}
+	// Built only with the cluster tag (make test-cluster): it changes the host.
 	if os.Geteuid() != 0 {
-		Skip("the local cluster needs root (links, cgroups, mounts, containerd)")
+		controlplane.Unavailable("the local cluster needs root (links, cgroups, mounts, containerd)")
 	}
 })
