@@ -221,6 +221,10 @@ test-cluster: ## Prove the local cluster (root): up, a Pod from a local image, a
 test-e2e-cluster: ## The cluster e2e suite on the local cluster (root): up, real KubeVirt v1.8.0, the images, the suite, down; logs under tmp/cluster/.
 	hack/cluster/e2e.sh
 
+.PHONY: bench-cluster
+bench-cluster: ## On the local cluster (root): create-to-cloud-init-done through kubevirt-imds vs KubeVirt's cloudInitNoCloud (3 VMs each, alternating), and the node's memory idle and with a VM.
+	LABEL_FILTER=bench hack/cluster/e2e.sh
+
 .PHONY: kubevirt-images
 kubevirt-images: ## Build KubeVirt v1.8.0's components and images offline into the cache (root; about 35 minutes cold, seconds warm); prints the directory.
 	hack/kubevirt/build.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use, when missing: network namespace
-# tooling for the sidecar tests, dnsmasq to stand in for KubeVirt's in-pod
-# DHCP, debootstrap for the real cloud-init guests, qemu for the VM guests
+# tooling for the sidecar tests (nft for KubeVirt's masquerade rules), dnsmasq
+# to stand in for KubeVirt's in-pod DHCP, debootstrap for the real cloud-init guests, qemu for the VM guests
 # (test/vm), curl/setpriv for checks from inside namespaces, openssl for the
 # identity document checks, and the AWS clients the EC2 dialect is tested
 # with (amazon-ec2-utils' ec2-metadata, python3-botocore). Needs root;
@@ -12,6 +12,7 @@ set -euo pipefail
 declare -A need=(
   [ip]=iproute2
   [bridge]=iproute2
+  [nft]=nftables
   [dnsmasq]=dnsmasq-base
   [debootstrap]=debootstrap
   [curl]=curl

@@ -7,6 +7,7 @@
 #   cluster.sh up                 start it (tears a crashed one down first); idempotent
 #   cluster.sh down               stop it and return the host to how it was before up
 #   cluster.sh status             processes, memory, node and Pods
+#   cluster.sh footprint          the whole node's memory on one line (RSS and PSS)
 #   cluster.sh import-binary BINARY NAME [--path /p] [--user U] [--arg A]...
 #                                 pack a static binary as image NAME (entrypoint /p) and import it
 #   cluster.sh import-dir DIR NAME --entrypoint /p [--user U] [--arg A]...
@@ -28,7 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BIN=
 
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 require_root() {
@@ -395,6 +396,12 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.availa
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+# KubeVirt's dedicated CPUs (dedicatedCpuPlacement) need the static CPU
+# manager, which virt-handler reads from the kubelet's state file to label the
+# node cpumanager=true. The static policy needs a CPU reservation; 100m keeps
+# one of this node's two cores exclusively allocatable.
+cpuManagerPolicy: static
+kubeReserved: {cpu: "100m"}
 EOF
 
   cat >"$cfg/kube-proxy.yaml" <<EOF
@@ -1030,6 +1037,28 @@ cmd_status() {
   echo "kubeconfig $KUBECONFIG_FILE, context $CONTEXT"
 }
 
+# cmd_footprint prints the memory of the whole node on one line: the
+# components, the containerd shims and every Pod process. PSS shares each
+# page among the processes mapping it, so it adds up where RSS double counts.
+cmd_footprint() {
+  local c pid rss=0 pss=0 n=0 line
+  local -a pids=()
+  for c in "${COMPONENTS[@]}"; do
+    if pid=$(component_pid "$c"); then pids+=("$pid"); fi
+  done
+  mapfile -t -O "${#pids[@]}" pids < <(shim_pids; cgroup_pids)
+  for pid in $(printf '%s\n' "${pids[@]}" | sort -un); do
+    while read -r line; do
+      case $line in
+        Rss:*) rss=$((rss + $(awk '{print $2}' <<<"$line"))) ;;
+        Pss:*) pss=$((pss + $(awk '{print $2}' <<<"$line"))) ;;
+      esac
+    done <"/proc/$pid/smaps_rollup" 2>/dev/null || continue
+    n=$((n + 1))
+  done
+  echo "processes=$n rss_mib=$((rss / 1024)) pss_mib=$((pss / 1024))"
+}
+
 # lock_state serialises the commands that change the cluster: an interrupted
 # test's cleanup and a manual down must not tear down at the same time.
 lock_state() {
@@ -1047,6 +1076,7 @@ main() {
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    footprint) cmd_footprint ;;
     import-binary) shift; cmd_import_binary "$@" ;;
     import-dir) shift; cmd_import_dir "$@" ;;
     import-files) shift; cmd_import_files "$@" ;;

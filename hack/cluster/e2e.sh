@@ -7,6 +7,9 @@
 # after down) and a failure names them.
 #
 #   hack/cluster/e2e.sh [ginkgo flags]     KEEP_CLUSTER=1 leaves the cluster up
+#
+# LABEL_FILTER picks the specs (default: all but the benchmark, label bench;
+# make bench-cluster runs LABEL_FILTER=bench).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -40,7 +43,9 @@ run_suite() {
   bin=$(cat "$STATE/bin-dir")
   # The suite's kubectl is the cluster's, and its only context the cluster's.
   PATH=$bin:$PATH KUBECONFIG=$KUBECONFIG_FILE KUBE_CONTEXT=$CONTEXT IMG=$IMG \
-    go test -tags e2e ./test/e2e/cluster/ -count=1 -timeout 60m -v -args -ginkgo.v "$@"
+    NODE_FOOTPRINT="$cluster footprint" \
+    go test -tags e2e ./test/e2e/cluster/ -count=1 -timeout 90m -v -args -ginkgo.v \
+    -ginkgo.label-filter="${LABEL_FILTER:-!bench}" "$@"
 }
 
 main() {

@@ -43,6 +43,9 @@ func Available() error {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return errors.New("network namespace tests need iproute2's ip")
 	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		return errors.New("network namespace tests need nftables' nft (KubeVirt's masquerade rules)")
+	}
 	return nil
 }
 
@@ -303,7 +306,8 @@ func NewPod(tb TB) *Pod {
 type Topology int
 
 const (
-	// Masquerade: k6t-eth0 10.0.2.1/24, guest 10.0.2.2/24 via 10.0.2.1.
+	// Masquerade: k6t-eth0 10.0.2.1/24, guest 10.0.2.2/24 via 10.0.2.1,
+	// and KubeVirt's nat table (masqueradeNAT).
 	Masquerade Topology = iota
 	// BridgeBinding: eth0 becomes eth0-nic, a port of k6t-eth0 (which
 	// carries KubeVirt's 169.254.75.10/32), and the guest takes PodIP; the
@@ -386,6 +390,49 @@ func (p *Pod) PlumbOn(tb TB, t Topology, bridge, tap string) {
 			"link set eth0-nic master "+bridge+" up")
 	}
 	p.raiseBridge(tb, batch, bridge, tap)
+	if t == Masquerade {
+		p.masqueradeNAT(tb, bridge)
+	}
+}
+
+// masqueradeNAT adds the table virt-handler v1.8.0 adds for a masquerade
+// NIC (pkg/network/setup/netpod/masquerade, no ports listed), as `nft list
+// ruleset` shows it in a real launcher Pod: traffic to the Pod's eth0, and
+// anything the Pod itself sends to 127.0.0.1, goes to the guest; the
+// guest's own traffic leaves masqueraded.
+func (p *Pod) masqueradeNAT(tb TB, bridge string) {
+	tb.Helper()
+	guest, gateway := MasqueradeGuestAddr, MasqueradeGatewayAddr
+	ruleset := `table ip nat {
+	chain KUBEVIRT_PREINBOUND {
+		counter dnat to ` + guest + `
+	}
+	chain KUBEVIRT_POSTINBOUND {
+		ip saddr 127.0.0.1 counter snat to ` + gateway + `
+	}
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "eth0" counter jump KUBEVIRT_PREINBOUND
+	}
+	chain input {
+		type nat hook input priority 100; policy accept;
+	}
+	chain output {
+		type nat hook output priority -100; policy accept;
+		ip daddr 127.0.0.1 counter dnat to ` + guest + `
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr ` + guest + ` counter masquerade
+		oifname "` + bridge + `" counter jump KUBEVIRT_POSTINBOUND
+	}
+}
+`
+	cmd := exec.Command("ip", "netns", "exec", p.Name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("KubeVirt's masquerade nat table in %s: %v: %s", p.Name, err, out)
+	}
 }
 
 // GuestGet fetches url from inside the guest.

@@ -247,8 +247,29 @@ var _ = Describe("the sidecar in a virt-launcher-like Pod", func() {
 		pod.Plumb(GinkgoT(), podnet.Masquerade)
 		startSidecar(pod, writePayload())
 		expectServed(ctx, pod)
+		// KubeVirt's nat table sends everything arriving on the Pod's eth0
+		// to the guest, whatever its destination: a connection from the
+		// node to 169.254.169.254:80 reaches the guest's port 80, never
+		// the metadata service.
+		var guestListener net.Listener
+		Expect(pod.Guest.Do(func() (err error) {
+			guestListener, err = net.Listen("tcp4", ":80")
+			return err
+		})).To(Succeed())
+		DeferCleanup(guestListener.Close)
+		accepted := make(chan net.Addr, 1)
+		go func() {
+			if c, err := guestListener.Accept(); err == nil {
+				accepted <- c.LocalAddr()
+				_ = c.Close()
+			}
+		}()
 		pod.Uplink.MustIP(GinkgoT(), "route", "add", "169.254.169.254/32", "via", podnet.PodIP.Addr().String())
-		expectNoTCPAnswer(ctx, pod.Uplink, "169.254.169.254:80")
+		c, err := pod.Uplink.Dial(ctx, "tcp4", "169.254.169.254:80")
+		Expect(err).NotTo(HaveOccurred(), "the guest's listener, through KubeVirt's DNAT")
+		_ = c.Close()
+		Eventually(accepted).WithContext(ctx).Should(Receive(Equal(net.Addr(&net.TCPAddr{IP: net.ParseIP(podnet.MasqueradeGuestAddr).To4(), Port: 80}))),
+			"the connection went to the guest")
 
 		By("keeping the admin endpoint out of the guest's reach")
 		for _, addr := range []string{"10.0.2.1:8081", "169.254.169.254:8081"} {

@@ -5,6 +5,7 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +52,14 @@ func TestCluster(t *testing.T) {
 // kctl runs kubectl against kubeContext only.
 func kctl(ctx context.Context, args ...string) string {
 	GinkgoHelper()
+	return kctlWith(ctx, nil, args...)
+}
+
+// kctlWith runs kubectl against kubeContext only, reading stdin.
+func kctlWith(ctx context.Context, stdin io.Reader, args ...string) string {
+	GinkgoHelper()
 	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--context", kubeContext}, args...)...)
+	cmd.Stdin = stdin
 	out, err := cmd.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), "kubectl --context %s %s: %s", kubeContext, strings.Join(args, " "), out)
 	return string(out)
@@ -119,17 +127,20 @@ patches:
 	DeferCleanup(func(ctx SpecContext) {
 		kctl(ctx, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=5m")
 	})
-	// The sample MetadataService, as a user applies it.
-	sample := kctl(ctx, "kustomize", filepath.Join(controlplane.RepoRoot(), "config", "samples"))
-	mds := extractDocument(sample, "kind: MetadataService")
-	Expect(mds).NotTo(BeEmpty())
-	cmd := exec.CommandContext(ctx, "kubectl", "--context", kubeContext, "-n", namespace, "apply", "--server-side", "-f", "-")
-	cmd.Stdin = strings.NewReader(mds)
-	out, err := cmd.CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), string(out))
+	applySampleService(ctx, namespace)
 	// The webhook injects the sidecar only for selected VMs: VMs come last.
 	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "vm-web-debian.yaml"))
 }, NodeTimeout(20*time.Minute))
+
+// applySampleService applies the sample MetadataService (config/samples), as
+// a user does, in ns.
+func applySampleService(ctx context.Context, ns string) {
+	GinkgoHelper()
+	sample := kctl(ctx, "kustomize", filepath.Join(controlplane.RepoRoot(), "config", "samples"))
+	mds := extractDocument(sample, "kind: MetadataService")
+	Expect(mds).NotTo(BeEmpty())
+	kctlWith(ctx, strings.NewReader(mds), "-n", ns, "apply", "--server-side", "-f", "-")
+}
 
 // extractDocument returns the YAML document of stream containing marker.
 func extractDocument(stream, marker string) string {
