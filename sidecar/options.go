@@ -52,6 +52,10 @@ type Options struct {
 	// the webhook sets it in mode "node", where the node agent, which cannot
 	// read the payload, derives the MAC from the same flag.
 	MACSeed string
+	// Instance is the VMI as namespace/name, which the webhook renders so
+	// that the node agent, which cannot read the payload, labels this
+	// sidecar's metrics with it. The sidecar itself only logs it.
+	Instance string
 	// GuestPort is the VM's port on Bridge; empty derives it (tap0 on
 	// k6t-eth0, tap<hash> on k6t-<hash>).
 	GuestPort string
@@ -86,6 +90,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Bridge, "bridge", "", "in-pod bridge to serve on (default: the payload's serve.bridge, else k6t-eth0)")
 	fs.StringVar(&o.NetworkSetup, "network-setup", NetworkSetupSidecar, "who plumbs the Pod's network: sidecar (this process, needs NET_ADMIN and NET_RAW) or node (the kubevirt-imds node agent; no capabilities needed)")
 	fs.StringVar(&o.MACSeed, "mac-seed", "", "seed of veth-imds's MAC address (default: the payload's instance UID)")
+	fs.StringVar(&o.Instance, "instance", "", "the VMI as namespace/name (the node agent labels this sidecar's metrics with it)")
 	fs.StringVar(&o.GuestPort, "guest-port", "", "the VM's port on the bridge (default: derived from the bridge name, tap0 for k6t-eth0)")
 	fs.IntVar(&o.ListenPort, "listen-port", 80, "guest-facing TCP port on 169.254.169.254")
 	// Not 127.0.0.1, which KubeVirt's masquerade binding redirects into the guest.

@@ -555,7 +555,10 @@ func sidecarContainer(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, s
 		}
 		// The VMI's UID, not the Pod's: a migration's target Pod then
 		// derives the same MAC as its source.
-		args = append(args, "--mac-seed="+string(vmi.UID))
+		args = append(args, "--mac-seed="+string(vmi.UID),
+			// For the node agent, which labels this sidecar's metrics
+			// with it (it cannot read the payload).
+			"--instance="+vmi.Namespace+"/"+vmi.Name)
 		security = unprivilegedSecurityContext(pod)
 	}
 	return corev1.Container{

@@ -77,7 +77,7 @@ var _ = Describe("Pod webhook", func() {
 		Expect(c.Image).To(Equal(sidecarImage))
 		Expect(c.Command).To(Equal([]string{"/kubevirt-imds-sidecar"}))
 		Expect(c.Args).To(Equal([]string{"serve", "--payload-dir=" + webhooks.PayloadDir, "--token-dir=" + webhooks.TokenDir, "--admin-address=127.0.0.2:8081",
-			"--network-setup=node", "--listen-port=8775", "--bridge=k6t-eth0", "--mac-seed=" + string(vmi.UID)}))
+			"--network-setup=node", "--listen-port=8775", "--bridge=k6t-eth0", "--mac-seed=" + string(vmi.UID), "--instance=" + vmi.Namespace + "/" + vmi.Name}))
 		Expect(c.RestartPolicy).To(HaveValue(Equal(corev1.ContainerRestartPolicyAlways)), "a native sidecar")
 		Expect(c.StartupProbe).To(BeNil())
 		Expect(c.ReadinessProbe).To(BeNil())

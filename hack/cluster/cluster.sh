@@ -722,7 +722,12 @@ cmd_install_kubevirt() {
   log "imported KubeVirt's images ($((SECONDS - built))s)"
   kc apply --server-side -f "$dir/manifests/kubevirt-operator.yaml" >/dev/null
   kc -n kubevirt rollout status deployment/virt-operator --timeout=5m >&2
-  kc apply --server-side -f "$dir/manifests/kubevirt-cr.yaml" >/dev/null
+  # The release's CR, then the local configuration over it; on a cluster
+  # that has both already, the CR is left as it is (applying it again would
+  # conflict with the patch's fields).
+  if ! kc -n kubevirt get kubevirts.kubevirt.io kubevirt >/dev/null 2>&1; then
+    kc apply --server-side -f "$dir/manifests/kubevirt-cr.yaml" >/dev/null
+  fi
   kc -n kubevirt patch kubevirts.kubevirt.io kubevirt --type merge --patch-file "$root/hack/cluster/kubevirt-config.yaml" >/dev/null
   log "waiting for KubeVirt to be Available (virt-operator deploys virt-api, virt-controller, virt-handler)"
   if ! kc -n kubevirt wait kubevirts.kubevirt.io/kubevirt --for=condition=Available --timeout=15m >&2; then

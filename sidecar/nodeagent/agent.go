@@ -1,6 +1,8 @@
 package nodeagent
 
 import (
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -26,4 +28,18 @@ type Agent struct {
 	workers map[nsID]*worker
 	// rejected remembers command lines already logged as unusable.
 	rejected map[nsID]string
+
+	// mu guards scraped, the sidecars the metrics endpoint scrapes, which
+	// each scan replaces.
+	mu          sync.Mutex
+	scraped     []target
+	metricsOnce sync.Once
+	metrics     *agentMetrics
+}
+
+// targets is the sidecars to scrape now.
+func (a *Agent) targets() []target {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.scraped)
 }

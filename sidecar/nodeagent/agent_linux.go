@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -125,6 +126,60 @@ func (a *Agent) scan(ctx context.Context, excluded ...nsID) {
 			delete(a.rejected, id)
 		}
 	}
+	scraped := make([]target, 0, len(a.workers))
+	for id, w := range a.workers {
+		scraped = append(scraped, target{req: w.req, dial: a.dialIn(w.pid, id)})
+	}
+	a.mu.Lock()
+	a.scraped = scraped
+	a.mu.Unlock()
+}
+
+// dialIn returns a dialer whose sockets are made inside the network
+// namespace id of process pid, on a thread of their own that ends with the
+// dial (as plumb's does), so that no thread of the agent stays there.
+func (a *Agent) dialIn(pid int, id nsID) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			runtime.LockOSThread()
+			if err := a.enter(pid, id); err != nil {
+				done <- result{err: err}
+				return
+			}
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			done <- result{c, err}
+		}()
+		r := <-done
+		return r.c, r.err
+	}
+}
+
+// enter moves the calling (locked) thread into the network namespace id of
+// process pid, checking that the pid was not reused meanwhile.
+func (a *Agent) enter(pid int, id nsID) error {
+	path := filepath.Join(a.Proc, strconv.Itoa(pid), "ns", "net")
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", path, err)
+	}
+	err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("entering the network namespace of pid %d: %w", pid, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return err
+	}
+	if (nsID{dev: st.Dev, ino: st.Ino}) != id {
+		return fmt.Errorf("pid %d moved to another network namespace", pid)
+	}
+	return nil
 }
 
 type candidate struct {
@@ -189,23 +244,9 @@ func (a *Agent) start(ctx context.Context, c candidate) *worker {
 // thread of the agent stays in — and keeps alive — a Pod's namespace.
 func (a *Agent) plumb(ctx context.Context, c candidate, log logr.Logger) error {
 	runtime.LockOSThread()
-	path := filepath.Join(a.Proc, strconv.Itoa(c.pid), "ns", "net")
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("opening %s: %w", path, err)
-	}
-	err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("entering the network namespace of pid %d: %w", c.pid, err)
-	}
 	// The pid may have been reused between the scan and the open.
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+	if err := a.enter(c.pid, c.ns); err != nil {
 		return err
-	}
-	if (nsID{dev: st.Dev, ino: st.Ino}) != c.ns {
-		return fmt.Errorf("pid %d moved to another network namespace", c.pid)
 	}
 	p := &plumbing.Plumber{Inputs: c.req.Inputs(), Log: log}
 	return p.Run(ctx)
@@ -217,4 +258,7 @@ func (a *Agent) stopAll() {
 		<-w.done
 		delete(a.workers, id)
 	}
+	a.mu.Lock()
+	a.scraped = nil
+	a.mu.Unlock()
 }

@@ -5,7 +5,8 @@
 // container itself needs no capability and the launcher Pod passes the
 // baseline and restricted Pod Security levels.
 //
-// The agent never talks to the Kubernetes API. It finds the sidecars by
+// The agent reads and writes no Kubernetes object (it asks the API server
+// only whether a scrape of its metrics is allowed). It finds the sidecars by
 // scanning /proc for processes whose command line is
 // `…/kubevirt-imds-sidecar serve … --network-setup=node …`, reads what to build from that command line (the
 // flags the webhook rendered), enters the process's network namespace on a
@@ -19,6 +20,7 @@ package nodeagent
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"path"
 	"strconv"
 	"strings"
@@ -31,12 +33,27 @@ import (
 // 1024, and the agent's guard redirects.
 const ServicePort = network.DefaultServicePort
 
+// DefaultAdminAddress is the sidecar's default --admin-address.
+const DefaultAdminAddress = "127.0.0.2:8081"
+
 // Request is what a node-mode sidecar's command line asks of the agent.
 type Request struct {
 	Bridge     string
 	GuestPort  string
 	MACSeed    string
 	ListenPort int
+	// AdminAddress is the sidecar's loopback admin endpoint, which the
+	// agent scrapes inside the sidecar's network namespace.
+	AdminAddress string
+	// Instance is the VMI as namespace/name, for metric labels; it may be
+	// empty (a sidecar rendered by an older webhook).
+	Instance string
+}
+
+// InstanceNamespaceName splits Instance.
+func (r Request) InstanceNamespaceName() (namespace, name string) {
+	namespace, name, _ = strings.Cut(r.Instance, "/")
+	return namespace, name
 }
 
 // Inputs is the network plan's input for r.
@@ -81,7 +98,8 @@ func ParseCommandLine(argv []string) (Request, error) {
 	if flags["network-setup"] != "node" {
 		return Request{}, errNotNodeMode
 	}
-	r := Request{Bridge: flags["bridge"], GuestPort: flags["guest-port"], MACSeed: flags["mac-seed"], ListenPort: ServicePort}
+	r := Request{Bridge: flags["bridge"], GuestPort: flags["guest-port"], MACSeed: flags["mac-seed"], ListenPort: ServicePort,
+		AdminAddress: DefaultAdminAddress, Instance: flags["instance"]}
 	if r.Bridge == "" {
 		r.Bridge = network.PrimaryBridge
 	}
@@ -98,6 +116,16 @@ func ParseCommandLine(argv []string) (Request, error) {
 			return Request{}, fmt.Errorf("--listen-port %q: not a port", v)
 		}
 		r.ListenPort = p
+	}
+	if v, ok := flags["admin-address"]; ok {
+		// Only loopback: the agent dials it inside the process's namespace,
+		// and a process that merely claims to be a sidecar must not point
+		// the agent anywhere else.
+		ap, err := netip.ParseAddrPort(v)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return Request{}, fmt.Errorf("--admin-address %q: not a loopback address and port", v)
+		}
+		r.AdminAddress = v
 	}
 	return r, nil
 }

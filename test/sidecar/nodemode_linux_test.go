@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
@@ -30,6 +31,12 @@ const nodeModeListenPort = "8775"
 // this suite's binary so that sidecars of other suites on the machine are
 // left to their own agents. It stops at cleanup.
 func startAgent() *output.Buffer {
+	_, logs := startAgentRun()
+	return logs
+}
+
+// startAgentRun is startAgent returning the agent too.
+func startAgentRun() (*nodeagent.Agent, *output.Buffer) {
 	logs := &output.Buffer{}
 	a := &nodeagent.Agent{
 		Executable: binary,
@@ -45,7 +52,29 @@ func startAgent() *output.Buffer {
 			GinkgoWriter.Printf("node agent logs:\n%s\n", logs.String())
 		}
 	})
-	return logs
+	return a, logs
+}
+
+// sidecarSeries gathers what g exposes of the sidecars' request series,
+// one "vmi_namespace/vmi_name/vmi_uid" per series.
+func sidecarSeries(g prometheus.Gatherer) []string {
+	GinkgoHelper()
+	fams, err := g.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	var out []string
+	for _, f := range fams {
+		if f.GetName() != "kubevirt_imds_sidecar_requests_total" {
+			continue
+		}
+		for _, m := range f.Metric {
+			labels := map[string]string{}
+			for _, l := range m.Label {
+				labels[l.GetName()] = l.GetValue()
+			}
+			out = append(out, labels[nodeagent.LabelVMINamespace]+"/"+labels[nodeagent.LabelVMIName]+"/"+labels[nodeagent.LabelVMIUID])
+		}
+	}
+	return out
 }
 
 // threadsIn counts this process's threads in pod's network namespace.
@@ -88,6 +117,35 @@ var _ = Describe("network-setup mode node: an unprivileged sidecar plumbed by th
 		Entry("bridge binding", podnet.BridgeBinding),
 		Entry("bridge binding, routed guest", podnet.BridgeBindingRouted),
 		Entry("link-local guest", podnet.LinkLocal),
+	)
+
+	DescribeTable("exposes the sidecar's metrics through the agent, labelled with its VMI, and the guest reaches no metrics endpoint",
+		func(ctx SpecContext, topo podnet.Topology, fromGuest []string) {
+			pod := podnet.NewPod(GinkgoT())
+			pod.Plumb(GinkgoT(), topo)
+			agent, _ := startAgentRun()
+			startSidecarWithCaps(pod, writePayload(), "-all", append(nodeArgs("vmi-uid-m"), "--instance=tenant/web-1")...)
+			expectServed(ctx, pod)
+			g := agent.Gatherer()
+			Eventually(func() []string { return sidecarSeries(g) }).WithContext(ctx).Should(ContainElement("tenant/web-1/vmi-uid-m"),
+				"the guest's requests, counted by the sidecar, scraped by the agent in the Pod's namespace")
+			fams, err := g.Gather()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(fams).To(ContainElement(HaveField("Name", HaveValue(Equal("kubevirt_imds_node_agent_sidecars")))))
+
+			By("the guest reaching neither the sidecar's admin endpoint nor anything else but port 80")
+			for _, addr := range fromGuest {
+				dctx, cancel := context.WithTimeout(ctx, time.Second)
+				c, err := pod.Guest.Dial(dctx, "tcp4", addr)
+				cancel()
+				if c != nil {
+					c.Close()
+				}
+				Expect(err).To(HaveOccurred(), "the guest reached %s", addr)
+			}
+		},
+		Entry("masquerade", podnet.Masquerade, []string{"10.0.2.1:8081", "169.254.169.254:8081", "169.254.169.254:8775", "169.254.169.254:9641"}),
+		Entry("bridge binding", podnet.BridgeBinding, []string{"169.254.75.10:8081", "169.254.169.254:8081", "169.254.169.254:8775", "169.254.169.254:9641"}),
 	)
 
 	It("answers a link-local guest's ARP from the agent", func(ctx SpecContext) {

@@ -139,6 +139,10 @@ var _ = Describe("on a real cluster with KubeVirt", Ordered, func() {
 			HaveField("RestartCount", BeZero()))))
 	}, SpecTimeout(20*time.Minute))
 
+	It("exposes the sidecar's metrics across the fleet through the node agent, to a metrics reader only", func(ctx SpecContext) {
+		expectFleetMetrics(ctx, "web-debian")
+	}, SpecTimeout(5*time.Minute))
+
 	It("keeps the instance-id and what the guest is served when the VirtualMachine restarts", func(ctx SpecContext) {
 		Expect(firstID).NotTo(BeEmpty(), "the first spec ran")
 		var old kubevirtv1.VirtualMachineInstance
