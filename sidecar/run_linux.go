@@ -42,6 +42,10 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 	g.Go(func() error { return st.Run(ctx) })
 	g.Go(func() error { return serveAdmin(ctx, adminLn, adminHandler(ready, reg)) })
 	g.Go(func() error {
+		return watchLiveness(ctx, healthzCheck("http://"+adminLn.Addr().String()+"/healthz"),
+			livenessInterval, livenessTimeout, livenessFailures, log.WithName("liveness"))
+	})
+	g.Go(func() error {
 		n := &netRunner{o: o, log: log, st: st, srv: srv, ready: ready, m: m, start: start}
 		return n.run(ctx)
 	})

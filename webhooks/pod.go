@@ -538,7 +538,6 @@ func InjectSidecar(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, mds 
 // that keeps running) so that it is up before the compute container starts
 // the VM, and stops after it.
 func sidecarContainer(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, serve payload.Serve, o SidecarOptions, mounts []corev1.VolumeMount) corev1.Container {
-	probe := []string{SidecarBinaryPath, "probe", "http://" + AdminAddress + "/healthz"}
 	args := []string{"serve",
 		"--payload-dir=" + PayloadDir,
 		"--token-dir=" + TokenDir,
@@ -578,16 +577,14 @@ func sidecarContainer(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, s
 		RestartPolicy: new(corev1.ContainerRestartPolicyAlways),
 		Resources:     sidecarResources(pod, o),
 		VolumeMounts:  mounts,
-		// No startupProbe and no readinessProbe: the sidecar becomes ready
-		// only once KubeVirt has plumbed the VM's bridge, which happens after
-		// the Pod runs; either probe would then hold the Pod back
-		// (docs/webhooks.md). Liveness only asks whether the process answers.
-		LivenessProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: probe}},
-			PeriodSeconds:    10,
-			TimeoutSeconds:   3,
-			FailureThreshold: 3,
-		},
+		// No probe at all (docs/webhooks.md). No startupProbe and no
+		// readinessProbe: the sidecar becomes ready only once KubeVirt has
+		// plumbed the VM's bridge, which happens after the Pod runs; either
+		// probe would then hold the Pod back. No livenessProbe: the kubelet's
+		// httpGet and tcpSocket probes dial the Pod IP, which KubeVirt hands
+		// to the guest, and an exec probe forks a process in the Pod every
+		// period; the sidecar checks its own admin endpoint instead and
+		// exits, to be restarted, when it stops answering.
 		SecurityContext:          security,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}

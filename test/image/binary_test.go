@@ -366,8 +366,8 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 			// controller alone shows that the binary runs the operator.
 			manager = runBinary(bin, imageEnv("KUBECONFIG="+kubeconfig),
 				"manager", "--enable-webhooks=false", "--metrics-bind-address=0", "--health-probe-bind-address="+probeAddr)
-			// The image's own probe (the sidecar's liveness check), as an exec
-			// probe would run it.
+			// The image's own probe (the exec liveness probe of Pods that
+			// earlier releases injected), as the kubelet runs it.
 			Eventually(func() int {
 				p := runBinary(sidecarBin, imageEnv(), "probe", "http://"+probeAddr+"/readyz")
 				return p.Wait(10 * time.Second).ExitCode()

@@ -1,6 +1,7 @@
 // Command kubevirt-imds-sidecar is the metadata service the webhook injects
-// into every selected virt-launcher Pod (`serve`) and its exec liveness probe
-// (`probe`). It is a binary of its own, beside the operator's in the same
+// into every selected virt-launcher Pod (`serve`, which checks its own
+// liveness), and the exec liveness probe of Pods injected by earlier
+// releases (`probe`). It is a binary of its own, beside the operator's in the same
 // image, because one runs per VM: it links the sidecar packages and nothing
 // of the operator (no Kubernetes client, no scheme), which keeps its resident
 // memory near a bare HTTP server's.

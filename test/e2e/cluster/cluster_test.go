@@ -5,6 +5,7 @@ package cluster_test
 import (
 	"context"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubevirt-imds/kubevirt-imds/controllers"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/cluster"
 	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/guestspecs"
 )
@@ -86,6 +88,11 @@ func bootedGuest(ctx context.Context, ns, name string, booted time.Time) *cluste
 
 var _ = Describe("on a real cluster with KubeVirt", Ordered, func() {
 	var firstID string
+	BeforeAll(func(ctx SpecContext) {
+		// The webhook injects the sidecar only for selected VMs: the
+		// MetadataService (BeforeSuite) comes first.
+		kctl(ctx, "apply", "--server-side", "-f", filepath.Join(controlplane.RepoRoot(), "test", "e2e", "cluster", "testdata", "vm-web-debian.yaml"))
+	})
 	// Under software emulation an idle guest still costs CPU: the VMs of
 	// the other specs boot faster without it.
 	AfterAll(func(ctx SpecContext) {
@@ -132,7 +139,7 @@ var _ = Describe("on a real cluster with KubeVirt", Ordered, func() {
 		Eventually(answered).WithContext(ctx).WithTimeout(5 * time.Minute).Should(Receive())
 		GinkgoWriter.Printf("the edit reached the guest's long poll %s after kubectl patch\n", time.Since(edited).Round(time.Second))
 
-		By("the sidecar never restarting (its liveness probe must not reach the guest through KubeVirt's loopback DNAT)")
+		By("the sidecar never restarting (its liveness check must not reach the guest through KubeVirt's loopback DNAT)")
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
 		Expect(pod.Status.InitContainerStatuses).To(ContainElement(And(
 			HaveField("Name", controllers.SidecarContainerName),

@@ -121,15 +121,13 @@ patches:
 	kctl(ctx, "apply", "--server-side", "--force-conflicts", "-k", dir)
 	kctl(ctx, "-n", "kubevirt-imds-system", "rollout", "status", "deployment/kubevirt-imds-controller-manager", "--timeout=5m")
 
-	By("creating the test namespace and MetadataServices, then the VMs")
+	By("creating the test namespace and the sample MetadataService (the specs create the VMs)")
 	testdata := filepath.Join(controlplane.RepoRoot(), "test", "e2e", "cluster", "testdata")
 	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "00-namespace.yaml"))
 	DeferCleanup(func(ctx SpecContext) {
 		kctl(ctx, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=5m")
 	})
 	applySampleService(ctx, namespace)
-	// The webhook injects the sidecar only for selected VMs: VMs come last.
-	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "vm-web-debian.yaml"))
 }, NodeTimeout(20*time.Minute))
 
 // applySampleService applies the sample MetadataService (config/samples), as

@@ -1,0 +1,73 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// The sidecar's own liveness check, as the exec probe it replaces ran it:
+// every 10 s, 3 s to answer, 3 failures in a row.
+const (
+	livenessInterval = 10 * time.Second
+	livenessTimeout  = 3 * time.Second
+	livenessFailures = 3
+)
+
+// watchLiveness runs check every interval and returns an error once it has
+// failed failures times in a row; the sidecar then exits and the kubelet
+// restarts it (a native sidecar always restarts), as a failing liveness
+// probe would have it. The Pod carries no liveness probe: the kubelet's
+// httpGet and tcpSocket probes dial the Pod IP, which KubeVirt hands to the
+// guest, and an exec probe forks a process in the Pod every ten seconds.
+// The check runs on its own goroutine, so a wedged server does not stop it.
+func watchLiveness(ctx context.Context, check func(context.Context) error, interval, timeout time.Duration, failures int, log logr.Logger) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err := check(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			failed = 0
+			continue
+		}
+		failed++
+		log.Info("liveness check failed", "failures", failed, "of", failures, "error", err.Error())
+		if failed >= failures {
+			return fmt.Errorf("not live: %d liveness checks in a row failed, the last with: %w", failed, err)
+		}
+	}
+}
+
+// healthzCheck GETs url (the admin endpoint's /healthz) and wants 200.
+func healthzCheck(url string) func(context.Context) error {
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}
