@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -62,9 +64,13 @@ func runNodeAgent(args []string) error {
 // a guest, which can reach the agent's Pod over the cluster network like any
 // workload, learns nothing about the node's VMs.
 func nodeAgentMetricsServer(addr string, cfg *rest.Config, a *nodeagent.Agent) (metricsserver.Server, error) {
-	if err := metrics.Registry.Register(a.Collector()); err != nil {
-		return nil, err
-	}
+	// The server serves controller-runtime's global registry, where the
+	// manager's collectors, linked into the same binary, registered
+	// themselves at start: the agent serves a registry of its own instead,
+	// so that no node reports the manager's (idle) series.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), a.Collector())
+	metrics.Registry = reg
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, err

@@ -16,7 +16,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VM_IMAGE=kubevirt-imds.local/debian-trixie-vm:v1
-IMG=${IMG:-kubevirt-imds:dev}
+# A tag of its own per run: on a cluster kept up (KEEP_CLUSTER=1) the next
+# run's install then rolls the manager and the node agent onto the new build.
+IMG=${IMG:-kubevirt-imds:e2e-$(date +%s)}
 cluster=$root/hack/cluster/cluster.sh
 
 step() {

@@ -52,20 +52,22 @@ func portForward(ctx context.Context, namespace, name, port string) string {
 
 // scrape GETs https://addr/metrics (the agent's self-signed certificate)
 // with token, if any, and returns the status and body.
-func scrape(ctx context.Context, addr, token string) (int, string) {
-	GinkgoHelper()
+func scrape(ctx context.Context, addr, token string) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/metrics", nil)
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return 0, "", err
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the agent's self-signed serving certificate
 	resp, err := c.Do(req)
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return 0, "", err
+	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	Expect(err).NotTo(HaveOccurred())
-	return resp.StatusCode, string(body)
+	return resp.StatusCode, string(body), err
 }
 
 // serviceAccountToken creates ServiceAccount name in namespace, bound to
@@ -101,16 +103,20 @@ func expectFleetMetrics(ctx context.Context, vmiName string) {
 	addr := portForward(ctx, operatorNamespace, agents.Items[0].Name, "9641")
 
 	By("refusing a scrape without a token, and one whose token may not read metrics")
-	code, _ := scrape(ctx, addr, "")
+	code, _, err := scrape(ctx, addr, "")
+	Expect(err).NotTo(HaveOccurred())
 	Expect(code).To(Equal(http.StatusUnauthorized))
-	code, _ = scrape(ctx, addr, serviceAccountToken(ctx, namespace, "no-metrics", ""))
+	code, _, err = scrape(ctx, addr, serviceAccountToken(ctx, namespace, "no-metrics", ""))
+	Expect(err).NotTo(HaveOccurred())
 	Expect(code).To(Equal(http.StatusForbidden))
 
 	By("serving the sidecars' series, labelled with their VMI, to a metrics reader")
 	token := serviceAccountToken(ctx, namespace, "metrics-scraper", "kubevirt-imds-metrics-reader")
 	Eventually(func(g Gomega) {
-		code, body := scrape(ctx, addr, token)
+		code, body, err := scrape(ctx, addr, token)
+		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(code).To(Equal(http.StatusOK))
+		g.Expect(body).NotTo(ContainSubstring("kubevirt_imds_manager_"), "only the agent's and the sidecars' series")
 		g.Expect(body).To(MatchRegexp(`(?m)^kubevirt_imds_node_agent_sidecars [1-9]`), "the agent counts the sidecars it serves")
 		var served []string
 		for _, line := range strings.Split(body, "\n") {
