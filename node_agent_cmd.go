@@ -28,7 +28,7 @@ func runNodeAgent(args []string) error {
 	fs.StringVar(&a.Proc, "proc", "/proc", "the host's /proc (run with hostPID)")
 	fs.StringVar(&a.Executable, "sidecar-executable", "", "serve only sidecars whose executable has this path in their own mount namespace (default: any)")
 	fs.DurationVar(&a.ScanInterval, "scan-interval", nodeagent.DefaultScanInterval, "how often to look for new sidecars")
-	metricsAddr := fs.String("metrics-bind-address", ":9641", "HTTPS address where Prometheus scrapes the agent's and every sidecar's metrics on this node, each scrape authenticated and authorised by the API server (empty: off)")
+	metricsAddr := fs.String("metrics-bind-address", "", "HTTPS address (e.g. :9641) where Prometheus scrapes the agent's and every sidecar's metrics on this node, each scrape authenticated and authorised by the API server (empty: off)")
 	logLevel := fs.String("log-level", "info", jsonlog.LevelHelp)
 	if err := fs.Parse(args); err != nil {
 		return err

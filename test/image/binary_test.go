@@ -456,7 +456,10 @@ func installRBAC(k8s client.Client) installedRBAC {
 		case gv.Group == "" && u.GetKind() == "Namespace":
 			got.namespace = u.GetName()
 		case gv.Group == "" && u.GetKind() == "ServiceAccount":
-			got.serviceAccount = u.GetName()
+			// The node agent has one too; the manager's is controller-manager.
+			if strings.HasSuffix(u.GetName(), "controller-manager") {
+				got.serviceAccount = u.GetName()
+			}
 		case gv.Group == "rbac.authorization.k8s.io":
 		default:
 			continue

@@ -428,6 +428,9 @@ func (p *Pod) masqueradeNAT(tb TB, bridge string) {
 	}
 }
 `
+	// virt-handler turns on IPv4 forwarding in the Pod for masquerade (a new
+	// namespace copies the node's value, which need not be 1).
+	p.Sysctl(tb, "net.ipv4.ip_forward", "1")
 	cmd := exec.Command("ip", "netns", "exec", p.Name, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(ruleset)
 	if out, err := cmd.CombinedOutput(); err != nil {
