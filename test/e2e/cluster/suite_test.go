@@ -97,10 +97,15 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	repo, tag, _ := strings.Cut(img, ":")
 	Expect(os.WriteFile(filepath.Join(dir, "kustomization.yaml"), fmt.Appendf(nil, `resources:
 - ../../../config/overlays/builtin-certs
+# config/manager already names the image kubevirt-imds:dev; both names are
+# overridden so that the run's own build is the one that starts.
 images:
 - name: controller
-  newName: %s
-  newTag: %q
+  newName: %[1]s
+  newTag: %[2]q
+- name: kubevirt-imds
+  newName: %[1]s
+  newTag: %[2]q
 # config/default copied the placeholder image into the sidecar's image.
 patches:
 - patch: |-
@@ -116,7 +121,7 @@ patches:
           - name: manager
             env:
             - name: KUBEVIRT_IMDS_IMAGE
-              value: %q
+              value: %[3]q
 `, repo, tag, img), 0o644)).To(Succeed())
 	kctl(ctx, "apply", "--server-side", "--force-conflicts", "-k", dir)
 	kctl(ctx, "-n", "kubevirt-imds-system", "rollout", "status", "deployment/kubevirt-imds-controller-manager", "--timeout=5m")
