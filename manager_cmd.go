@@ -140,7 +140,8 @@ func runManager(args []string) error {
 		Scheme:        scheme,
 		Metrics:       metricsOpts,
 		WebhookServer: webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
-		// Only virt-launcher Pods are cached, not every Pod of the cluster.
+		// Only virt-launcher Pods and the operator's own Secrets and
+		// ConfigMaps are cached, not every one of the cluster.
 		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
@@ -157,7 +158,7 @@ func runManager(args []string) error {
 		PodSecurityDefaultLevel: podSecurityDefault,
 	}
 	if identityNamespace != "" {
-		reconciler.Identity = &controllers.IdentityKeys{Client: mgr.GetClient(), Namespace: identityNamespace,
+		reconciler.Identity = &controllers.IdentityKeys{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Namespace: identityNamespace,
 			Rotation: identityRotation, Overlap: identityOverlap}
 	} else {
 		log.Info("no --identity-namespace: EC2 instance identity documents are not signed")

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -122,7 +123,7 @@ func BenchmarkConvergence(b *testing.B) {
 		writes := &writeCounter{counts: map[string]int{}}
 		start := time.Now()
 		stop := startBenchManager(b, cfg, s, writes)
-		waitConverged(b, ctx, c)
+		waitConverged(b, ctx, c, "bench", benchVMIs)
 		elapsed := time.Since(start)
 		total, detail := writes.snapshot()
 		b.ReportMetric(elapsed.Seconds(), "s/converge")
@@ -140,6 +141,10 @@ func BenchmarkConvergence(b *testing.B) {
 		stop()
 	}
 }
+
+// benchReconciler is the reconciler of the manager startBenchManager last
+// started.
+var benchReconciler *MetadataServiceReconciler
 
 // benchOperatorNamespace plays the operator's namespace.
 const benchOperatorNamespace = "kubevirt-imds-system"
@@ -162,10 +167,12 @@ func startBenchManager(b *testing.B, cfg *rest.Config, s *runtime.Scheme, writes
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             ctrlconfig.Controller{SkipNameValidation: ptr(true)},
+		Cache:                  cache.Options{ByObject: CacheByObject()}, // as manager_cmd.go
 	})
 	must(b, err)
-	must(b, (&MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds"),
-		Identity: &IdentityKeys{Client: mgr.GetClient(), Namespace: benchOperatorNamespace}}).SetupWithManager(mgr))
+	benchReconciler = &MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds"),
+		Identity: &IdentityKeys{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Namespace: benchOperatorNamespace}}
+	must(b, benchReconciler.SetupWithManager(mgr))
 	stop := controlplane.RunManager(mgr)
 	return func() {
 		if err := stop(); err != nil {
@@ -174,9 +181,10 @@ func startBenchManager(b *testing.B, cfg *rest.Config, s *runtime.Scheme, writes
 	}
 }
 
-// waitConverged polls (from a second client, as a user would) until all
-// payload Secrets exist and every status describes its current generation.
-func waitConverged(b *testing.B, ctx context.Context, c client.Client) {
+// waitConverged polls (from a second client, as a user would) until the
+// vmis payload Secrets of namespace ns exist and every status there
+// describes its current generation.
+func waitConverged(b *testing.B, ctx context.Context, c client.Client, ns string, vmis int) {
 	b.Helper()
 	deadline := time.Now().Add(10 * time.Minute)
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -186,14 +194,14 @@ func waitConverged(b *testing.B, ctx context.Context, c client.Client) {
 			b.Fatal("did not converge within 10 minutes")
 		}
 		var secrets corev1.SecretList
-		if err := c.List(ctx, &secrets, client.InNamespace("bench"), client.MatchingLabels{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue}); err != nil {
+		if err := c.List(ctx, &secrets, client.InNamespace(ns), client.MatchingLabels{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue}); err != nil {
 			continue
 		}
-		if len(secrets.Items) < benchVMIs {
+		if len(secrets.Items) < vmis {
 			continue
 		}
 		var services imdsv1alpha1.MetadataServiceList
-		if err := c.List(ctx, &services, client.InNamespace("bench")); err != nil {
+		if err := c.List(ctx, &services, client.InNamespace(ns)); err != nil {
 			continue
 		}
 		served := int32(0)
@@ -202,7 +210,7 @@ func waitConverged(b *testing.B, ctx context.Context, c client.Client) {
 			served += m.Status.SelectedInstances
 			current = current && m.Status.ObservedGeneration == m.Generation
 		}
-		if served == benchVMIs && current {
+		if served == int32(vmis) && current {
 			return
 		}
 	}

@@ -62,6 +62,10 @@ type IdentityKeys struct {
 	Rotation, Overlap time.Duration
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Live reads from the API server the Secret the cache misses because it
+	// lacks the operator's label (written by an earlier release); nil
+	// trusts the cache.
+	Live client.Reader
 
 	mu       sync.Mutex
 	cached   *keyring
@@ -119,7 +123,7 @@ func (k *IdentityKeys) key() types.NamespacedName {
 // when there is no Secret yet. The Pod webhook renders with it.
 func (k *IdentityKeys) Current(ctx context.Context) (*keyring, error) {
 	var s corev1.Secret
-	if err := k.Client.Get(ctx, k.key(), &s); err != nil {
+	if err := k.getSecret(ctx, &s); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}
@@ -135,7 +139,7 @@ func (k *IdentityKeys) Ensure(ctx context.Context) (*keyring, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var s corev1.Secret
-	err := k.Client.Get(ctx, k.key(), &s)
+	err := k.getSecret(ctx, &s)
 	switch {
 	case apierrors.IsNotFound(err) && k.written != nil:
 		return k.written, nil
@@ -164,6 +168,31 @@ func (k *IdentityKeys) Ensure(ctx context.Context) (*keyring, error) {
 		}
 	}
 	return ring, k.publish(ctx, ring)
+}
+
+// getSecret reads the key's Secret from the cache, which holds only objects
+// with the operator's label (CacheByObject). One written by an earlier
+// release, unlabelled, is read from Live and labelled, so that the cache
+// holds it from then on.
+func (k *IdentityKeys) getSecret(ctx context.Context, s *corev1.Secret) error {
+	err := k.Client.Get(ctx, k.key(), s)
+	if !apierrors.IsNotFound(err) || k.Live == nil {
+		return err
+	}
+	if err := k.Live.Get(ctx, k.key(), s); err != nil {
+		return err
+	}
+	if s.Labels[imdsv1alpha1.LabelManagedBy] == imdsv1alpha1.ManagedByValue {
+		return nil // the cache is behind
+	}
+	if s.Labels == nil {
+		s.Labels = map[string]string{}
+	}
+	s.Labels[imdsv1alpha1.LabelManagedBy] = imdsv1alpha1.ManagedByValue
+	if err := k.Client.Update(ctx, s); err != nil {
+		return fmt.Errorf("labelling Secret %s for the operator's cache: %w", k.key(), err)
+	}
+	return nil
 }
 
 // parse reads the Secret, reusing the last parse while its resourceVersion
@@ -213,9 +242,10 @@ func (k *IdentityKeys) create(ctx context.Context) (*keyring, error) {
 		return nil, err
 	}
 	s := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: IdentitySecretName, Namespace: k.Namespace},
-		Type:       corev1.SecretTypeOpaque,
-		Data:       data,
+		ObjectMeta: metav1.ObjectMeta{Name: IdentitySecretName, Namespace: k.Namespace,
+			Labels: map[string]string{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue}},
+		Type: corev1.SecretTypeOpaque,
+		Data: data,
 	}
 	if err := k.Client.Create(ctx, s); err != nil {
 		// Another replica may have won: read what it wrote next time.

@@ -47,11 +47,21 @@ func LauncherPodSelector() labels.Selector {
 	return labels.SelectorFromSet(labels.Set{kubevirtv1.AppLabel: LauncherAppValue})
 }
 
-// CacheByObject restricts the manager's Pod cache to virt-launcher Pods, so
-// that the operator never holds every Pod of the cluster in memory.
+// OwnObjectsSelector selects the Secrets and ConfigMaps the operator writes
+// (payload Secrets, the identity key and its certificates).
+func OwnObjectsSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue})
+}
+
+// CacheByObject restricts the manager's cache to what it serves: the
+// virt-launcher Pods, and its own Secrets and ConfigMaps. It never holds
+// every Pod, Secret or ConfigMap of the cluster in memory; the sources that
+// MetadataServices reference are read through a SourceReader.
 func CacheByObject() map[client.Object]cache.ByObject {
 	return map[client.Object]cache.ByObject{
-		&corev1.Pod{}: {Label: LauncherPodSelector()},
+		&corev1.Pod{}:       {Label: LauncherPodSelector()},
+		&corev1.Secret{}:    {Label: OwnObjectsSelector()},
+		&corev1.ConfigMap{}: {Label: OwnObjectsSelector()},
 	}
 }
 

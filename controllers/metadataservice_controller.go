@@ -68,6 +68,10 @@ type MetadataServiceReconciler struct {
 	// Identity keeps the key that signs EC2 instance identity documents;
 	// nil serves none.
 	Identity *IdentityKeys
+	// Sources reads the Secrets and ConfigMaps MetadataServices reference;
+	// SetupWithManager sets it when nil. Without it (a reconciler used on
+	// its own) sources are read through Client.
+	Sources *SourceReader
 	// signatures remembers signed identity documents: a VMI's payload is
 	// rendered again on every event that may concern it, its document
 	// rarely changes.
@@ -391,6 +395,19 @@ func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}); err != nil {
 		return fmt.Errorf("indexing VirtualMachineInstances by Node: %w", err)
 	}
+	sourceMeta, err := newSourceMetadataCluster(mgr)
+	if err != nil {
+		return fmt.Errorf("creating the cache of source metadata: %w", err)
+	}
+	if err := mgr.Add(sourceMeta); err != nil {
+		return fmt.Errorf("adding the cache of source metadata: %w", err)
+	}
+	if r.Sources == nil {
+		r.Sources = &SourceReader{Metadata: sourceMeta.GetCache(), Live: mgr.GetAPIReader()}
+	}
+	sourceSecret, sourceConfigMap := &metav1.PartialObjectMetadata{}, &metav1.PartialObjectMetadata{}
+	sourceSecret.SetGroupVersionKind(secretGVK)
+	sourceConfigMap.SetGroupVersionKind(configMapGVK)
 	r.retry = make(chan event.GenericEvent, retryBuffer)
 	// One throttle for the three kinds of events a VM brings.
 	storm := newThrottle(instanceEventInterval)
@@ -407,9 +424,11 @@ func (r *MetadataServiceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(instanceChanged)).
 		Watches(&corev1.Secret{}, throttledEnqueue(r.servicesForPayloadSecret, storm),
 			builder.WithPredicates(isPayloadSecret)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.servicesForSourceSecret),
-			builder.WithPredicates(isSourceSecret)).
-		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.servicesForConfigMap)).
+		// Sources: their metadata only, from a cache of its own.
+		WatchesRawSource(source.Kind[client.Object](sourceMeta.GetCache(), sourceSecret,
+			handler.EnqueueRequestsFromMapFunc(r.servicesForSourceSecret), isSourceSecret)).
+		WatchesRawSource(source.Kind[client.Object](sourceMeta.GetCache(), sourceConfigMap,
+			handler.EnqueueRequestsFromMapFunc(r.servicesForConfigMap))).
 		// The EC2 placement of the VMs on a Node follows its topology labels.
 		// Only their metadata is cached: a Node's status is large and
 		// changes every few seconds.
@@ -545,18 +564,24 @@ func (r *MetadataServiceReconciler) servicesForSourceSecret(ctx context.Context,
 	if o.GetLabels()[imdsv1alpha1.LabelManagedBy] == imdsv1alpha1.ManagedByValue {
 		return nil
 	}
-	return r.servicesReading(ctx, sourceRefKey("Secret", o.GetName()), o.GetNamespace())
+	return r.servicesReading(ctx, "Secret", o)
 }
 
 func (r *MetadataServiceReconciler) servicesForConfigMap(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.servicesReading(ctx, sourceRefKey("ConfigMap", o.GetName()), o.GetNamespace())
+	return r.servicesReading(ctx, "ConfigMap", o)
 }
 
-func (r *MetadataServiceReconciler) servicesReading(ctx context.Context, ref, namespace string) []reconcile.Request {
+// servicesReading enqueues the services reading the source o of kind; the
+// content held of a source no service reads is dropped.
+func (r *MetadataServiceReconciler) servicesReading(ctx context.Context, kind string, o client.Object) []reconcile.Request {
+	ref := sourceRefKey(kind, o.GetName())
 	var services imdsv1alpha1.MetadataServiceList
-	if err := r.List(ctx, &services, client.InNamespace(namespace), client.MatchingFields{sourceRefIndex: ref}); err != nil {
+	if err := r.List(ctx, &services, client.InNamespace(o.GetNamespace()), client.MatchingFields{sourceRefIndex: ref}); err != nil {
 		log.FromContext(ctx).Error(err, "listing MetadataServices by source", "source", ref)
 		return nil
+	}
+	if len(services.Items) == 0 && r.Sources != nil {
+		r.Sources.Forget(kind, client.ObjectKeyFromObject(o))
 	}
 	reqs := make([]reconcile.Request, 0, len(services.Items))
 	for _, s := range services.Items {

@@ -150,6 +150,88 @@ var _ = Describe("MetadataService controller", func() {
 		}).Should(Equal(metav1.ConditionFalse))
 	})
 
+	It("holds in memory its own Secrets and ConfigMaps, the content of referenced sources, and nothing of other objects", func() {
+		unrelated := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "database-password",
+				Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"data":{"password":"aHVudGVyMg=="}}`}},
+			Data: map[string][]byte{"password": []byte("hunter2")},
+		}
+		unrelatedConfig := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app-settings"},
+			Data:       map[string]string{"settings": strings.Repeat("x", 10<<10)},
+		}
+		src := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cloud-config"},
+			Data:       map[string][]byte{"user-data": []byte("#cloud-config\nruncmd: [echo one]\n")},
+		}
+		vendor := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "vendor"},
+			Data:       map[string]string{"vendor-data": "#cloud-config\npackages: [jq]\n"},
+		}
+		create(ctx, unrelated, unrelatedConfig, src, vendor, newVMI(ns, "vm", nil))
+		create(ctx, newMDS(ns, "mds", imdsv1alpha1.MetadataServiceSpec{
+			UserData:   &imdsv1alpha1.DataSource{SecretRef: &imdsv1alpha1.KeyReference{Name: "cloud-config", Key: "user-data"}},
+			VendorData: &imdsv1alpha1.DataSource{ConfigMapRef: &imdsv1alpha1.KeyReference{Name: "vendor", Key: "vendor-data"}},
+		}))
+		Eventually(func() (string, error) {
+			doc, err := payloadOf(ctx, ns, "vm")
+			if err != nil {
+				return "", err
+			}
+			return string(doc.UserData) + string(doc.VendorData), nil
+		}).Should(Equal("#cloud-config\nruncmd: [echo one]\n#cloud-config\npackages: [jq]\n"))
+
+		By("the manager's cache: the payload Secret alone, no ConfigMap (not even kube-root-ca.crt)")
+		var secrets corev1.SecretList
+		Expect(managerCache.List(ctx, &secrets, client.InNamespace(ns))).To(Succeed())
+		names := []string{}
+		for _, s := range secrets.Items {
+			names = append(names, s.Name)
+		}
+		Expect(names).To(ConsistOf(imdsv1alpha1.PayloadSecretName("vm")))
+		var configMaps corev1.ConfigMapList
+		Expect(managerCache.List(ctx, &configMaps, client.InNamespace(ns))).To(Succeed())
+		Expect(configMaps.Items).To(BeEmpty())
+
+		By("the sources' content: the two referenced, not the others")
+		held := func() []string {
+			r := managerReconciler.Sources
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			var out []string
+			for k := range r.held {
+				if k.Namespace == ns {
+					out = append(out, k.kind+"/"+k.Name)
+				}
+			}
+			return out
+		}
+		Expect(held()).To(ConsistOf("Secret/cloud-config", "ConfigMap/vendor"))
+
+		By("the metadata of the others, stripped of annotations, data and managed fields")
+		meta := &metav1.PartialObjectMetadata{}
+		meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		Eventually(func() error {
+			return managerReconciler.Sources.Metadata.Get(ctx, client.ObjectKeyFromObject(unrelated), meta)
+		}).Should(Succeed())
+		Expect(meta.Annotations).To(BeEmpty())
+		Expect(meta.ManagedFields).To(BeEmpty())
+		Expect(meta.ResourceVersion).NotTo(BeEmpty())
+
+		By("a source no service references any more is dropped on its next change")
+		updateMDS(ctx, getMDS(ctx, ns, "mds"), func(m *imdsv1alpha1.MetadataService) { m.Spec.VendorData = nil })
+		Eventually(func() ([]byte, error) {
+			doc, err := payloadOf(ctx, ns, "vm")
+			if err != nil {
+				return nil, err
+			}
+			return doc.VendorData, nil
+		}).Should(BeEmpty())
+		vendor.Data["vendor-data"] = "#cloud-config\npackages: [curl]\n"
+		Expect(k8sClient.Update(ctx, vendor)).To(Succeed())
+		Eventually(held).Should(ConsistOf("Secret/cloud-config"))
+	})
+
 	It("reports oversized and invalid sources without touching the payload", func() {
 		create(ctx, newVMI(ns, "vm", nil))
 		mds := newMDS(ns, "mds", imdsv1alpha1.MetadataServiceSpec{UserData: &imdsv1alpha1.DataSource{Inline: ptr("#!/bin/sh\necho ok\n")}})

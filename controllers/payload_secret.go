@@ -161,7 +161,15 @@ func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds
 		err := r.Create(ctx, want)
 		if apierrors.IsAlreadyExists(err) {
 			// The Pod webhook (WritePayload) or another writer was first;
-			// its create event brings this service back to compare.
+			// its create event brings this service back to compare. Or it
+			// is a user's Secret of the same name, which the cache (the
+			// operator's own objects only) does not show.
+			if err := r.sourceReader().Live.Get(ctx, client.ObjectKeyFromObject(want), &have); err != nil {
+				return false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
+			}
+			if have.Type != want.Type {
+				return false, notOurs(&have, want)
+			}
 			return false, nil
 		}
 		if err != nil {
@@ -173,8 +181,7 @@ func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds
 	}
 	existed = true
 	if have.Type != want.Type {
-		// Not ours (a user's Secret of the same name): never overwrite it.
-		return false, fmt.Errorf("secret %s exists with type %q, not %q: rename or delete it", want.Name, have.Type, want.Type)
+		return false, notOurs(&have, want)
 	}
 	if equality.Semantic.DeepEqual(have.Data, want.Data) &&
 		isSubset(want.Labels, have.Labels) && isSubset(want.Annotations, have.Annotations) &&
@@ -196,6 +203,12 @@ func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds
 		return false, fmt.Errorf("updating Secret %s: %w", want.Name, err)
 	}
 	return true, nil
+}
+
+// notOurs is the error for a Secret of a payload's name that is not a
+// payload Secret (a user's): it is never overwritten.
+func notOurs(have, want *corev1.Secret) error {
+	return fmt.Errorf("secret %s exists with type %q, not %q: rename or delete it", want.Name, have.Type, want.Type)
 }
 
 func isSubset(want, have map[string]string) bool {

@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -112,8 +111,8 @@ func (r *MetadataServiceReconciler) resolveSSHKeys(ctx context.Context, namespac
 }
 
 func (r *MetadataServiceReconciler) readSecretKey(ctx context.Context, namespace, field string, ref imdsv1alpha1.KeyReference) ([]byte, error) {
-	var s corev1.Secret
-	if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, &s); err != nil {
+	s, err := r.sourceReader().Secret(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name})
+	if err != nil {
 		return nil, notFoundProblem(err, field, "Secret", ref.Name)
 	}
 	data, ok := s.Data[ref.Key]
@@ -125,8 +124,8 @@ func (r *MetadataServiceReconciler) readSecretKey(ctx context.Context, namespace
 }
 
 func (r *MetadataServiceReconciler) readConfigMapKey(ctx context.Context, namespace, field string, ref imdsv1alpha1.KeyReference) ([]byte, error) {
-	var cm corev1.ConfigMap
-	if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, &cm); err != nil {
+	cm, err := r.sourceReader().ConfigMap(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name})
+	if err != nil {
 		return nil, notFoundProblem(err, field, "ConfigMap", ref.Name)
 	}
 	if d, ok := cm.Data[ref.Key]; ok {
@@ -137,6 +136,14 @@ func (r *MetadataServiceReconciler) readConfigMapKey(ctx context.Context, namesp
 	}
 	return nil, &problem{Reason: imdsv1alpha1.ReasonSourceNotFound,
 		Message: fmt.Sprintf("%s: ConfigMap %q has no key %q", field, ref.Name, ref.Key)}
+}
+
+// sourceReader is r.Sources, or reads through r.Client.
+func (r *MetadataServiceReconciler) sourceReader() *SourceReader {
+	if r.Sources != nil {
+		return r.Sources
+	}
+	return &SourceReader{Live: r.Client}
 }
 
 func notFoundProblem(err error, field, kind, name string) error {

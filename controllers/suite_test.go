@@ -67,6 +67,13 @@ var _ = AfterSuite(func() {
 // stopManagerFunc stops the running manager; nil when none runs.
 var stopManagerFunc func() error
 
+// managerReconciler and managerCache are the running manager's, for specs
+// that check what it holds in memory.
+var (
+	managerReconciler *MetadataServiceReconciler
+	managerCache      cache.Cache
+)
+
 // identityNamespace plays the operator's namespace, where the identity
 // signing key is kept.
 var identityNamespace string
@@ -81,11 +88,13 @@ func startManager(c *rest.Config) {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	identityNamespace = newNamespace(context.Background())
-	Expect((&MetadataServiceReconciler{
+	managerReconciler = &MetadataServiceReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("kubevirt-imds"),
-		Identity: &IdentityKeys{Client: mgr.GetClient(), Namespace: identityNamespace},
-	}).SetupWithManager(mgr)).To(Succeed())
+		Identity: &IdentityKeys{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Namespace: identityNamespace},
+	}
+	Expect(managerReconciler.SetupWithManager(mgr)).To(Succeed())
+	managerCache = mgr.GetCache()
 	stopManagerFunc = controlplane.RunManager(mgr)
 }
 

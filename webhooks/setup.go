@@ -102,7 +102,7 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	cached, live := mgr.GetCache(), mgr.GetAPIReader()
 	writer := o.Payload
 	if writer == nil {
-		writer = &controllers.MetadataServiceReconciler{Client: mgr.GetClient()}
+		writer = &controllers.MetadataServiceReconciler{Client: mgr.GetClient(), Sources: &controllers.SourceReader{Live: live}}
 	}
 	// The Pod and VMI webhooks answer with patches they build themselves
 	// (patch.go says why), so they are registered as plain handlers.

@@ -320,6 +320,7 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 			kubeconfig string
 			k8s        client.Client
 			manager    *gexec.Session
+			installed  installedRBAC
 		)
 
 		BeforeAll(func() {
@@ -341,10 +342,10 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 			// its ServiceAccount: the API server authorises a client
 			// certificate named like the ServiceAccount as it would the
 			// ServiceAccount's token.
-			rbacObjects := installRBAC(k8s)
-			sa := fmt.Sprintf("system:serviceaccount:%s:%s", rbacObjects.namespace, rbacObjects.serviceAccount)
+			installed = installRBAC(k8s)
+			sa := fmt.Sprintf("system:serviceaccount:%s:%s", installed.namespace, installed.serviceAccount)
 			user, err := env.AddUser(envtest.User{Name: sa, Groups: []string{
-				"system:serviceaccounts", "system:serviceaccounts:" + rbacObjects.namespace, "system:authenticated",
+				"system:serviceaccounts", "system:serviceaccounts:" + installed.namespace, "system:authenticated",
 			}}, nil)
 			Expect(err).NotTo(HaveOccurred())
 			data, err := user.KubeConfig()
@@ -396,6 +397,62 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 			}).Should(Equal(int32(1)), "the manager reports the selection in the status")
 			// Events and watches only log what RBAC refuses.
 			Expect(string(manager.Err.Contents())).NotTo(ContainSubstring("forbidden"))
+		})
+
+		It("refuses the manager's ServiceAccount every Secret write but a payload Secret's outside its namespace (config/default's admission policy)", func(ctx SpecContext) {
+			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			Expect(err).NotTo(HaveOccurred())
+			asManager, err := client.New(cfg, client.Options{})
+			Expect(err).NotTo(HaveOccurred())
+
+			ns := &corev1.Namespace{}
+			ns.GenerateName = "user-"
+			Expect(k8s.Create(ctx, ns)).To(Succeed())
+			users := &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "database-password"},
+				StringData: map[string]string{"password": "hunter2"},
+			}
+			Expect(k8s.Create(ctx, users)).To(Succeed())
+
+			refused := func(err error) {
+				GinkgoHelper()
+				Expect(apierrors.IsForbidden(err)).To(BeTrue(), "forbidden, got %v", err)
+				Expect(err.Error()).To(ContainSubstring("may only write Secrets of type " + string(controllers.PayloadSecretType)))
+			}
+			// The policy takes effect once the API server has loaded it.
+			Eventually(func() error {
+				return asManager.Create(ctx, &corev1.Secret{
+					ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "planted"},
+					StringData: map[string]string{"k": "v"},
+				})
+			}).Should(MatchError(ContainSubstring("may only write Secrets")), "creating an Opaque Secret")
+
+			var mine corev1.Secret
+			Expect(asManager.Get(ctx, client.ObjectKeyFromObject(users), &mine)).To(Succeed(), "RBAC still lets it read")
+			mine.Data["password"] = []byte("changed")
+			refused(asManager.Update(ctx, &mine))
+			refused(asManager.Delete(ctx, &mine))
+			var after corev1.Secret
+			Expect(k8s.Get(ctx, client.ObjectKeyFromObject(users), &after)).To(Succeed())
+			Expect(after.Data).To(HaveKeyWithValue("password", []byte("hunter2")), "the user's Secret is untouched")
+
+			payload := &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: imdsv1alpha1.PayloadSecretName("vm-x")},
+				Type:       controllers.PayloadSecretType,
+				Data:       map[string][]byte{"payload.json": []byte("{}")},
+			}
+			Expect(asManager.Create(ctx, payload)).To(Succeed(), "a payload Secret")
+			payload.Data["payload.json"] = []byte(`{"v":1}`)
+			Expect(asManager.Update(ctx, payload)).To(Succeed())
+			Expect(asManager.Delete(ctx, payload)).To(Succeed())
+
+			// Its own namespace keeps the identity key (an Opaque Secret).
+			own := &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: installed.namespace, Name: "identity-key-test"},
+				StringData: map[string]string{"k": "v"},
+			}
+			Expect(asManager.Create(ctx, own)).To(Succeed(), "a Secret in the operator's namespace")
+			Expect(asManager.Delete(ctx, own)).To(Succeed())
 		})
 
 		It("grants the Namespace reads of the Pod webhook in --sidecar-network-setup=sidecar (the OLM bundle's setting)", func(ctx SpecContext) {
@@ -461,6 +518,8 @@ func installRBAC(k8s client.Client) installedRBAC {
 				got.serviceAccount = u.GetName()
 			}
 		case gv.Group == "rbac.authorization.k8s.io":
+		case gv.Group == "admissionregistration.k8s.io" && strings.HasPrefix(u.GetKind(), "ValidatingAdmissionPolicy"):
+			// What bounds the manager's Secret writes beyond RBAC.
 		default:
 			continue
 		}
