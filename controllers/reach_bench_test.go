@@ -103,6 +103,9 @@ func BenchmarkManagerReach(b *testing.B) {
 		b.ReportMetric(float64(total)/float64(vmis), "writes/VMI")
 		b.Logf("converged in %v: live heap +%.1f MiB, %d sources' content held, %d writes (%s)",
 			elapsed, float64(heap)/(1<<20), benchReconciler.Sources.Held(), total, detail)
+		perVMI := payloadBytesPerVMI(b, ctx, c, ns)
+		b.ReportMetric(perVMI/1024, "payload-KiB/VMI")
+		b.Logf("payload Secrets hold %.1f KiB per VMI (data, as etcd stores it)", perVMI/1024)
 
 		base := writes.total.Load()
 		mds := &imdsv1alpha1.MetadataService{}
@@ -153,4 +156,22 @@ func waitVendorData(b *testing.B, ctx context.Context, c client.Client, ns, serv
 		}
 	}
 	return 0
+}
+
+// payloadBytesPerVMI is the mean size of the data of the payload Secrets in
+// ns.
+func payloadBytesPerVMI(b *testing.B, ctx context.Context, c client.Client, ns string) float64 {
+	b.Helper()
+	var secrets corev1.SecretList
+	must(b, c.List(ctx, &secrets, client.InNamespace(ns), client.MatchingLabels{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue}))
+	if len(secrets.Items) == 0 {
+		return 0
+	}
+	total := 0
+	for i := range secrets.Items {
+		for _, v := range secrets.Items[i].Data {
+			total += len(v)
+		}
+	}
+	return float64(total) / float64(len(secrets.Items))
 }
