@@ -112,7 +112,8 @@ func expectStandInMatches(vmi *kubevirtv1.VirtualMachineInstance, pod *corev1.Po
 }
 
 // scaleOperator sets the manager Deployment's replicas and waits until that
-// many manager Pods exist and are Ready.
+// many manager Pods exist and are Ready, and (replicas > 0) the API server
+// reaches their webhooks.
 func scaleOperator(ctx context.Context, replicas int) {
 	GinkgoHelper()
 	kctl(ctx, "-n", operatorNamespace, "scale", "deployment", operatorDeployment, "--replicas="+strconv.Itoa(replicas))
@@ -126,6 +127,9 @@ func scaleOperator(ctx context.Context, replicas int) {
 				HaveField("Type", corev1.PodReady), HaveField("Status", corev1.ConditionTrue))), "manager Pod %s Ready", p.Name)
 		}
 	}).WithContext(ctx).Should(Succeed())
+	if replicas > 0 {
+		waitWebhooksReachable(ctx)
+	}
 }
 
 var _ = Describe("never keeping a VM from starting, on real KubeVirt", func() {
@@ -143,6 +147,22 @@ var _ = Describe("never keeping a VM from starting, on real KubeVirt", func() {
 				Expect(c.Resources.Requests).To(Equal(c.Resources.Limits), "the sidecar's requests equal its limits in a Guaranteed Pod")
 			}
 		}
+		g := bootedGuest(ctx, namespace, vm.Name, vmi.CreationTimestamp.Time)
+		expectServedGuest(ctx, g, vmi)
+	}, SpecTimeout(20*time.Minute))
+
+	It("serves a VM whose pod network uses bridge binding", func(ctx SpecContext) {
+		// The guest takes the Pod's own IP (KubeVirt's DHCP) and sends to
+		// 169.254.169.254 through the Pod network's gateway: the sidecar
+		// must catch that on KubeVirt's bridge before eth0 carries it off
+		// the node.
+		vm := debianVM(namespace, "bridge-debian")
+		vm.Spec.Template.Spec.Domain.Devices.Interfaces[0].InterfaceBindingMethod = kubevirtv1.InterfaceBindingMethod{
+			Bridge: &kubevirtv1.InterfaceBridge{},
+		}
+		startVM(ctx, vm)
+		vmi, pod := readyVMI(ctx, namespace, vm.Name, "")
+		GinkgoWriter.Printf("bridge-bound guest on Pod IP %s\n", pod.Status.PodIP)
 		g := bootedGuest(ctx, namespace, vm.Name, vmi.CreationTimestamp.Time)
 		expectServedGuest(ctx, g, vmi)
 	}, SpecTimeout(20*time.Minute))

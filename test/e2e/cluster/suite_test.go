@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 	"github.com/kubevirt-imds/kubevirt-imds/controllers"
 	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 )
@@ -126,6 +127,8 @@ patches:
 	kctl(ctx, "apply", "--server-side", "--force-conflicts", "-k", dir)
 	kctl(ctx, "-n", "kubevirt-imds-system", "rollout", "status", "deployment/kubevirt-imds-controller-manager", "--timeout=5m")
 
+	waitWebhooksReachable(ctx)
+
 	By("creating the test namespace and the sample MetadataService (the specs create the VMs)")
 	testdata := filepath.Join(controlplane.RepoRoot(), "test", "e2e", "cluster", "testdata")
 	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "00-namespace.yaml"))
@@ -134,6 +137,25 @@ patches:
 	})
 	applySampleService(ctx, namespace)
 }, NodeTimeout(20*time.Minute))
+
+// waitWebhooksReachable waits until the API server reaches the operator's
+// webhooks. A Deployment is Available before that (the Service's endpoints
+// and kube-proxy follow the Pods' readiness), and the webhooks fail open: a
+// VM created in between starts without its sidecar. The validating webhook
+// answering proves the path the Pod webhook shares (Service, serving
+// certificate, CA bundle).
+func waitWebhooksReachable(ctx context.Context) {
+	GinkgoHelper()
+	By("waiting until the API server reaches the operator's webhooks")
+	probe := &imdsv1alpha1.MetadataService{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "webhook-probe"},
+		// Passes the CRD's pattern; only the webhook sees it is truncated.
+		Spec: imdsv1alpha1.MetadataServiceSpec{SSHAuthorizedKeys: &imdsv1alpha1.SSHKeysSource{Inline: []string{"ssh-ed25519 AAAA"}}},
+	}
+	Eventually(func() error {
+		return k8sClient.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+	}).WithContext(ctx).WithTimeout(2 * time.Minute).Should(MatchError(ContainSubstring("denied the request")))
+}
 
 // applySampleService applies the sample MetadataService (config/samples), as
 // a user does, in ns.
