@@ -79,12 +79,10 @@ type MetadataServiceReconciler struct {
 
 	// reported remembers the Pods and VMIs already warned about.
 	reported reportedSet
-	// current remembers, per VMI UID, the inputs (renderKey) its payload
-	// Secret was last found or made current for, so that a reconcile renders
-	// only the VMIs whose inputs changed: in a boot storm each VMI event
-	// would otherwise re-render every instance of the service. An event on
-	// the payload Secret forgets the entry (servicesForPayloadSecret).
-	current sync.Map
+	// current remembers which VMIs' payload Secrets are current for their
+	// inputs; an event on the payload Secret forgets the entry
+	// (servicesForPayloadSecret).
+	current currentPayloads
 	// claimed remembers, per VMI UID, when a writer in this process (the
 	// reconcile, or the Pod webhook through ClaimPayload) claimed the write
 	// of the VMI's payload, until the cache sees the Secret (claim).
@@ -299,7 +297,7 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 		s.kept[imdsv1alpha1.PayloadSecretName(vmi.Name)] = true
 		in := r.ec2InputsWith(ctx, vmi, ring)
 		key := inputs + "/" + string(vmi.UID) + "/" + vmi.ResourceVersion + "/" + in.cacheKey()
-		if k, ok := r.current.Load(vmi.UID); ok && k == key {
+		if r.current.isCurrent(vmi.UID, key) {
 			continue
 		}
 		if !r.claim(vmi.UID) {
@@ -307,12 +305,13 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 			// failure (retry), brings the service back.
 			continue
 		}
+		seq := r.current.since()
 		g.Go(func() error {
 			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, timedRender(s.mds, src, vmi, in))
 			r.endClaim(vmi.UID, wrote, err)
 			if err == nil && !wrote {
 				// Found current: nothing to do until an input or the Secret changes.
-				r.current.Store(vmi.UID, key)
+				r.current.remember(vmi.UID, key, seq)
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -550,7 +549,7 @@ func (r *MetadataServiceReconciler) servicesForPayloadSecret(_ context.Context, 
 		return nil // the old or new object of an update that changed the label
 	}
 	uid := types.UID(o.GetLabels()[imdsv1alpha1.LabelInstanceUID])
-	r.current.Delete(uid)
+	r.current.forget(uid)
 	// The cache has the Secret: the reconcile compares it from now on.
 	r.claimed.Delete(uid)
 	if name := o.GetLabels()[imdsv1alpha1.LabelMetadataService]; name != "" {
