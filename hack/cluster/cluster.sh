@@ -42,6 +42,7 @@ require_root() {
 cmd_up() {
   require_root
   local start=$SECONDS
+  tear_down_other_cluster up
   if cluster_running; then
     log "already up (kubeconfig $KUBECONFIG_FILE, context $CONTEXT)"
     return 0
@@ -55,6 +56,7 @@ cmd_up() {
   BIN=$("$root/hack/cluster/node-assets.sh")
   check_ports_free
   prepare_state_dir
+  echo "$STATE" >"$HOST_CLUSTER_FILE"
   record_baseline
   # From here on a failure leaves a partial cluster; say how to clean it.
   trap 'log "bring-up failed; logs in $STATE/logs; make cluster-down cleans up"' EXIT
@@ -85,6 +87,29 @@ cluster_running() {
   for c in "${COMPONENTS[@]}"; do
     component_pid "$c" >/dev/null || return 1
   done
+}
+
+# tear_down_other_cluster tears down, with its own baseline, what a cluster
+# started from another checkout (another state directory) left on this host:
+# an interrupted run's, or a crashed one's. up stops one that still runs only
+# in CI, where nothing else may hold the host; down always does, since it is
+# asked to give the host back.
+tear_down_other_cluster() {
+  local other
+  [[ -f $HOST_CLUSTER_FILE ]] || return 0
+  other=$(<"$HOST_CLUSTER_FILE")
+  [[ -n $other && $other != "$STATE" ]] || return 0
+  if [[ ! -d $other ]]; then
+    log "the cluster started from $other did not stop cleanly, and that state directory (with its baseline) is gone"
+    rm -f "$HOST_CLUSTER_FILE"
+    return 0
+  fi
+  if [[ $1 == up && ${CI:-} != true ]] && (STATE=$other && cluster_running); then
+    die "a cluster started from another checkout runs on this host (state $other); stop it first: KUBEVIRT_IMDS_CLUSTER_STATE=$other $root/hack/cluster/cluster.sh down"
+  fi
+  log "a cluster started from another checkout (state $other) is on this host: tearing it down first"
+  KUBEVIRT_IMDS_CLUSTER_STATE=$other "$root/hack/cluster/cluster.sh" down ||
+    die "could not tear down the cluster of $other (see above)"
 }
 
 previous_run_left_something() {
@@ -743,6 +768,7 @@ cmd_install_kubevirt() {
 cmd_down() {
   require_root
   local start=$SECONDS
+  tear_down_other_cluster down
   teardown
   log "down in $((SECONDS - start))s"
 }
@@ -777,6 +803,7 @@ teardown() {
   # still finish the job.
   report_leftovers
   remove_state
+  if [[ -f $HOST_CLUSTER_FILE && $(<"$HOST_CLUSTER_FILE") == "$STATE" ]]; then rm -f "$HOST_CLUSTER_FILE"; fi
 }
 
 # stop_pods removes every Pod sandbox through the CRI while containerd still

@@ -65,6 +65,12 @@ SHARED_MOUNTS=("$KUBELET_ROOT" /run/kubevirt)
 # shims' sockets (/run/containerd/s is compiled into containerd 1.6).
 HOST_PATHS=("$KUBELET_ROOT" /var/log/containers /var/lib/cni /run/containerd "${KUBEVIRT_HOST_PATHS[@]}")
 
+# Names the state directory of the cluster this host runs, or ran and did not
+# stop cleanly, whichever checkout started it. A host holds one cluster (the
+# kubelet's root, the links and the ports are fixed), and only the baseline in
+# that checkout's state directory says what its teardown must put back.
+HOST_CLUSTER_FILE=/var/lib/kubevirt-imds-cluster
+
 # Components in start order; down stops them in reverse.
 COMPONENTS=(node-init containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 # The ones that run inside the node's PID and mount namespaces (see

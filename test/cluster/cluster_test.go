@@ -35,12 +35,14 @@ var _ = Describe("The local single-node cluster", Ordered, func() {
 		timings        = map[string]time.Duration{}
 	)
 
-	// cluster runs hack/cluster/cluster.sh with its output in the spec's log.
+	// cluster runs hack/cluster/cluster.sh on the state directory stateDir,
+	// with its output in the spec's log.
 	cluster := func(args ...string) time.Duration {
 		GinkgoHelper()
 		start := time.Now()
 		cmd := exec.Command(filepath.Join(repo, clusterScript), args...)
 		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), "KUBEVIRT_IMDS_CLUSTER_STATE="+stateDir)
 		cmd.Stdout = GinkgoWriter
 		cmd.Stderr = GinkgoWriter
 		Expect(cmd.Run()).To(Succeed(), "cluster.sh %s", strings.Join(args, " "))
@@ -249,7 +251,7 @@ var _ = Describe("The local single-node cluster", Ordered, func() {
 		expectHostAsBefore()
 	})
 
-	It("comes up after every process of the node was killed with SIGKILL", func(ctx SpecContext) {
+	It("comes up after every process of the node was killed with SIGKILL, from another checkout too", func(ctx SpecContext) {
 		cluster("up")
 		ip := runWebPod(ctx, "web")
 		remember()
@@ -286,7 +288,9 @@ var _ = Describe("The local single-node cluster", Ordered, func() {
 		Expect(crashed.mounts).NotTo(BeEmpty())
 		Expect(crashed.links).To(ContainElement(bridge))
 
-		By("coming up again")
+		By("coming up again from another checkout, whose up tears the crashed cluster down with that one's baseline")
+		crashedState := stateDir
+		stateDir = filepath.Join(repo, "tmp", "cluster-other-checkout")
 		timings["bring-up after a crash (cluster.sh up)"] = cluster("up")
 		Eventually(nodeReady).WithContext(ctx).Should(Equal(corev1.ConditionTrue))
 		ip = runWebPod(ctx, "web-again")
@@ -296,6 +300,8 @@ var _ = Describe("The local single-node cluster", Ordered, func() {
 		By("coming down again")
 		timings["teardown with Pods (cluster.sh down)"] = cluster("down")
 		expectHostAsBefore()
+		Expect(clusterProcesses(crashedState)).To(BeEmpty(), "the crashed cluster's processes")
+		Expect(clusterMounts(crashedState)).To(BeEmpty(), "the crashed cluster's mounts")
 	}, SpecTimeout(15*time.Minute))
 })
 
