@@ -194,7 +194,8 @@ func waitConverged(b *testing.B, ctx context.Context, c client.Client, ns string
 			b.Fatal("did not converge within 10 minutes")
 		}
 		var secrets corev1.SecretList
-		if err := c.List(ctx, &secrets, client.InNamespace(ns), client.MatchingLabels{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue}); err != nil {
+		if err := c.List(ctx, &secrets, client.InNamespace(ns), client.MatchingLabels{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue},
+			client.HasLabels{imdsv1alpha1.LabelInstanceUID}); err != nil {
 			continue
 		}
 		if len(secrets.Items) < vmis {

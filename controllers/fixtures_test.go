@@ -30,11 +30,13 @@ func create(ctx context.Context, objs ...client.Object) {
 	}
 }
 
-// payloadSecrets lists the payload Secrets in a namespace, by name.
+// payloadSecrets lists the payload Secrets of instances in a namespace, by
+// name (not the services' shared ones).
 func payloadSecrets(ctx context.Context, namespace string) map[string]corev1.Secret {
 	var list corev1.SecretList
 	ExpectWithOffset(1, k8sClient.List(ctx, &list, client.InNamespace(namespace),
-		client.MatchingLabels{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue})).To(Succeed())
+		client.MatchingLabels{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue},
+		client.HasLabels{imdsv1alpha1.LabelInstanceUID})).To(Succeed())
 	out := map[string]corev1.Secret{}
 	for _, s := range list.Items {
 		out[s.Name] = s
@@ -42,15 +44,34 @@ func payloadSecrets(ctx context.Context, namespace string) map[string]corev1.Sec
 	return out
 }
 
-// payloadOf reads and verifies the payload document of a VMI, or returns nil
-// if its Secret does not exist.
+// payloadOf reads and verifies the payload document of a VMI as its sidecar
+// serves it (with its service's shared document when it refers to one), or
+// returns an error if a Secret does not exist.
 func payloadOf(ctx context.Context, namespace, vmi string) (*payload.Document, error) {
 	var s corev1.Secret
 	err := k8sClient.Get(ctx, types.NamespacedName{Namespace: namespace, Name: imdsv1alpha1.PayloadSecretName(vmi)}, &s)
 	if err != nil {
 		return nil, err
 	}
-	return payload.Parse(s.Data[payload.SecretKey])
+	doc, err := payload.Parse(s.Data[payload.SecretKey])
+	if err != nil || doc.Shared == nil {
+		return doc, err
+	}
+	shared, err := sharedOf(ctx, namespace, doc.Shared.MetadataService)
+	if err != nil {
+		return nil, err
+	}
+	return doc.WithShared(shared)
+}
+
+// sharedOf reads and verifies the shared payload document of a service.
+func sharedOf(ctx context.Context, namespace, service string) (*payload.SharedDocument, error) {
+	var s corev1.Secret
+	err := k8sClient.Get(ctx, types.NamespacedName{Namespace: namespace, Name: imdsv1alpha1.SharedPayloadSecretName(service)}, &s)
+	if err != nil {
+		return nil, err
+	}
+	return payload.ParseShared(s.Data[payload.SharedKey])
 }
 
 func getMDS(ctx context.Context, namespace, name string) *imdsv1alpha1.MetadataService {

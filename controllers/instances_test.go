@@ -40,7 +40,7 @@ var _ = Describe("The instances a MetadataService serves", func() {
 		create(ctx, newMDS(ns, "mds", imdsv1alpha1.MetadataServiceSpec{GuestDiscovery: imdsv1alpha1.GuestDiscoveryNone}))
 		// Both launcher Pods as the Pod webhook leaves them: web's injected,
 		// hpc's untouched.
-		create(ctx, withSidecar(fixtures.LauncherPod(web)), fixtures.LauncherPod(hpc))
+		create(ctx, withSidecar(fixtures.LauncherPod(web), "mds"), fixtures.LauncherPod(hpc))
 
 		Eventually(func(g Gomega) {
 			m := getMDS(ctx, ns, "mds")
@@ -124,7 +124,7 @@ var _ = Describe("The instances a MetadataService serves", func() {
 		})))
 
 		By("a live migration's target Pod gets the sidecar; the source still runs the VM")
-		target := withSidecar(fixtures.LauncherPod(vmi, fixtures.MigrationTarget("job-1")))
+		target := withSidecar(fixtures.LauncherPod(vmi, fixtures.MigrationTarget("job-1")), "mds")
 		create(ctx, target)
 		Expect(target.Labels).To(HaveKeyWithValue(kubevirtv1.CreatedByLabel, string(vmi.UID)))
 		Expect(source.Labels).To(HaveKeyWithValue(kubevirtv1.CreatedByLabel, string(vmi.UID)))
@@ -158,9 +158,19 @@ var _ = Describe("The instances a MetadataService serves", func() {
 
 // withSidecar adds the metadata sidecar to a launcher Pod as the Pod webhook
 // does (only its name matters to the controller).
-func withSidecar(pod *corev1.Pod) *corev1.Pod {
+func withSidecar(pod *corev1.Pod, service string) *corev1.Pod {
 	pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{
 		Name: SidecarContainerName, Image: "kubevirt-imds:dev", RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways)})
+	// The payload volume as the Pod webhook mounts it: the instance's
+	// Secret and its service's shared one.
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "imds-payload", VolumeSource: corev1.VolumeSource{
+		Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{
+				Name: imdsv1alpha1.PayloadSecretName(pod.Labels[kubevirtv1.DeprecatedVirtualMachineNameLabel])}}},
+			{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{
+				Name: imdsv1alpha1.SharedPayloadSecretName(service)}, Optional: ptr(true)}},
+		}},
+	}})
 	return pod
 }
 

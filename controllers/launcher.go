@@ -210,6 +210,7 @@ func (r *MetadataServiceReconciler) inspectInstances(ctx context.Context, s *sco
 	if err := r.List(ctx, &pods, client.InNamespace(s.mds.Namespace), client.MatchingLabelsSelector{Selector: LauncherPodSelector()}, readOnlyList); err != nil {
 		return fmt.Errorf("listing virt-launcher Pods: %w", err)
 	}
+	s.pods = podsByInstance(pods.Items)
 	in := &inspection{Mode: GuestDiscoveryOf(s.mds)}
 	unservable := map[types.UID]bool{}
 	forbidden, err := r.sidecarForbidden(ctx, s.mds.Namespace)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -198,7 +199,9 @@ type scope struct {
 	served map[types.UID]*kubevirtv1.VirtualMachineInstance
 	// kept are payload Secrets this reconcile wrote or found current; the
 	// cache may still show their previous owner.
-	kept   map[string]bool
+	kept map[string]bool
+	// pods are the namespace's launcher Pods, by the UID of their VMI.
+	pods   map[types.UID][]*corev1.Pod
 	status statusInput
 }
 
@@ -280,6 +283,12 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 	g := new(errgroup.Group)
 	g.SetLimit(payloadWriteConcurrency)
 	inputs := sourcesKey(s.mds, src)
+	sharedName := imdsv1alpha1.SharedPayloadSecretName(s.mds.Name)
+	shareable, err := r.ensureSharedPayload(ctx, s.mds, src)
+	if err != nil {
+		// Every document then holds its own copy: served all the same.
+		errs = append(errs, err)
+	}
 	ring, err := r.identityKeyring(ctx, true)
 	if err != nil {
 		// Payloads never wait on the signing key: sign with the key as
@@ -296,7 +305,8 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 	for _, vmi := range s.served {
 		s.kept[imdsv1alpha1.PayloadSecretName(vmi.Name)] = true
 		in := r.ec2InputsWith(ctx, vmi, ring)
-		key := inputs + "/" + string(vmi.UID) + "/" + vmi.ResourceVersion + "/" + in.cacheKey()
+		shared := shareable && !holdsOwnCopy(vmi, s.pods[vmi.UID], sharedName)
+		key := inputs + "/" + string(vmi.UID) + "/" + vmi.ResourceVersion + "/" + in.cacheKey() + "/" + strconv.FormatBool(shared)
 		if r.current.isCurrent(vmi.UID, key) {
 			continue
 		}
@@ -307,7 +317,11 @@ func (r *MetadataServiceReconciler) writePayloads(ctx context.Context, s *scope,
 		}
 		seq := r.current.since()
 		g.Go(func() error {
-			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, timedRender(s.mds, src, vmi, in))
+			doc := timedRender(s.mds, src, vmi, in)
+			if shared {
+				referShared(doc, s.mds)
+			}
+			wrote, err := r.ensurePayloadSecret(ctx, s.mds, vmi, doc)
 			r.endClaim(vmi.UID, wrote, err)
 			if err == nil && !wrote {
 				// Found current: nothing to do until an input or the Secret changes.

@@ -181,14 +181,14 @@ var _ = Describe("MetadataService controller", func() {
 			return string(doc.UserData) + string(doc.VendorData), nil
 		}).Should(Equal("#cloud-config\nruncmd: [echo one]\n#cloud-config\npackages: [jq]\n"))
 
-		By("the manager's cache: the payload Secret alone, no ConfigMap (not even kube-root-ca.crt)")
+		By("the manager's cache: the payload Secret and the service's shared one alone, no ConfigMap (not even kube-root-ca.crt)")
 		var secrets corev1.SecretList
 		Expect(managerCache.List(ctx, &secrets, client.InNamespace(ns))).To(Succeed())
 		names := []string{}
 		for _, s := range secrets.Items {
 			names = append(names, s.Name)
 		}
-		Expect(names).To(ConsistOf(imdsv1alpha1.PayloadSecretName("vm")))
+		Expect(names).To(ConsistOf(imdsv1alpha1.PayloadSecretName("vm"), imdsv1alpha1.SharedPayloadSecretName("mds")))
 		var configMaps corev1.ConfigMapList
 		Expect(managerCache.List(ctx, &configMaps, client.InNamespace(ns))).To(Succeed())
 		Expect(configMaps.Items).To(BeEmpty())

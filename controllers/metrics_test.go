@@ -64,7 +64,7 @@ var _ = Describe("The manager's metrics", func() {
 		passt.Spec.Domain.Devices.Interfaces[0].InterfaceBindingMethod = kubevirtv1.InterfaceBindingMethod{PasstBinding: &kubevirtv1.InterfacePasstBinding{}}
 		taken := newVMI(ns, "taken", map[string]string{"app": "web", "tier": "front"})
 		create(ctx, served, missing, passt, taken)
-		create(ctx, withSidecar(fixtures.LauncherPod(served)), fixtures.LauncherPod(missing))
+		create(ctx, withSidecar(fixtures.LauncherPod(served), "web"), fixtures.LauncherPod(missing))
 		create(ctx,
 			newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{Selector: selector("app", "web")}),
 			newMDS(ns, "front", imdsv1alpha1.MetadataServiceSpec{Selector: selector("tier", "front"), Priority: 10}))

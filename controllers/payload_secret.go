@@ -67,7 +67,19 @@ func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imds
 	if err != nil {
 		return nil, err
 	}
-	return timedRender(mds, src, vmi, r.ec2Inputs(ctx, vmi)), nil
+	doc := timedRender(mds, src, vmi, r.ec2Inputs(ctx, vmi))
+	stored, err := r.sharedStored(ctx, mds, src)
+	if err != nil || !stored {
+		return doc, err
+	}
+	pods, err := r.launcherPodsOf(ctx, vmi)
+	if err != nil {
+		return nil, err
+	}
+	if !holdsOwnCopy(vmi, pods, imdsv1alpha1.SharedPayloadSecretName(mds.Name)) {
+		referShared(doc, mds)
+	}
+	return doc, nil
 }
 
 // payloadClaimTTL bounds how long a claim on a payload write (claim) stands
@@ -154,6 +166,14 @@ func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds
 	if err != nil {
 		return false, err
 	}
+	wrote, existed, err = r.ensureOwnSecret(ctx, want)
+	return wrote, err
+}
+
+// ensureOwnSecret creates or updates want, a Secret of the operator's own,
+// writing only when content, labels, annotations or owner differ. It reports
+// whether it wrote, and whether the Secret existed.
+func (r *MetadataServiceReconciler) ensureOwnSecret(ctx context.Context, want *corev1.Secret) (wrote, existed bool, err error) {
 	var have corev1.Secret
 	err = r.Get(ctx, client.ObjectKeyFromObject(want), &have)
 	switch {
@@ -165,28 +185,28 @@ func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds
 			// is a user's Secret of the same name, which the cache (the
 			// operator's own objects only) does not show.
 			if err := r.sourceReader().Live.Get(ctx, client.ObjectKeyFromObject(want), &have); err != nil {
-				return false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
+				return false, existed, fmt.Errorf("reading Secret %s: %w", want.Name, err)
 			}
 			if have.Type != want.Type {
-				return false, notOurs(&have, want)
+				return false, existed, notOurs(&have, want)
 			}
-			return false, nil
+			return false, existed, nil
 		}
 		if err != nil {
-			return false, fmt.Errorf("creating Secret %s: %w", want.Name, err)
+			return false, existed, fmt.Errorf("creating Secret %s: %w", want.Name, err)
 		}
-		return true, nil
+		return true, existed, nil
 	case err != nil:
-		return false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
+		return false, existed, fmt.Errorf("reading Secret %s: %w", want.Name, err)
 	}
 	existed = true
 	if have.Type != want.Type {
-		return false, notOurs(&have, want)
+		return false, existed, notOurs(&have, want)
 	}
 	if equality.Semantic.DeepEqual(have.Data, want.Data) &&
 		isSubset(want.Labels, have.Labels) && isSubset(want.Annotations, have.Annotations) &&
 		equality.Semantic.DeepEqual(have.OwnerReferences, want.OwnerReferences) {
-		return false, nil
+		return false, existed, nil
 	}
 	updated := have.DeepCopy()
 	updated.Data = want.Data
@@ -200,9 +220,9 @@ func (r *MetadataServiceReconciler) ensurePayloadSecret(ctx context.Context, mds
 	}
 	maps.Copy(updated.Annotations, want.Annotations)
 	if err := r.Update(ctx, updated); err != nil {
-		return false, fmt.Errorf("updating Secret %s: %w", want.Name, err)
+		return false, existed, fmt.Errorf("updating Secret %s: %w", want.Name, err)
 	}
-	return true, nil
+	return true, existed, nil
 }
 
 // notOurs is the error for a Secret of a payload's name that is not a
@@ -258,6 +278,9 @@ func (r *MetadataServiceReconciler) removeStalePayloads(ctx context.Context, nam
 	removed := 0
 	for i := range secrets.Items {
 		secret := &secrets.Items[i]
+		if secret.Name == imdsv1alpha1.SharedPayloadSecretName(name) {
+			continue // the service's own, which goes with it (owner reference)
+		}
 		uid := types.UID(secret.Labels[imdsv1alpha1.LabelInstanceUID])
 		if _, served := s.served[uid]; served || s.kept[secret.Name] {
 			continue

@@ -43,9 +43,9 @@ func benchScale(b *testing.B, name string, def int) int {
 // IMDS_BENCH_UNRELATED unrelated 10 KiB Secrets and as many ConfigMaps
 // (default 2,000 each). It reports the manager's live heap once converged
 // (after a GC, less the process's heap before the manager started), the time
-// to converge and the writes per VMI, then the time and writes for an edit of
-// one service's vendor-data, which changes the payload of that service's
-// VMIs only.
+// to converge, the writes per VMI and the payload bytes per VMI (the shared
+// documents included), then the time and writes for an edit of one service's
+// vendor-data, which changes that service's shared payload only.
 func BenchmarkManagerReach(b *testing.B) {
 	vmis := benchScale(b, "IMDS_BENCH_VMIS", 1000)
 	services := benchScale(b, "IMDS_BENCH_SERVICES", 10)
@@ -131,8 +131,9 @@ func liveHeap() uint64 {
 	return m.HeapAlloc
 }
 
-// waitVendorData waits until every payload Secret of service in ns carries
-// want as vendor-data, and returns how many there are.
+// waitVendorData waits until every payload Secret of service in ns serves
+// want as vendor-data (its own, or its service's shared document's), and
+// returns how many there are.
 func waitVendorData(b *testing.B, ctx context.Context, c client.Client, ns, service, want string) int {
 	b.Helper()
 	deadline := time.Now().Add(10 * time.Minute)
@@ -143,12 +144,21 @@ func waitVendorData(b *testing.B, ctx context.Context, c client.Client, ns, serv
 			b.Fatal("the edit did not reach every payload within 10 minutes")
 		}
 		var secrets corev1.SecretList
-		if err := c.List(ctx, &secrets, client.InNamespace(ns), client.MatchingLabels{imdsv1alpha1.LabelMetadataService: service}); err != nil {
+		if err := c.List(ctx, &secrets, client.InNamespace(ns), client.MatchingLabels{imdsv1alpha1.LabelMetadataService: service},
+			client.HasLabels{imdsv1alpha1.LabelInstanceUID}); err != nil {
 			continue
+		}
+		var shared corev1.Secret
+		var sharedDoc *payload.SharedDocument
+		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: imdsv1alpha1.SharedPayloadSecretName(service)}, &shared); err == nil {
+			sharedDoc, _ = payload.ParseShared(shared.Data[payload.SharedKey])
 		}
 		done := len(secrets.Items) > 0
 		for i := range secrets.Items {
 			doc, err := payload.Parse(secrets.Items[i].Data[payload.SecretKey])
+			if err == nil {
+				doc, err = doc.WithShared(sharedDoc)
+			}
 			done = done && err == nil && string(doc.VendorData) == want
 		}
 		if done {
@@ -158,8 +168,8 @@ func waitVendorData(b *testing.B, ctx context.Context, c client.Client, ns, serv
 	return 0
 }
 
-// payloadBytesPerVMI is the mean size of the data of the payload Secrets in
-// ns.
+// payloadBytesPerVMI is the size of the data of the payload Secrets in ns,
+// the services' shared ones included, per VMI.
 func payloadBytesPerVMI(b *testing.B, ctx context.Context, c client.Client, ns string) float64 {
 	b.Helper()
 	var secrets corev1.SecretList
@@ -167,11 +177,17 @@ func payloadBytesPerVMI(b *testing.B, ctx context.Context, c client.Client, ns s
 	if len(secrets.Items) == 0 {
 		return 0
 	}
-	total := 0
+	total, instances := 0, 0
 	for i := range secrets.Items {
 		for _, v := range secrets.Items[i].Data {
 			total += len(v)
 		}
+		if secrets.Items[i].Labels[imdsv1alpha1.LabelInstanceUID] != "" {
+			instances++
+		}
 	}
-	return float64(total) / float64(len(secrets.Items))
+	if instances == 0 {
+		return 0
+	}
+	return float64(total) / float64(instances)
 }

@@ -225,7 +225,7 @@ var _ = Describe("Launcher Pods stay admissible", func() {
 		By("the same payload and MAC seed, so the guest keeps its instance-id and MAC")
 		Expect(c.Args).To(Equal(sidecarOf(source).Args))
 		Expect(c.Args).To(ContainElement("--mac-seed=" + string(vmi.UID)))
-		Expect(volumeOf(target, webhooks.PayloadVolumeName).Secret.SecretName).To(Equal(imdsv1alpha1.PayloadSecretName(vmi.Name)))
+		Expect(volumeOf(target, webhooks.PayloadVolumeName).Projected.Sources[0].Secret.Name).To(Equal(imdsv1alpha1.PayloadSecretName(vmi.Name)))
 	})
 
 	It("selects VMs created together with their MetadataService", func() {

@@ -498,11 +498,24 @@ func payloadReady(ctx context.Context, r client.Reader, key types.NamespacedName
 func InjectSidecar(pod *corev1.Pod, vmi *kubevirtv1.VirtualMachineInstance, mds *imdsv1alpha1.MetadataService, serve payload.Serve, o SidecarOptions) {
 	volumes := []corev1.Volume{{
 		Name: PayloadVolumeName,
-		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: imdsv1alpha1.PayloadSecretName(vmi.Name),
-			// Not optional: the kubelet waits for the Secret rather than
-			// start a sidecar that would serve nothing.
-			Optional: new(false),
+		// One directory for the instance's document and its service's
+		// shared one: the kubelet swaps a projected volume's files together.
+		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{
+				Secret: &corev1.SecretProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: imdsv1alpha1.PayloadSecretName(vmi.Name)},
+					// Not optional: the kubelet waits for the Secret rather
+					// than start a sidecar that would serve nothing.
+					Optional: new(false),
+				},
+			}, {
+				Secret: &corev1.SecretProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: imdsv1alpha1.SharedPayloadSecretName(mds.Name)},
+					// Optional: a document refers to it only once it is
+					// stored, and holds its own copy until then.
+					Optional: new(true),
+				},
+			}},
 		}},
 	}}
 	mounts := []corev1.VolumeMount{{Name: PayloadVolumeName, MountPath: PayloadDir, ReadOnly: true}}

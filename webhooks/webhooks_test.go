@@ -103,11 +103,14 @@ var _ = Describe("Pod webhook", func() {
 		Expect(sc.Capabilities.Add).To(BeEmpty())
 		Expect(sc.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeRuntimeDefault))
 
-		By("the payload volume, mounted read-only and not optional")
+		By("the payload volume, mounted read-only: the instance's Secret not optional, its service's shared one optional")
 		v := volumeOf(pod, webhooks.PayloadVolumeName)
 		Expect(v).NotTo(BeNil())
-		Expect(v.Secret.SecretName).To(Equal(imdsv1alpha1.PayloadSecretName("vm1")))
-		Expect(v.Secret.Optional).To(HaveValue(BeFalse()))
+		Expect(v.Projected.Sources).To(HaveLen(2))
+		Expect(v.Projected.Sources[0].Secret.Name).To(Equal(imdsv1alpha1.PayloadSecretName("vm1")))
+		Expect(v.Projected.Sources[0].Secret.Optional).To(HaveValue(BeFalse()))
+		Expect(v.Projected.Sources[1].Secret.Name).To(Equal(imdsv1alpha1.SharedPayloadSecretName("web")))
+		Expect(v.Projected.Sources[1].Secret.Optional).To(HaveValue(BeTrue()))
 		Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: webhooks.PayloadVolumeName, MountPath: webhooks.PayloadDir, ReadOnly: true}))
 
 		By("one projected token volume per audience, at <tokenDir>/<TokenPath>")

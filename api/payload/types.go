@@ -21,6 +21,12 @@ const (
 	// SecretKey is the key of the payload Secret, and so the file name in the
 	// sidecar's mounted directory, that holds the JSON document.
 	SecretKey = "payload.json"
+	// SharedKind is the shared document's kind.
+	SharedKind = "SharedPayload"
+	// SharedKey is the key of the shared payload Secret, and so the file name
+	// beside SecretKey in the sidecar's mounted directory, that holds the
+	// SharedDocument of the instance's MetadataService.
+	SharedKey = "shared.json"
 	// HashPrefix prefixes Document.Hash, naming the digest algorithm.
 	HashPrefix = "sha256:"
 )
@@ -57,10 +63,20 @@ type Document struct {
 	Instance Instance `json:"instance"`
 
 	// UserData is served verbatim as user-data (cloud-config, script, MIME
-	// multipart or gzip). Encoded as base64 in JSON. Empty means none.
+	// multipart or gzip). Encoded as base64 in JSON. Empty means none, or
+	// that Shared holds it.
 	UserData []byte `json:"userData,omitempty"`
-	// VendorData is served verbatim as vendor-data. Empty means none.
+	// VendorData is served verbatim as vendor-data. Empty means none, or
+	// that Shared holds it.
 	VendorData []byte `json:"vendorData,omitempty"`
+	// Shared, when set, says that the user-data and vendor-data are not in
+	// this document but in the SharedDocument beside it (SharedKey), which
+	// its MetadataService keeps once for all the instances it serves: 10,000
+	// instances then store one copy, and an edit of the user-data is one
+	// write. The document served is WithShared's. Added after the first
+	// release; the operator sets it only for Pods whose payload volume
+	// carries the shared document, which only sidecars that know it mount.
+	Shared *SharedRef `json:"shared,omitempty"`
 
 	// Network is the guest's network configuration in a neutral model; nil
 	// when the MetadataService's networkData mode is None (the guest then
@@ -205,6 +221,89 @@ type Serve struct {
 	Bridge string `json:"bridge,omitempty"`
 }
 
+// SharedRef names the shared document that completes a Document.
+type SharedRef struct {
+	// MetadataService is the name of the MetadataService whose shared
+	// document holds the user-data and vendor-data; a shared document of
+	// another service (the volume of a Pod started before the instance
+	// changed service) does not complete this one.
+	MetadataService string `json:"metadataService"`
+}
+
+// SharedDocument is what every instance of a MetadataService is served alike:
+// stored once in the service's shared payload Secret, and mounted beside each
+// instance's Document.
+type SharedDocument struct {
+	// APIVersion is always APIVersion.
+	APIVersion string `json:"apiVersion"`
+	// Kind is always SharedKind.
+	Kind string `json:"kind"`
+	// MetadataService is the name of the MetadataService it belongs to.
+	MetadataService string `json:"metadataService"`
+	// UserData is served verbatim as user-data. Empty means none.
+	UserData []byte `json:"userData,omitempty"`
+	// VendorData is served verbatim as vendor-data. Empty means none.
+	VendorData []byte `json:"vendorData,omitempty"`
+	// Hash is as Document.Hash: over the bytes as stored, with its own
+	// value written as "".
+	Hash string `json:"hash"`
+}
+
+// Seal sets APIVersion, Kind and Hash, and returns the JSON encoding that the
+// operator stores.
+func (d *SharedDocument) Seal() ([]byte, error) {
+	d.APIVersion, d.Kind, d.Hash = APIVersion, SharedKind, ""
+	out, sum, err := seal(d)
+	d.Hash = sum
+	return out, err
+}
+
+// ParseShared decodes and checks a stored shared document as Parse does a
+// Document: this package's apiVersion, the shared kind, a service name and a
+// hash that matches the bytes.
+func ParseShared(data []byte) (*SharedDocument, error) {
+	var d SharedDocument
+	if err := json.Unmarshal(data, &d); err != nil {
+		return nil, fmt.Errorf("decoding shared payload document: %w", err)
+	}
+	if d.APIVersion != APIVersion || d.Kind != SharedKind {
+		return nil, fmt.Errorf("shared payload document: apiVersion %q and kind %q, want %q and %q", d.APIVersion, d.Kind, APIVersion, SharedKind)
+	}
+	if d.MetadataService == "" {
+		return nil, errors.New("shared payload document: metadataService is empty")
+	}
+	sum, _, err := rawHash(data)
+	if err != nil {
+		return nil, err
+	}
+	if sum != d.Hash {
+		return nil, fmt.Errorf("shared payload document: hash %q does not match content (%s)", d.Hash, sum)
+	}
+	return &d, nil
+}
+
+// ErrSharedMissing is WithShared's error when d needs a shared document and
+// none, or another service's, is at hand.
+var ErrSharedMissing = errors.New("the shared payload document of the instance's MetadataService is not there")
+
+// WithShared returns the document served to the guest: d itself when it
+// holds its user-data and vendor-data, else a copy with those of s, whose
+// Hash covers both documents' hashes (so ETags change when either does).
+func (d *Document) WithShared(s *SharedDocument) (*Document, error) {
+	if d.Shared == nil {
+		return d, nil
+	}
+	if s == nil || s.MetadataService != d.Shared.MetadataService {
+		return nil, fmt.Errorf("document of instance %s needs the shared document of MetadataService %q: %w",
+			d.Instance.ID, d.Shared.MetadataService, ErrSharedMissing)
+	}
+	c := *d
+	c.UserData, c.VendorData = s.UserData, s.VendorData
+	sum := sha256.Sum256([]byte(d.Hash + "\n" + s.Hash))
+	c.Hash = HashPrefix + hex.EncodeToString(sum[:])
+	return &c, nil
+}
+
 // Source names where a document came from.
 type Source struct {
 	// MetadataService is the name of the MetadataService, in Instance.Namespace.
@@ -305,22 +404,29 @@ func (d *Document) ComputeHash() (string, error) {
 func (d *Document) Seal() ([]byte, error) {
 	d.APIVersion, d.Kind = APIVersion, Kind
 	d.Hash = ""
-	data, err := json.Marshal(d)
+	out, sum, err := seal(d)
+	d.Hash = sum
+	return out, err
+}
+
+// seal encodes v, whose hash member is "", and returns the encoding with the
+// hash written in, and the hash.
+func seal(v any) ([]byte, string, error) {
+	data, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("encoding payload document: %w", err)
+		return nil, "", fmt.Errorf("encoding payload document: %w", err)
 	}
 	sum, span, err := rawHash(data)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	d.Hash = sum
 	// The hash goes into the very bytes it was computed over, so that Parse
 	// verifies exactly what was written.
 	quoted := strconv.Quote(sum)
 	out := make([]byte, 0, len(data)+len(quoted))
 	out = append(out, data[:span[0]]...)
 	out = append(out, quoted...)
-	return append(out, data[span[1]:]...), nil
+	return append(out, data[span[1]:]...), sum, nil
 }
 
 // Parse decodes and checks a stored document: the apiVersion must be this

@@ -2,6 +2,7 @@ package payload_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,5 +142,56 @@ func TestParseRejects(t *testing.T) {
 		if _, err := payload.Parse([]byte(raw)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestSharedDocument: a document that leaves its user-data and vendor-data to
+// its service's shared document is served with them only beside that very
+// service's document, and its hash follows both.
+func TestSharedDocument(t *testing.T) {
+	shared := &payload.SharedDocument{MetadataService: "web", UserData: []byte("#cloud-config\n"), VendorData: []byte("v")}
+	raw, err := shared.Seal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := payload.ParseShared(raw)
+	if err != nil || parsed.Hash != shared.Hash || string(parsed.UserData) != "#cloud-config\n" {
+		t.Fatalf("ParseShared: %+v, %v", parsed, err)
+	}
+	if _, err := payload.ParseShared(bytes.Replace(raw, []byte(`"web"`), []byte(`"db"`), 1)); err == nil {
+		t.Error("an edited shared document parsed")
+	}
+	d := &payload.Document{Instance: payload.Instance{ID: "i-1"}, Dialects: []payload.Dialect{payload.DialectV1},
+		Shared: &payload.SharedRef{MetadataService: "web"}}
+	if _, err := d.Seal(); err != nil {
+		t.Fatal(err)
+	}
+
+	served, err := d.WithShared(parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(served.UserData) != "#cloud-config\n" || string(served.VendorData) != "v" || d.UserData != nil {
+		t.Errorf("served user-data %q vendor-data %q; the document's own user-data became %q", served.UserData, served.VendorData, d.UserData)
+	}
+	if served.Hash == d.Hash || served.Hash == parsed.Hash || !strings.HasPrefix(served.Hash, payload.HashPrefix) {
+		t.Errorf("served hash %q: want one of its own (document %q, shared %q)", served.Hash, d.Hash, parsed.Hash)
+	}
+	edited := &payload.SharedDocument{MetadataService: "web", UserData: []byte("#cloud-config\n# edited\n")}
+	if _, err := edited.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := d.WithShared(edited); again == nil || again.Hash == served.Hash {
+		t.Error("an edit of the shared document kept the served hash")
+	}
+
+	for name, s := range map[string]*payload.SharedDocument{"none": nil, "another service's": {MetadataService: "db"}} {
+		if _, err := d.WithShared(s); !errors.Is(err, payload.ErrSharedMissing) {
+			t.Errorf("with %s shared document: %v, want ErrSharedMissing", name, err)
+		}
+	}
+	inline := &payload.Document{Instance: payload.Instance{ID: "i-2"}, UserData: []byte("mine")}
+	if got, err := inline.WithShared(nil); err != nil || got != inline {
+		t.Errorf("a document holding its own user-data: %v, %v", got, err)
 	}
 }

@@ -24,3 +24,18 @@ func PayloadSecretName(vmiName string) string {
 	suffix := "-" + hex.EncodeToString(sum[:])[:16]
 	return name[:maxObjectName-len(suffix)] + suffix
 }
+
+// SharedPayloadSecretName is the name of the Secret holding the shared
+// payload document of the MetadataService named serviceName: the user-data
+// and vendor-data that every instance it serves gets alike, stored once. The
+// hash suffix keeps it apart from any VMI's payload Secret (a VMI named
+// "shared-web" would otherwise share a name with service web's).
+func SharedPayloadSecretName(serviceName string) string {
+	sum := sha256.Sum256([]byte("shared/" + serviceName))
+	suffix := "-" + hex.EncodeToString(sum[:])[:10]
+	name := payloadSecretPrefix + "shared-" + serviceName
+	if len(name)+len(suffix) > maxObjectName {
+		name = name[:maxObjectName-len(suffix)]
+	}
+	return name + suffix
+}

@@ -299,6 +299,31 @@ func renderSecret(ctx context.Context, c client.Reader, rep *Report, mds *imdsv1
 			"payload Secret %s, key %s: %v (the sidecar keeps serving its last good document)", name, payload.SecretKey, err)})
 		return nil
 	}
+	var sharedRaw []byte
+	if doc.Shared != nil {
+		sharedName := imdsv1alpha1.SharedPayloadSecretName(doc.Shared.MetadataService)
+		var shared corev1.Secret
+		err := c.Get(ctx, types.NamespacedName{Namespace: vmi.Namespace, Name: sharedName}, &shared)
+		if apierrors.IsNotFound(err) {
+			rep.add(Finding{Reason: ReasonPayloadMissing, Blocking: true, Message: fmt.Sprintf(
+				"shared payload Secret %s, which payload Secret %s refers to for its user-data and vendor-data, does not exist: MetadataService %s writes it",
+				sharedName, name, doc.Shared.MetadataService)})
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading shared payload Secret %s/%s: %w", vmi.Namespace, sharedName, err)
+		}
+		sharedRaw = shared.Data[payload.SharedKey]
+		sharedDoc, err := payload.ParseShared(sharedRaw)
+		if err == nil {
+			doc, err = doc.WithShared(sharedDoc)
+		}
+		if err != nil {
+			rep.add(Finding{Reason: ReasonPayloadInvalid, Blocking: true, Message: fmt.Sprintf(
+				"shared payload Secret %s, key %s: %v (the sidecar keeps serving its last good document)", sharedName, payload.SharedKey, err)})
+			return nil
+		}
+	}
 	rep.Hash, rep.Dialects = doc.Hash, doc.Dialects
 	spec, _ := dialectSpec(rep.Dialect)
 	if !slices.ContainsFunc(spec.enabledBy, doc.Serves) {
@@ -311,7 +336,7 @@ func renderSecret(ctx context.Context, c client.Reader, rep *Report, mds *imdsv1
 		// sees them.
 		return nil
 	}
-	files, err := Render(ctx, raw, rep.Dialect)
+	files, err := Render(ctx, raw, rep.Dialect, sharedRaw)
 	if err != nil {
 		return fmt.Errorf("rendering payload Secret %s/%s: %w", vmi.Namespace, name, err)
 	}

@@ -53,12 +53,19 @@ func payloadSecret(ctx context.Context, namespace, vmi string) *corev1.Secret {
 }
 
 // sidecar serves a payload Secret's data as the sidecar does in a launcher
-// Pod: the Secret mounted as kubelet mounts it, the sidecar's store and
-// server, a real TCP listener (on loopback). It returns the base URL.
+// Pod: the Secret and its service's shared one mounted as kubelet mounts
+// the Pod webhook's projected volume, the sidecar's store and server, a real
+// TCP listener (on loopback). It returns the base URL.
 func sidecar(ctx context.Context, secret *corev1.Secret) string {
 	dir, err := storetest.NewDir(filepath.Join(GinkgoT().TempDir(), "payload"))
 	Expect(err).NotTo(HaveOccurred())
-	Expect(dir.Write(map[string][]byte{payload.SecretKey: secret.Data[payload.SecretKey]})).To(Succeed())
+	files := map[string][]byte{payload.SecretKey: secret.Data[payload.SecretKey]}
+	var shared corev1.Secret
+	key := types.NamespacedName{Namespace: secret.Namespace, Name: imdsv1alpha1.SharedPayloadSecretName(secret.Labels[imdsv1alpha1.LabelMetadataService])}
+	if err := k8sClient.Get(ctx, key, &shared); err == nil {
+		files[payload.SharedKey] = shared.Data[payload.SharedKey]
+	}
+	Expect(dir.Write(files)).To(Succeed())
 	st := store.New(store.Options{PayloadDir: dir.Path, TokenDir: GinkgoT().TempDir()}, logr.Discard())
 	_, err = st.Load()
 	Expect(err).NotTo(HaveOccurred())

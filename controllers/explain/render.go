@@ -105,7 +105,14 @@ const maxFiles = 500
 // with the sidecar's own server, in memory, and returns every file of
 // dialect that the server's listings lead to, in crawl order. Tokens are
 // left out: rendering them needs the guest's token files.
-func Render(ctx context.Context, raw []byte, dialect Dialect) ([]File, error) {
+//
+// shared is the shared document of the instance's MetadataService (its
+// shared payload Secret's shared.json), placed beside raw as the Pod mounts
+// it; nil when raw holds its own user-data. A document that refers to one
+// (payload.Document.Shared) fails to render without it, or with another
+// service's, with an error wrapping payload.ErrSharedMissing: the sidecar
+// would keep serving its last good document then.
+func Render(ctx context.Context, raw []byte, dialect Dialect, shared []byte) ([]File, error) {
 	spec, err := dialectSpec(dialect)
 	if err != nil {
 		return nil, err
@@ -118,6 +125,11 @@ func Render(ctx context.Context, raw []byte, dialect Dialect) ([]File, error) {
 	defer func() { _ = os.RemoveAll(dir) }()
 	if err := os.WriteFile(filepath.Join(dir, payload.SecretKey), raw, 0o600); err != nil {
 		return nil, fmt.Errorf("writing the payload: %w", err)
+	}
+	if shared != nil {
+		if err := os.WriteFile(filepath.Join(dir, payload.SharedKey), shared, 0o600); err != nil {
+			return nil, fmt.Errorf("writing the shared payload: %w", err)
+		}
 	}
 	st := store.New(store.Options{PayloadDir: dir, TokenDir: filepath.Join(dir, "no-tokens")}, logr.Discard())
 	if _, err := st.Load(); err != nil {

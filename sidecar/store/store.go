@@ -1,9 +1,14 @@
 // Package store keeps the sidecar's current payload document. It watches the
-// mounted payload Secret, reloads it within a second of kubelet swapping in a
+// mounted payload volume, reloads it within a second of kubelet swapping in a
 // new version, validates it with payload.Parse and keeps serving the last good
-// document when a new one is missing or invalid. ServiceAccount tokens are
-// read from their projected files on every request, since kubelet rotates
-// them without any change to the document.
+// document when a new one is missing or invalid. A document that leaves its
+// user-data and vendor-data to its MetadataService's shared document is
+// completed with the one beside it (payload.SharedKey), which is held to the
+// same rules: one copy per service keeps 10,000 instances' Secrets small, but
+// what the guest is served is still one whole document, and it changes, with
+// its hash, when either file does. ServiceAccount tokens are read from their
+// projected files on every request, since kubelet rotates them without any
+// change to the document.
 package store
 
 import (
@@ -34,7 +39,7 @@ const (
 	// resyncInterval is the safety re-read for events the watch may miss
 	// (an overflowed queue, a directory that appeared late).
 	resyncInterval = 30 * time.Second
-	// maxPayloadBytes bounds what is read from the payload file. A Secret
+	// maxPayloadBytes bounds what is read from each payload file. A Secret
 	// holds at most 1 MiB.
 	maxPayloadBytes = 2 << 20
 	// maxTokenBytes bounds what is read from a token file.
@@ -51,8 +56,9 @@ var (
 
 // Options configure a Store.
 type Options struct {
-	// PayloadDir is the mounted payload Secret; the document is the file
-	// payload.SecretKey in it.
+	// PayloadDir is the mounted payload volume; the document is the file
+	// payload.SecretKey in it and, for a document that refers to one, its
+	// service's shared document the file payload.SharedKey beside it.
 	PayloadDir string
 	// TokenDir is the root below which Token.Path names token files.
 	TokenDir string
@@ -63,7 +69,8 @@ type Stats struct {
 	// Reloads is the number of times a new valid document became current.
 	Reloads uint64
 	// Failures is the number of reads that found a missing or invalid file
-	// and kept the previous document.
+	// (the payload, or the shared document it needs) and kept the previous
+	// document.
 	Failures uint64
 }
 
@@ -74,24 +81,48 @@ type Store struct {
 
 	cur atomic.Pointer[payload.Document]
 
+	// mu guards changed and last, and serializes Load whole, reads
+	// included, so that a slow Load cannot make current a document older
+	// than the one a concurrent Load just did.
 	mu      sync.Mutex
 	changed chan struct{}
-	// lastRaw is the file content last looked at, good or bad, so an
-	// unchanged file is neither re-parsed nor re-logged.
-	lastRaw  []byte
-	lastMiss bool
+	last    lastRead
 
 	reloads  atomic.Uint64
 	failures atomic.Uint64
 }
+
+// lastRead is what Load last read, good or bad, so that input unchanged since
+// is neither parsed again nor reported again: Run re-reads on every event in
+// the directory and every resync, and a bad file would otherwise be logged
+// and counted each time.
+type lastRead struct {
+	payload fileRead
+	// doc is payload's parse, nil when it did not parse.
+	doc *payload.Document
+	// shared is read only for a doc that needs it, and forgotten with a new
+	// payload, whose outcome is reported whatever the shared document's.
+	shared fileRead
+}
+
+// fileRead is what one read of a file found.
+type fileRead struct {
+	// read says raw holds the file's bytes; miss that the file was not there.
+	read, miss bool
+	raw        []byte
+}
+
+// is reports whether raw is what was read before.
+func (f fileRead) is(raw []byte) bool { return f.read && bytes.Equal(f.raw, raw) }
 
 // New returns a Store for o. Nothing is read until Load or Run.
 func New(o Options, log logr.Logger) *Store {
 	return &Store{opts: o, log: log, changed: make(chan struct{})}
 }
 
-// Current returns the current document, or nil before the first valid one.
-// The document is shared: callers must not modify it.
+// Current returns the current document, or nil before the first valid one:
+// the document served, completed with its shared document if it has one.
+// Every caller gets the same value, so callers must not modify it.
 func (s *Store) Current() *payload.Document { return s.cur.Load() }
 
 // Loaded reports whether a valid document has been loaded; the sidecar is
@@ -152,42 +183,97 @@ func (s *Store) Token(audience string) ([]byte, error) {
 	return bytes.TrimSpace(data), nil
 }
 
-// Load reads the payload file once. It returns whether a new document became
-// current, and an error when the file is missing or invalid (the previous
-// document stays current then).
+// Load reads the payload file once, and the shared document beside it when
+// the payload refers to one. It returns whether a new document became
+// current, and an error when either file is missing or invalid, or the shared
+// document is another service's; the previous document stays current then.
+// A missing shared document's error wraps both payload.ErrSharedMissing and
+// fs.ErrNotExist, so that callers asking whether the document can be
+// completed need not tell an absent file from another service's. A missing
+// or invalid file is reported (and counted) once: while the files stay as
+// they were, Load returns no change and no error.
 func (s *Store) Load() (bool, error) {
-	file := filepath.Join(s.opts.PayloadDir, payload.SecretKey)
-	raw, err := readLimited(file, maxPayloadBytes)
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
+
+	file := filepath.Join(s.opts.PayloadDir, payload.SecretKey)
+	raw, err := readLimited(file, maxPayloadBytes)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) && s.lastMiss {
+		miss := errors.Is(err, fs.ErrNotExist)
+		if miss && s.last.payload.miss {
 			return false, nil
 		}
-		s.lastMiss = errors.Is(err, fs.ErrNotExist)
-		s.lastRaw = nil
+		// Another read error is not remembered: without the bytes, there is
+		// nothing to tell a retry's outcome from this one's.
+		s.last = lastRead{payload: fileRead{miss: miss}}
 		s.failures.Add(1)
 		return false, fmt.Errorf("reading payload: %w", err)
 	}
-	s.lastMiss = false
-	if s.lastRaw != nil && bytes.Equal(raw, s.lastRaw) {
+
+	doc, samePayload := s.last.doc, s.last.payload.is(raw)
+	if !samePayload {
+		s.last = lastRead{payload: fileRead{read: true, raw: raw}}
+		if doc, err = payload.Parse(raw); err != nil {
+			s.failures.Add(1)
+			return false, fmt.Errorf("payload %s: %w", file, err)
+		}
+		s.last.doc = doc
+	}
+	if doc == nil || (samePayload && doc.Shared == nil) {
+		// Bytes already reported invalid, or a document that needs nothing
+		// more and was stored already.
 		return false, nil
 	}
-	s.lastRaw = raw
-	doc, err := payload.Parse(raw)
+	if doc.Shared == nil {
+		// The document holds its own user-data: whatever shared.json says
+		// does not concern it, and is not read.
+		return s.store(doc), nil
+	}
+
+	sharedFile := filepath.Join(s.opts.PayloadDir, payload.SharedKey)
+	sraw, err := readLimited(sharedFile, maxPayloadBytes)
+	if err != nil {
+		miss := errors.Is(err, fs.ErrNotExist)
+		if miss && s.last.shared.miss {
+			return false, nil
+		}
+		s.last.shared = fileRead{miss: miss}
+		s.failures.Add(1)
+		if miss {
+			return false, fmt.Errorf("reading the shared payload of MetadataService %q: %w: %w",
+				doc.Shared.MetadataService, payload.ErrSharedMissing, err)
+		}
+		return false, fmt.Errorf("reading shared payload: %w", err)
+	}
+	if s.last.shared.is(sraw) {
+		return false, nil
+	}
+	s.last.shared = fileRead{read: true, raw: sraw}
+	shared, err := payload.ParseShared(sraw)
 	if err != nil {
 		s.failures.Add(1)
-		return false, fmt.Errorf("payload %s: %w", file, err)
+		return false, fmt.Errorf("shared payload %s: %w", sharedFile, err)
 	}
-	if old := s.cur.Load(); old != nil && old.Hash == doc.Hash {
-		return false, nil
+	served, err := doc.WithShared(shared)
+	if err != nil {
+		s.failures.Add(1)
+		return false, fmt.Errorf("shared payload %s is MetadataService %q's: %w", sharedFile, shared.MetadataService, err)
 	}
-	s.cur.Store(doc)
+	return s.store(served), nil
+}
+
+// store makes d current unless it is what is current already, comparing
+// served hashes: an edit of the shared document alone is a new document to
+// the guest, and the same payload read again is none. s.mu is held.
+func (s *Store) store(d *payload.Document) bool {
+	if old := s.cur.Load(); old != nil && old.Hash == d.Hash {
+		return false
+	}
+	s.cur.Store(d)
 	s.reloads.Add(1)
 	close(s.changed)
 	s.changed = make(chan struct{})
-	return true, nil
+	return true
 }
 
 // Run loads the document and then watches PayloadDir until ctx is done,

@@ -296,3 +296,180 @@ func TestServesDocumentsOfAdjacentVersions(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadShared walks a document that leaves its user-data and vendor-data to
+// its service's shared document through the updates a sidecar sees: the two
+// are served as one document whose hash follows both files; a shared
+// document that is missing, invalid or another service's is a failure that
+// keeps the last good document and is reported once while the files stay as
+// they are; a document holding its own user-data ignores shared.json.
+func TestLoadShared(t *testing.T) {
+	dir := newDir(t)
+	s := store.New(store.Options{PayloadDir: dir.Path}, logr.Discard())
+	doc := storetest.Document()
+	shared := storetest.Share(doc)
+	other := &payload.SharedDocument{MetadataService: "other", UserData: []byte("#cloud-config\nhostname: other\n")}
+	payloadOnly := func() error { return dir.Write(map[string][]byte{payload.SecretKey: mustSeal(t, doc)}) }
+	withShared := func(raw []byte) func() error {
+		return func() error {
+			return dir.Write(map[string][]byte{payload.SecretKey: mustSeal(t, doc), payload.SharedKey: raw})
+		}
+	}
+
+	type step struct {
+		name    string
+		write   func() error
+		changed bool
+		fails   bool
+		errs    []error // what the error must wrap, all of them
+		serves  string  // a string the served user-data contains
+	}
+	for i, st := range []step{
+		{name: "both files", write: func() error { return dir.WriteDocuments(doc, shared) }, changed: true, serves: "hostname: vm1"},
+		{name: "the same files again"},
+		{name: "only shared.json edited", write: func() error {
+			shared.UserData = []byte("#cloud-config\nhostname: edited\n")
+			return dir.WriteDocuments(doc, shared)
+		}, changed: true, serves: "hostname: edited"},
+		{name: "shared.json gone", write: payloadOnly, fails: true, errs: []error{payload.ErrSharedMissing, fs.ErrNotExist}},
+		{name: "shared.json still gone"},
+		{name: "a new payload, shared.json still gone", write: func() error {
+			doc.Instance.Hostname = "vm1-renamed"
+			return payloadOnly()
+		}, fails: true, errs: []error{payload.ErrSharedMissing, fs.ErrNotExist}},
+		{name: "another service's shared.json", write: func() error { return dir.WriteDocuments(doc, other) }, fails: true, errs: []error{payload.ErrSharedMissing}},
+		{name: "another service's shared.json again"},
+		{name: "invalid shared.json", write: withShared([]byte(`{"kind":"SharedPayload"}`)), fails: true},
+		{name: "invalid shared.json again"},
+		{name: "a good shared.json again", write: func() error {
+			shared.UserData = []byte("#cloud-config\nhostname: fixed\n")
+			return dir.WriteDocuments(doc, shared)
+		}, changed: true, serves: "hostname: fixed"},
+		{name: "a document with its own user-data beside an invalid shared.json", write: func() error {
+			doc = storetest.Document()
+			return withShared([]byte("{not json"))()
+		}, changed: true, serves: "hostname: vm1"},
+		{name: "that again"},
+	} {
+		if st.write != nil {
+			if err := st.write(); err != nil {
+				t.Fatalf("step %d (%s): %v", i, st.name, err)
+			}
+		}
+		before := s.Current()
+		ch := s.Changed()
+		changed, err := s.Load()
+		if (err != nil) != st.fails || changed != st.changed {
+			t.Fatalf("step %d (%s): Load = %v, %v; want changed %v, failure %v", i, st.name, changed, err, st.changed, st.fails)
+		}
+		for _, want := range st.errs {
+			if !errors.Is(err, want) {
+				t.Errorf("step %d (%s): Load error %v does not wrap %v", i, st.name, err, want)
+			}
+		}
+		cur := s.Current()
+		if !st.changed {
+			if cur != before {
+				t.Fatalf("step %d (%s): the current document was replaced", i, st.name)
+			}
+			select {
+			case <-ch:
+				t.Fatalf("step %d (%s): Changed closed without a change", i, st.name)
+			default:
+			}
+			continue
+		}
+		waitChanged(t, ch, time.Second, st.name)
+		if before != nil && cur.Hash == before.Hash {
+			t.Errorf("step %d (%s): a new document with the same hash %s", i, st.name, cur.Hash)
+		}
+		if !strings.Contains(string(cur.UserData), st.serves) {
+			t.Errorf("step %d (%s): user-data %q, want it to contain %q", i, st.name, cur.UserData, st.serves)
+		}
+		if cur.Shared != nil && (string(cur.VendorData) != string(shared.VendorData) || cur.Hash == doc.Hash || cur.Hash == shared.Hash) {
+			t.Errorf("step %d (%s): served vendor-data %q and hash %s; want the shared document's vendor-data and a hash of both (document %s, shared %s)",
+				i, st.name, cur.VendorData, cur.Hash, doc.Hash, shared.Hash)
+		}
+		if cur.Shared == nil && cur.Hash != doc.Hash {
+			t.Errorf("step %d (%s): hash %s, want the document's own %s", i, st.name, cur.Hash, doc.Hash)
+		}
+	}
+	if st := s.Stats(); st.Reloads != 4 || st.Failures != 4 {
+		t.Errorf("Stats = %+v, want 4 reloads and 4 failures", st)
+	}
+}
+
+// TestServesSharedDocument: the server answers with the shared document's
+// user-data, and an edit of shared.json alone changes the ETag.
+func TestServesSharedDocument(t *testing.T) {
+	dir := newDir(t)
+	doc := storetest.Document()
+	shared := storetest.Share(doc)
+	if err := dir.WriteDocuments(doc, shared); err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(store.Options{PayloadDir: dir.Path}, logr.Discard())
+	if _, err := s.Load(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Store: s, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(want string) string {
+		t.Helper()
+		w := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "http://169.254.169.254/nocloud/user-data", nil))
+		if w.Code != http.StatusOK || w.Body.String() != want {
+			t.Fatalf("GET /nocloud/user-data: %d %q, want 200 %q", w.Code, w.Body.String(), want)
+		}
+		return w.Header().Get("ETag")
+	}
+	etag := get(string(shared.UserData))
+	shared.UserData = []byte("#cloud-config\nhostname: edited\n")
+	if err := dir.WriteDocuments(doc, shared); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.Load(); err != nil || !changed {
+		t.Fatalf("Load after a shared.json edit = %v, %v; want true, nil", changed, err)
+	}
+	if again := get(string(shared.UserData)); again == etag {
+		t.Errorf("ETag %q unchanged after an edit of shared.json", etag)
+	}
+}
+
+// TestRunReloadsSharedEdit: a kubelet swap that changes only shared.json is
+// picked up through the watch like one of payload.json.
+func TestRunReloadsSharedEdit(t *testing.T) {
+	dir := newDir(t)
+	doc := storetest.Document()
+	shared := storetest.Share(doc)
+	if err := dir.WriteDocuments(doc, shared); err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(store.Options{PayloadDir: dir.Path}, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	first := s.Changed()
+	go func() { done <- s.Run(ctx) }()
+	waitChanged(t, first, 5*time.Second, "the initial load")
+
+	for _, host := range []string{"edited", "edited-again"} {
+		ch := s.Changed()
+		shared.UserData = []byte("#cloud-config\nhostname: " + host + "\n")
+		if err := dir.WriteDocuments(doc, shared); err != nil {
+			t.Fatal(err)
+		}
+		waitChanged(t, ch, time.Second, "the swapped shared document")
+		if got := string(s.Current().UserData); got != string(shared.UserData) {
+			t.Fatalf("user-data %q, want %q", got, shared.UserData)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v on cancel, want nil", err)
+	}
+	if st := s.Stats(); st.Reloads != 3 || st.Failures != 0 {
+		t.Errorf("Stats = %+v, want 3 reloads and no failure", st)
+	}
+}

@@ -124,6 +124,25 @@ func (d *Dir) WriteDocument(doc *payload.Document) error {
 	return d.WritePayload(raw)
 }
 
+// WriteDocuments seals doc and shared (see WriteDocument) and writes them in
+// one swap as the payload file and, beside it, the shared document, as
+// kubelet updates the projected volume that holds both Secrets. A nil shared
+// writes the payload file alone. Like every write, it replaces the whole
+// directory: a later WriteDocument drops the shared document.
+func (d *Dir) WriteDocuments(doc *payload.Document, shared *payload.SharedDocument) error {
+	raw, err := doc.Seal()
+	if err != nil {
+		return fmt.Errorf("sealing document: %w", err)
+	}
+	files := map[string][]byte{payload.SecretKey: raw}
+	if shared != nil {
+		if files[payload.SharedKey], err = shared.Seal(); err != nil {
+			return fmt.Errorf("sealing shared document: %w", err)
+		}
+	}
+	return d.Write(files)
+}
+
 // Versions returns the timestamped version directories present, sorted; after
 // a completed update there is exactly one.
 func (d *Dir) Versions() ([]string, error) {
@@ -168,6 +187,18 @@ func JWT(audience string, exp time.Time) []byte {
 		panic(err)
 	}
 	return []byte(header + "." + enc.EncodeToString(claims) + "." + enc.EncodeToString([]byte("signature")))
+}
+
+// Share moves doc's user-data and vendor-data into a new shared document of
+// doc's MetadataService (Source.MetadataService) and makes doc refer to it,
+// as the operator stores an instance of a service that shares them. The
+// document served from the two, by payload.Document.WithShared, has doc's
+// former content. Pass both to WriteDocuments.
+func Share(doc *payload.Document) *payload.SharedDocument {
+	shared := &payload.SharedDocument{MetadataService: doc.Source.MetadataService, UserData: doc.UserData, VendorData: doc.VendorData}
+	doc.Shared = &payload.SharedRef{MetadataService: doc.Source.MetadataService}
+	doc.UserData, doc.VendorData = nil, nil
+	return shared
 }
 
 // Document returns a representative unsealed document: every dialect, a

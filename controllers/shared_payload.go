@@ -1,0 +1,155 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+)
+
+// A MetadataService's user-data and vendor-data are the same for every
+// instance it serves, so they are stored once, in the service's shared
+// payload Secret, and each instance's document refers to it
+// (payload.Document.Shared): 10,000 instances of a 16 KiB cloud-config then
+// store one copy instead of 10,000, and an edit of it is one write. The Pod
+// webhook mounts both Secrets in one projected volume.
+//
+// An instance's document holds its own copy (inline) instead when the shared
+// document may not be beside it: the shared Secret is not stored as rendered
+// yet, or one of the instance's launcher Pods runs a sidecar whose volume does
+// not carry this service's shared Secret (a Pod injected before the operator
+// shared payloads, or before the instance changed service).
+
+// desiredSharedSecret is the shared payload Secret of mds for src, owned by
+// the service so that it goes with it.
+func desiredSharedSecret(mds *imdsv1alpha1.MetadataService, src *resolvedSources) (*corev1.Secret, error) {
+	doc := &payload.SharedDocument{MetadataService: mds.Name, UserData: src.UserData, VendorData: src.VendorData}
+	data, err := doc.Seal()
+	if err != nil {
+		return nil, err
+	}
+	owner := metav1.NewControllerRef(mds, imdsv1alpha1.GroupVersion.WithKind("MetadataService"))
+	owner.BlockOwnerDeletion = nil
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      imdsv1alpha1.SharedPayloadSecretName(mds.Name),
+			Namespace: mds.Namespace,
+			Labels: map[string]string{
+				imdsv1alpha1.LabelManagedBy:       imdsv1alpha1.ManagedByValue,
+				imdsv1alpha1.LabelMetadataService: mds.Name,
+			},
+			Annotations:     map[string]string{imdsv1alpha1.AnnotationPayloadHash: doc.Hash},
+			OwnerReferences: []metav1.OwnerReference{*owner},
+		},
+		Type: PayloadSecretType,
+		Data: map[string][]byte{payload.SharedKey: data},
+	}, nil
+}
+
+// ensureSharedPayload writes the shared payload Secret of mds unless it is
+// current, and reports whether the instances' documents may refer to it.
+func (r *MetadataServiceReconciler) ensureSharedPayload(ctx context.Context, mds *imdsv1alpha1.MetadataService, src *resolvedSources) (bool, error) {
+	want, err := desiredSharedSecret(mds, src)
+	if err != nil {
+		return false, err
+	}
+	if _, _, err := r.ensureOwnSecret(ctx, want); err != nil {
+		return false, fmt.Errorf("shared payload: %w", err)
+	}
+	return true, nil
+}
+
+// sharedStored reports whether the cache holds the shared payload Secret of
+// mds as it would be rendered from src: the Pod webhook, rendering ahead of
+// the controller, refers to it only then.
+func (r *MetadataServiceReconciler) sharedStored(ctx context.Context, mds *imdsv1alpha1.MetadataService, src *resolvedSources) (bool, error) {
+	want, err := desiredSharedSecret(mds, src)
+	if err != nil {
+		return false, err
+	}
+	var have corev1.Secret
+	switch err := r.Get(ctx, client.ObjectKeyFromObject(want), &have); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
+	}
+	return have.Type == want.Type && slices.Equal(have.Data[payload.SharedKey], want.Data[payload.SharedKey]), nil
+}
+
+// holdsOwnCopy reports whether vmi's document must hold its own user-data
+// and vendor-data, given its launcher Pods: one of them runs a sidecar (or
+// may) and its volumes do not carry the shared Secret named shared. A VMI
+// without Pods yet shares: the Pod webhook mounts the shared Secret of the
+// service it renders for.
+func holdsOwnCopy(vmi *kubevirtv1.VirtualMachineInstance, pods []*corev1.Pod, shared string) bool {
+	for _, pod := range pods {
+		if !podActive(pod) || migratedAway(vmi, pod) || !HasSidecar(pod) {
+			continue
+		}
+		if !mountsSecret(pod, shared) {
+			return true
+		}
+	}
+	return false
+}
+
+// mountsSecret reports whether a volume of pod projects the Secret name.
+func mountsSecret(pod *corev1.Pod, name string) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == name {
+			return true
+		}
+		if v.Projected == nil {
+			continue
+		}
+		for _, s := range v.Projected.Sources {
+			if s.Secret != nil && s.Secret.Name == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// launcherPodsOf returns the launcher Pods of vmi from the cache.
+func (r *MetadataServiceReconciler) launcherPodsOf(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstance) ([]*corev1.Pod, error) {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(vmi.Namespace), client.MatchingLabels{
+		kubevirtv1.AppLabel:       LauncherAppValue,
+		kubevirtv1.CreatedByLabel: string(vmi.UID),
+	}, readOnlyList); err != nil {
+		return nil, fmt.Errorf("listing virt-launcher Pods: %w", err)
+	}
+	out := make([]*corev1.Pod, len(pods.Items))
+	for i := range pods.Items {
+		out[i] = &pods.Items[i]
+	}
+	return out, nil
+}
+
+// referShared moves doc's user-data and vendor-data out to the shared
+// document of mds.
+func referShared(doc *payload.Document, mds *imdsv1alpha1.MetadataService) {
+	doc.UserData, doc.VendorData = nil, nil
+	doc.Shared = &payload.SharedRef{MetadataService: mds.Name}
+}
+
+// podsByInstance groups launcher Pods by the UID of their VMI.
+func podsByInstance(pods []corev1.Pod) map[types.UID][]*corev1.Pod {
+	out := map[types.UID][]*corev1.Pod{}
+	for i := range pods {
+		uid := types.UID(pods[i].Labels[kubevirtv1.CreatedByLabel])
+		out[uid] = append(out[uid], &pods[i])
+	}
+	return out
+}
