@@ -419,8 +419,8 @@ func (st *stormEnv) watchPayloads(namespace string, created *sync.Map, res *stor
 	var seen sync.Map
 	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
 		s, ok := obj.(*corev1.Secret)
-		if !ok || s.Labels[imdsv1alpha1.LabelManagedBy] != imdsv1alpha1.ManagedByValue {
-			return
+		if !ok || s.Labels[imdsv1alpha1.LabelManagedBy] != imdsv1alpha1.ManagedByValue || s.Labels[imdsv1alpha1.LabelInstanceUID] == "" {
+			return // not an instance's payload (the service's shared one, say)
 		}
 		now := time.Now()
 		if _, dup := seen.LoadOrStore(s.Name, true); dup {
