@@ -158,15 +158,28 @@ func (c *Console) Login(ctx context.Context, user, password string) error {
 }
 
 // RootShell waits for the root shell the serial console's getty logs in by
-// itself (the project's Debian VM image autologins root on ttyS0).
+// itself (the project's Debian VM image autologins root on ttyS0), and keeps
+// the kernel's messages off the console: under software emulation the
+// clocksource watchdog, say, prints in the middle of a command's output.
 func (c *Console) RootShell(ctx context.Context) error {
 	// A newline makes the shell print its prompt again, whatever came before.
 	if err := c.Send("\n"); err != nil {
 		return err
 	}
-	_, err := c.Expect(ctx, regexp.MustCompile(`# $`))
+	if _, err := c.Expect(ctx, regexp.MustCompile(`# $`)); err != nil {
+		return err
+	}
+	_, code, err := c.Run(ctx, "dmesg -n 1")
+	if err == nil && code != 0 {
+		err = fmt.Errorf("dmesg -n 1 exited with status %d", code)
+	}
 	return err
 }
+
+// kernelMessage matches a line the kernel printed on the console (a printk
+// with its timestamp), such as one already on its way when the console's
+// log level was lowered.
+var kernelMessage = regexp.MustCompile(`(?m)^\[\s*\d+\.\d+\] [^\n]*\n`)
 
 // Run types a shell command (bash: the exit status comes from PIPESTATUS)
 // and returns its output and exit status. The markers are printed from
@@ -188,7 +201,7 @@ func (c *Console) Run(ctx context.Context, command string) (string, int, error) 
 		return "", 0, err
 	}
 	code, _ := strconv.Atoi(m[2])
-	return m[1], code, nil
+	return kernelMessage.ReplaceAllString(m[1], ""), code, nil
 }
 
 // lastLines is the last n lines of s.
