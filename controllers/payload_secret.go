@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,6 +28,16 @@ const PayloadSecretType corev1.SecretType = "imds.kubevirt.io/payload"
 
 func labelSet(l map[string]string) labels.Set { return labels.Set(l) }
 
+// payloadOwner is the controller reference that makes a payload Secret go
+// with owner. It does not block the owner's deletion: that would need update
+// rights on the owner's finalizers for nothing, since the payload is useless
+// once the owner is gone.
+func payloadOwner(owner metav1.Object, gvk schema.GroupVersionKind) *metav1.OwnerReference {
+	ref := metav1.NewControllerRef(owner, gvk)
+	ref.BlockOwnerDeletion = nil
+	return ref
+}
+
 // desiredPayloadSecret is the Secret holding doc for vmi, owned by the VMI so
 // that it is garbage-collected with it.
 func desiredPayloadSecret(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) (*corev1.Secret, error) {
@@ -34,10 +45,7 @@ func desiredPayloadSecret(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.Vir
 	if err != nil {
 		return nil, err
 	}
-	owner := metav1.NewControllerRef(vmi, kubevirtv1.VirtualMachineInstanceGroupVersionKind)
-	// Blocking the VMI's deletion would need update rights on VMI finalizers
-	// for nothing: the payload is useless once the VMI is gone.
-	owner.BlockOwnerDeletion = nil
+	owner := payloadOwner(vmi, kubevirtv1.VirtualMachineInstanceGroupVersionKind)
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      imdsv1alpha1.PayloadSecretName(vmi.Name),
@@ -250,10 +258,12 @@ const unknownInstanceGrace = 2 * time.Minute
 // vanish in a hand-over. s is nil when the service itself is gone.
 func (r *MetadataServiceReconciler) removeStalePayloads(ctx context.Context, namespace, name string, s *scope) (int, error) {
 	var secrets corev1.SecretList
+	// Instances' payloads only: the service's shared one goes with the
+	// service (owner reference).
 	if err := r.List(ctx, &secrets, client.InNamespace(namespace), client.MatchingLabels{
 		imdsv1alpha1.LabelManagedBy:       imdsv1alpha1.ManagedByValue,
 		imdsv1alpha1.LabelMetadataService: name,
-	}, readOnlyList); err != nil {
+	}, client.HasLabels{imdsv1alpha1.LabelInstanceUID}, readOnlyList); err != nil {
 		return 0, fmt.Errorf("listing payload Secrets: %w", err)
 	}
 	if len(secrets.Items) == 0 {
@@ -278,9 +288,6 @@ func (r *MetadataServiceReconciler) removeStalePayloads(ctx context.Context, nam
 	removed := 0
 	for i := range secrets.Items {
 		secret := &secrets.Items[i]
-		if secret.Name == imdsv1alpha1.SharedPayloadSecretName(name) {
-			continue // the service's own, which goes with it (owner reference)
-		}
 		uid := types.UID(secret.Labels[imdsv1alpha1.LabelInstanceUID])
 		if _, served := s.served[uid]; served || s.kept[secret.Name] {
 			continue

@@ -37,8 +37,7 @@ func desiredSharedSecret(mds *imdsv1alpha1.MetadataService, src *resolvedSources
 	if err != nil {
 		return nil, err
 	}
-	owner := metav1.NewControllerRef(mds, imdsv1alpha1.GroupVersion.WithKind("MetadataService"))
-	owner.BlockOwnerDeletion = nil
+	owner := payloadOwner(mds, imdsv1alpha1.GroupVersion.WithKind("MetadataService"))
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      imdsv1alpha1.SharedPayloadSecretName(mds.Name),
@@ -103,19 +102,14 @@ func holdsOwnCopy(vmi *kubevirtv1.VirtualMachineInstance, pods []*corev1.Pod, sh
 	return false
 }
 
-// mountsSecret reports whether a volume of pod projects the Secret name.
+// mountsSecret reports whether a projected volume of pod (as the Pod webhook
+// mounts the payloads) carries the Secret name.
 func mountsSecret(pod *corev1.Pod, name string) bool {
 	for _, v := range pod.Spec.Volumes {
-		if v.Secret != nil && v.Secret.SecretName == name {
+		if v.Projected != nil && slices.ContainsFunc(v.Projected.Sources, func(s corev1.VolumeProjection) bool {
+			return s.Secret != nil && s.Secret.Name == name
+		}) {
 			return true
-		}
-		if v.Projected == nil {
-			continue
-		}
-		for _, s := range v.Projected.Sources {
-			if s.Secret != nil && s.Secret.Name == name {
-				return true
-			}
 		}
 	}
 	return false
