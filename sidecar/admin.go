@@ -10,8 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	vmetrics "github.com/VictoriaMetrics/metrics"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/promtext"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/server"
 )
 
 // readiness collects why the sidecar cannot serve yet.
@@ -57,8 +59,13 @@ func (r *readiness) reasons() []string {
 }
 
 // adminHandler serves /healthz (the process runs), /readyz (the guest can be
-// served, or why not) and /metrics from the sidecar's own registry.
-func adminHandler(r *readiness, g prometheus.Gatherer) http.Handler {
+// served, or why not) and /metrics: set's series (the sidecar's and its
+// server's) and the Go runtime's and the process's.
+func adminHandler(r *readiness, set *vmetrics.Set) http.Handler {
+	// The runtime's and the process's series get their TYPE lines from the
+	// library's switch, which is process-wide; promtext.Write writes set's
+	// either way.
+	vmetrics.ExposeMetadata(true)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -72,7 +79,14 @@ func adminHandler(r *readiness, g prometheus.Gatherer) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		if err := promtext.Write(w, set, MetricFamilies()); err != nil {
+			return // the scraper is gone
+		}
+		vmetrics.WriteProcessMetrics(w)
+		vmetrics.WriteFDMetrics(w)
+	})
 	return mux
 }
 
@@ -97,40 +111,52 @@ func serveAdmin(ctx context.Context, ln net.Listener, h http.Handler) error {
 	return nil
 }
 
-// metrics are the sidecar's own series; the server registers its own.
-type metrics struct {
-	arpPackets      *prometheus.CounterVec
-	reconciliations *prometheus.CounterVec
-	networkReady    prometheus.Gauge
-	setupSeconds    prometheus.Gauge
-}
-
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		arpPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kubevirt_imds_sidecar_arp_packets_total",
-			Help: "ARP frames seen on the guest's port, by decision (answered, not_for_us, wrong_port, …).",
-		}, []string{"reason"}),
-		reconciliations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kubevirt_imds_sidecar_network_reconciliations_total",
-			Help: "Network reconciliations, by result (applied, waiting, error).",
-		}, []string{"result"}),
-		networkReady: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "kubevirt_imds_sidecar_network_ready",
-			Help: "1 while veth-imds, routing and isolation are in place.",
-		}),
-		setupSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "kubevirt_imds_sidecar_network_setup_seconds",
-			Help: "Seconds from the sidecar's start until it first listened for the guest.",
-		}),
+// The sidecar's own metric families; its server has its own.
+var (
+	arpPacketsFamily = promtext.Family{
+		Name:   "kubevirt_imds_sidecar_arp_packets_total",
+		Type:   promtext.Counter,
+		Help:   "ARP frames seen on the guest's port, by decision (answered, not_for_us, wrong_port, …).",
+		Labels: []string{"reason"},
 	}
-	reg.MustRegister(m.arpPackets, m.reconciliations, m.networkReady, m.setupSeconds)
-	return m
+	reconciliationsFamily = promtext.Family{
+		Name:   "kubevirt_imds_sidecar_network_reconciliations_total",
+		Type:   promtext.Counter,
+		Help:   "Network reconciliations, by result (applied, waiting, error).",
+		Labels: []string{"result"},
+	}
+	networkReadyFamily = promtext.Family{
+		Name: "kubevirt_imds_sidecar_network_ready",
+		Type: promtext.Gauge,
+		Help: "1 while veth-imds, routing and isolation are in place.",
+	}
+	setupSecondsFamily = promtext.Family{
+		Name: "kubevirt_imds_sidecar_network_setup_seconds",
+		Type: promtext.Gauge,
+		Help: "Seconds from the sidecar's start until it first listened for the guest.",
+	}
+)
+
+// MetricFamilies lists the families of the sidecar's /metrics besides the
+// Go runtime's and the process's: its own and its server's. Tests that
+// check dashboards and alert rules read their names and labels here.
+func MetricFamilies() []promtext.Family {
+	return append(server.MetricFamilies(), arpPacketsFamily, reconciliationsFamily, networkReadyFamily, setupSecondsFamily)
 }
 
-// RegisterMetrics registers the sidecar's own collectors (the network and
-// ARP series; the server registers its request series itself) with reg:
-// tests that check dashboards and alert rules read their names from it.
-func RegisterMetrics(reg prometheus.Registerer) {
-	newMetrics(reg)
+// metrics are the sidecar's own series; the server keeps its own.
+type metrics struct {
+	arpPackets      *promtext.Vec[string, *vmetrics.Counter]
+	reconciliations *promtext.Vec[string, *vmetrics.Counter]
+	networkReady    *vmetrics.Gauge
+	setupSeconds    *vmetrics.Gauge
+}
+
+func newMetrics(set *vmetrics.Set) *metrics {
+	return &metrics{
+		arpPackets:      promtext.NewCounterVec(set, arpPacketsFamily),
+		reconciliations: promtext.NewCounterVec(set, reconciliationsFamily),
+		networkReady:    set.NewGauge(networkReadyFamily.Series(), nil),
+		setupSeconds:    set.NewGauge(setupSecondsFamily.Series(), nil),
+	}
 }

@@ -9,9 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	vmetrics "github.com/VictoriaMetrics/metrics"
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/arp"
@@ -24,11 +23,10 @@ import (
 func run(ctx context.Context, o Options, log logr.Logger) error {
 	start := time.Now()
 	st := store.New(store.Options{PayloadDir: o.PayloadDir, TokenDir: o.TokenDir}, log.WithName("store"))
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := newMetrics(reg)
+	set := vmetrics.NewSet()
+	m := newMetrics(set)
 	srv, err := server.New(server.Config{Store: st, RateLimit: o.RateLimit, Burst: o.Burst, MaxConns: o.MaxConns,
-		MaxLongPolls: o.MaxLongPolls, Hosts: o.Hosts, Registry: reg, Log: log.WithName("server")})
+		MaxLongPolls: o.MaxLongPolls, Hosts: o.Hosts, Metrics: set, Log: log.WithName("server")})
 	if err != nil {
 		return err
 	}
@@ -40,7 +38,7 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return st.Run(ctx) })
-	g.Go(func() error { return serveAdmin(ctx, adminLn, adminHandler(ready, reg)) })
+	g.Go(func() error { return serveAdmin(ctx, adminLn, adminHandler(ready, set)) })
 	g.Go(func() error {
 		return watchLiveness(ctx, healthzCheck("http://"+adminLn.Addr().String()+"/healthz"),
 			livenessInterval, livenessTimeout, livenessFailures, log.WithName("liveness"))
@@ -112,7 +110,7 @@ func (n *netRunner) run(ctx context.Context) error {
 		source = &nodeSetupWatcher{Inputs: in, OnStatus: onStatus}
 	} else {
 		source = &plumbing.Plumber{Inputs: in, Log: n.log, OnStatus: onStatus,
-			ObserveARP: func(r arp.Reason) { n.m.arpPackets.WithLabelValues(r.String()).Inc() }}
+			ObserveARP: func(r arp.Reason) { n.m.arpPackets.With(r.String()).Inc() }}
 	}
 	recCtx, recCancel := context.WithCancel(ctx)
 	recErr := make(chan error, 1)
@@ -156,13 +154,13 @@ func (n *netRunner) run(ctx context.Context) error {
 				n.m.networkReady.Set(0)
 				var we *network.WaitError
 				if errors.As(s.Err, &we) {
-					n.m.reconciliations.WithLabelValues("waiting").Inc()
+					n.m.reconciliations.With("waiting").Inc()
 				} else {
-					n.m.reconciliations.WithLabelValues("error").Inc()
+					n.m.reconciliations.With("error").Inc()
 				}
 				continue
 			}
-			n.m.reconciliations.WithLabelValues("applied").Inc()
+			n.m.reconciliations.With("applied").Inc()
 			if err := n.applied(ctx, s, serveErr, serveDone); err != nil {
 				return err
 			}

@@ -5,14 +5,21 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	vmetrics "github.com/VictoriaMetrics/metrics"
+	"github.com/go-logr/logr"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/server"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store"
 )
 
 func parse(t *testing.T, args ...string) Options {
@@ -100,10 +107,18 @@ func TestInputsFor(t *testing.T) {
 func TestAdminHandler(t *testing.T) {
 	loaded := false
 	r := newReadiness(func() bool { return loaded })
-	reg := prometheus.NewRegistry()
-	m := newMetrics(reg)
-	m.arpPackets.WithLabelValues("answered").Inc()
-	srv := httptest.NewServer(adminHandler(r, reg))
+	set := vmetrics.NewSet()
+	m := newMetrics(set)
+	m.arpPackets.With("answered").Inc()
+	m.reconciliations.With("applied").Inc()
+	guest, err := server.New(server.Config{Store: store.New(store.Options{}, logr.Discard()), Metrics: set, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	guestReq := httptest.NewRequest(http.MethodGet, "/nocloud/meta-data", nil)
+	guestReq.Host = server.Address
+	guest.Handler().ServeHTTP(httptest.NewRecorder(), guestReq)
+	srv := httptest.NewServer(adminHandler(r, set))
 	defer srv.Close()
 
 	get := func(path string) (int, string) {
@@ -133,7 +148,51 @@ func TestAdminHandler(t *testing.T) {
 	if code, body := get("/readyz"); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("/readyz = %d %q", code, body)
 	}
-	if _, body := get("/metrics"); !strings.Contains(body, `kubevirt_imds_sidecar_arp_packets_total{reason="answered"} 1`) {
+	_, body = get("/metrics")
+	if !strings.Contains(body, `kubevirt_imds_sidecar_arp_packets_total{reason="answered"} 1`) {
 		t.Errorf("/metrics lacks the ARP counter:\n%s", body)
+	}
+	// What Prometheus and the node agent read of it.
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v\n%s", err, body)
+	}
+	for _, f := range MetricFamilies() {
+		got, ok := fams[f.Name]
+		if !ok {
+			if f.Name == "kubevirt_imds_sidecar_refused_requests_total" || f.Name == "kubevirt_imds_sidecar_shed_connections_total" {
+				continue // no series before the first refusal
+			}
+			t.Errorf("/metrics lacks %s", f.Name)
+			continue
+		}
+		if got.GetHelp() != f.Help || !strings.EqualFold(got.GetType().String(), string(f.Type)) {
+			t.Errorf("%s: HELP %q TYPE %s, want %q %s", f.Name, got.GetHelp(), got.GetType(), f.Help, f.Type)
+		}
+		for _, s := range got.GetMetric() {
+			var names []string
+			for _, l := range s.GetLabel() {
+				names = append(names, l.GetName())
+			}
+			slices.Sort(names)
+			if want := slices.Sorted(slices.Values(f.Labels)); !slices.Equal(names, want) {
+				t.Errorf("%s: labels %v, want %v", f.Name, names, want)
+			}
+		}
+	}
+	if h := fams["kubevirt_imds_sidecar_request_duration_seconds"].GetMetric()[0].GetHistogram(); h.GetSampleCount() != 1 || len(h.GetBucket()) != 13 {
+		t.Errorf("request_duration_seconds: %v", h)
+	}
+	for name, typ := range map[string]dto.MetricType{
+		"go_goroutines":                 dto.MetricType_GAUGE,
+		"go_gc_duration_seconds":        dto.MetricType_SUMMARY,
+		"process_cpu_seconds_total":     dto.MetricType_COUNTER,
+		"process_resident_memory_bytes": dto.MetricType_GAUGE,
+		"process_open_fds":              dto.MetricType_GAUGE,
+	} {
+		if got := fams[name]; got.GetType() != typ || len(got.GetMetric()) == 0 {
+			t.Errorf("%s: %v, want a %s", name, got, typ)
+		}
 	}
 }

@@ -104,8 +104,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	vmetrics "github.com/VictoriaMetrics/metrics"
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/time/rate"
 
@@ -166,8 +166,9 @@ type Config struct {
 	// 169.254.169.254 (e.g. "instance-data"), matched without case and
 	// without a trailing dot.
 	Hosts []string
-	// Registry receives the server's metrics; nil registers none.
-	Registry prometheus.Registerer
+	// Metrics receives the server's series (MetricFamilies); nil keeps
+	// none.
+	Metrics *vmetrics.Set
 	// Log receives request and error logs.
 	Log logr.Logger
 }
@@ -256,7 +257,7 @@ func New(c Config) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.tokens = tokens
-	m, err := newMetrics(c.Registry, c.Store, func() float64 { return float64(s.polling.Load()) },
+	m, err := newMetrics(c.Metrics, c.Store, func() float64 { return float64(s.polling.Load()) },
 		func() float64 { return float64(s.conns.count()) })
 	if err != nil {
 		return nil, err

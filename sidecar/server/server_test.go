@@ -12,12 +12,15 @@ import (
 	"testing"
 	"time"
 
+	vmetrics "github.com/VictoriaMetrics/metrics"
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/promtext"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
 )
@@ -28,7 +31,7 @@ type env struct {
 	tokens string
 	store  *store.Store
 	srv    *Server
-	reg    *prometheus.Registry
+	set    *vmetrics.Set
 }
 
 // tokenExpiry is the exp claim of the test tokens.
@@ -43,7 +46,7 @@ func newEnv(t testing.TB, doc *payload.Document, cfg func(*Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{dir: dir, tokens: filepath.Join(root, "tokens"), reg: prometheus.NewRegistry()}
+	e := &env{dir: dir, tokens: filepath.Join(root, "tokens"), set: vmetrics.NewSet()}
 	if doc != nil {
 		for _, tok := range doc.Tokens {
 			if tok.Audience == "unwritten" || tok.Audience == "escape" {
@@ -63,7 +66,7 @@ func newEnv(t testing.TB, doc *payload.Document, cfg func(*Config)) *env {
 			t.Fatal(err)
 		}
 	}
-	c := Config{Store: e.store, Registry: e.reg, Log: logr.Discard(), Burst: 1 << 20, RateLimit: 1e6}
+	c := Config{Store: e.store, Metrics: e.set, Log: logr.Discard(), Burst: 1 << 20, RateLimit: 1e6}
 	if cfg != nil {
 		cfg(&c)
 	}
@@ -772,10 +775,7 @@ func TestMetrics(t *testing.T) {
 	do(h, "GET", "/nocloud/nope")
 	do(h, "GET", "/v1/identity", md...)
 	do(h, "GET", "/elsewhere")
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	mfs := gather(t, e)
 	got := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
@@ -808,10 +808,25 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
 		}
 	}
-	// A second server on the same registry is refused.
-	if _, err := New(Config{Store: e.store, Registry: e.reg}); err == nil {
+	// A second server on the same set is refused.
+	if _, err := New(Config{Store: e.store, Metrics: e.set}); err == nil {
 		t.Error("duplicate registration accepted")
 	}
+}
+
+// gather parses e's series as /metrics writes them.
+func gather(t *testing.T, e *env) map[string]*dto.MetricFamily {
+	t.Helper()
+	var b strings.Builder
+	if err := promtext.Write(&b, e.set, MetricFamilies()); err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatalf("parsing the series: %v\n%s", err, b.String())
+	}
+	return mfs
 }
 
 func value(m *dto.Metric) float64 {
