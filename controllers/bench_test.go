@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -167,7 +166,7 @@ func startBenchManager(b *testing.B, cfg *rest.Config, s *runtime.Scheme, writes
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             ctrlconfig.Controller{SkipNameValidation: ptr(true)},
-		Cache:                  cache.Options{ByObject: CacheByObject()}, // as manager_cmd.go
+		Cache:                  CacheOptions(), // as manager_cmd.go
 	})
 	must(b, err)
 	benchReconciler = &MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds"),

@@ -171,7 +171,7 @@ func (k *IdentityKeys) Ensure(ctx context.Context) (*keyring, error) {
 }
 
 // getSecret reads the key's Secret from the cache, which holds only objects
-// with the operator's label (CacheByObject). One written by an earlier
+// with the operator's label (CacheOptions). One written by an earlier
 // release, unlabelled, is read from Live and labelled, so that the cache
 // holds it from then on.
 func (k *IdentityKeys) getSecret(ctx context.Context, s *corev1.Secret) error {

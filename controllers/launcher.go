@@ -53,15 +53,21 @@ func OwnObjectsSelector() labels.Selector {
 	return labels.SelectorFromSet(labels.Set{imdsv1alpha1.LabelManagedBy: imdsv1alpha1.ManagedByValue})
 }
 
-// CacheByObject restricts the manager's cache to what it serves: the
+// CacheOptions restricts the manager's cache to what it serves: the
 // virt-launcher Pods, and its own Secrets and ConfigMaps. It never holds
 // every Pod, Secret or ConfigMap of the cluster in memory; the sources that
-// MetadataServices reference are read through a SourceReader.
-func CacheByObject() map[client.Object]cache.ByObject {
-	return map[client.Object]cache.ByObject{
-		&corev1.Pod{}:       {Label: LauncherPodSelector()},
-		&corev1.Secret{}:    {Label: OwnObjectsSelector()},
-		&corev1.ConfigMap{}: {Label: OwnObjectsSelector()},
+// MetadataServices reference are read through a SourceReader. Cached objects
+// lose their managedFields, which nothing here reads: on a VMI or a launcher
+// Pod they are often as large as the rest of its metadata, and a write of a
+// cached object without them leaves the server's unchanged.
+func CacheOptions() cache.Options {
+	return cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:       {Label: LauncherPodSelector()},
+			&corev1.Secret{}:    {Label: OwnObjectsSelector()},
+			&corev1.ConfigMap{}: {Label: OwnObjectsSelector()},
+		},
+		DefaultTransform: cache.TransformStripManagedFields(),
 	}
 }
 

@@ -113,7 +113,7 @@ const retryBuffer = 1024
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 // The controller reports served VMIs whose virt-launcher Pod lacks the sidecar;
-// its cache holds launcher Pods only (CacheByObject), a label selector RBAC
+// its cache holds launcher Pods only (CacheOptions), a label selector RBAC
 // cannot express.
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // Condition changes are recorded as events.k8s.io/v1 Events on the MetadataService.

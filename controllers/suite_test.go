@@ -84,7 +84,7 @@ func startManager(c *rest.Config) {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{ByObject: CacheByObject()},
+		Cache:                  CacheOptions(),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	identityNamespace = newNamespace(context.Background())

@@ -298,7 +298,7 @@ func (st *stormEnv) startManager() *stormManager {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		WebhookServer:          server,
-		Cache:                  cache.Options{ByObject: controllers.CacheByObject()},
+		Cache:                  controllers.CacheOptions(),
 		Controller:             config.Controller{SkipNameValidation: new(true)},
 	})
 	st.must(err)

@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -140,7 +139,7 @@ func newManager(env *envtest.Environment, cfg *rest.Config, certDir string) ctrl
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		WebhookServer:          webhook.NewServer(webhook.Options{Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: certDir}),
-		Cache:                  cache.Options{ByObject: controllers.CacheByObject()},
+		Cache:                  controllers.CacheOptions(),
 		// The suite restarts the manager; controller names are per process.
 		Controller: config.Controller{SkipNameValidation: ptr(true)},
 	})
