@@ -103,14 +103,14 @@ func (o SidecarOptions) networkSetup() NetworkSetup {
 }
 
 // DefaultSidecarResources suit one guest's metadata traffic. The memory
-// request follows BenchmarkSidecarLoad (test/bench): 13.2 MiB resident idle
-// (10 of it the executable's pages, shared by every sidecar of a node) and
-// 17.4 MiB after 60,000 requests; the limit leaves room for the connection
-// budgets (sidecar/server). Requests are below the limits; in a Guaranteed
+// request follows BenchmarkSidecarLoad (test/bench): 11.6 MiB resident idle
+// a minute after the start (8.2 of it the executable's pages, shared by every
+// sidecar of a node) and 15.5 MiB after 60,000 requests; the limit leaves
+// room for the connection budgets (sidecar/server). Requests are below the limits; in a Guaranteed
 // Pod sidecarResources raises them to the limits.
 func DefaultSidecarResources() corev1.ResourceRequirements {
 	return corev1.ResourceRequirements{
-		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("20Mi")},
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
 		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
 	}
 }

@@ -84,7 +84,7 @@ var _ = Describe("Pod webhook", func() {
 		Expect(c.LivenessProbe).To(BeNil(), "the sidecar checks its own liveness: no exec every ten seconds")
 		By("requests below limits in a Burstable Pod")
 		Expect(c.Resources.Requests.Cpu().Cmp(resource.MustParse("10m"))).To(Equal(0))
-		Expect(c.Resources.Requests.Memory().Cmp(resource.MustParse("20Mi"))).To(Equal(0))
+		Expect(c.Resources.Requests.Memory().Cmp(resource.MustParse("16Mi"))).To(Equal(0))
 		Expect(c.Resources.Limits.Cpu().Cmp(resource.MustParse("200m"))).To(Equal(0))
 		Expect(c.Resources.Limits.Memory().Cmp(resource.MustParse("64Mi"))).To(Equal(0))
 		Expect(pod.Status.QOSClass).To(Equal(corev1.PodQOSBurstable))
