@@ -9,8 +9,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -68,9 +66,7 @@ func nodeAgentMetricsServer(addr string, cfg *rest.Config, a *nodeagent.Agent) (
 	// manager's collectors, linked into the same binary, registered
 	// themselves at start: the agent serves a registry of its own instead,
 	// so that no node reports the manager's (idle) series.
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), a.Collector())
-	metrics.Registry = reg
+	metrics.Registry = a.Registry()
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, err

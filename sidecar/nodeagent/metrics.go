@@ -7,15 +7,24 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 )
+
+// sidecarSeriesPrefix names the series the agent gathers from a sidecar:
+// the sidecar's own. Its Go runtime and process series stay on its own
+// /metrics: under the names of the agent's, with other HELP texts, they
+// would make the agent's registry refuse the whole scrape, and every VM
+// would add a hundred series.
+const sidecarSeriesPrefix = "kubevirt_imds_sidecar_"
 
 // Labels the agent puts on every series it gathers from a sidecar, so that
 // one scrape of the agent covers every VM on its node. Not "namespace" and
@@ -63,17 +72,17 @@ func newAgentMetrics() *agentMetrics {
 	}
 }
 
-// Gatherer gathers the agent's own series and, through each sidecar's
-// loopback admin endpoint reached inside its network namespace, every
-// sidecar's series labelled with its VMI. Prometheus scrapes it on the
-// agent's Pod: the sidecar's endpoint stays unreachable from outside its
-// namespace (and so from the guest), as a launcher Pod's IP belongs to the
-// guest in both of KubeVirt's bindings.
-func (a *Agent) Gatherer() prometheus.Gatherer {
-	a.initMetrics()
+// Registry is what the agent serves: the agent process's Go runtime and
+// process series, its own series and, through each sidecar's loopback admin
+// endpoint reached inside its network namespace, every sidecar's series
+// labelled with its VMI. Prometheus scrapes it on the agent's Pod: the
+// sidecar's endpoint stays unreachable from outside its namespace (and so
+// from the guest), as a launcher Pod's IP belongs to the guest in both of
+// KubeVirt's bindings.
+func (a *Agent) Registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(a.metrics.sidecars, a.metrics.scrapeErrors)
-	return prometheus.Gatherers{reg, prometheus.GathererFunc(a.gatherSidecars)}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), a.Collector())
+	return reg
 }
 
 func (a *Agent) initMetrics() {
@@ -128,7 +137,8 @@ func scrapeSidecar(ctx context.Context, t target) ([]*dto.MetricFamily, error) {
 	return relabel(io.LimitReader(resp.Body, maxSidecarMetrics), t.req)
 }
 
-// relabel parses the text exposition format in r and adds the VMI's labels.
+// relabel parses the text exposition format in r, keeps the sidecar's own
+// families (sidecarSeriesPrefix) and adds the VMI's labels to them.
 func relabel(r io.Reader, req Request) ([]*dto.MetricFamily, error) {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	byName, err := parser.TextToMetricFamilies(r)
@@ -143,6 +153,9 @@ func relabel(r io.Reader, req Request) ([]*dto.MetricFamily, error) {
 	}
 	fams := make([]*dto.MetricFamily, 0, len(byName))
 	for _, f := range byName {
+		if !strings.HasPrefix(f.GetName(), sidecarSeriesPrefix) {
+			continue
+		}
 		for _, m := range f.Metric {
 			// A sidecar's own label of the same name would make the series
 			// ambiguous: the agent's labels win.
@@ -184,9 +197,9 @@ func mergeFamilies(results [][]*dto.MetricFamily) []*dto.MetricFamily {
 }
 
 // Collector is the agent's metrics as a prometheus.Collector, for a
-// registry served behind authentication (the node agent's command
-// registers it with controller-runtime's, whose server checks every scrape
-// with the API server). It is unchecked: the sidecars' series are known only
+// registry served behind authentication (Registry; the node agent's command
+// serves that through controller-runtime's metrics server, which checks
+// every scrape with the API server). It is unchecked: the sidecars' series are known only
 // when gathered.
 func (a *Agent) Collector() prometheus.Collector {
 	a.initMetrics()

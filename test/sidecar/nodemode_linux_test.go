@@ -126,7 +126,7 @@ var _ = Describe("network-setup mode node: an unprivileged sidecar plumbed by th
 			agent, _ := startAgentRun()
 			startSidecarWithCaps(pod, writePayload(), "-all", append(nodeArgs("vmi-uid-m"), "--instance=tenant/web-1")...)
 			expectServed(ctx, pod)
-			g := agent.Gatherer()
+			g := agent.Registry() // as the agent's command serves it
 			Eventually(func() []string { return sidecarSeries(g) }).WithContext(ctx).Should(ContainElement("tenant/web-1/vmi-uid-m"),
 				"the guest's requests, counted by the sidecar, scraped by the agent in the Pod's namespace")
 			fams, err := g.Gather()
