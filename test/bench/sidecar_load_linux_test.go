@@ -263,20 +263,4 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 }
 
 // rss is the process's resident set in KiB.
-func rss(b *testing.B, pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return kb
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
-}
+func rss(b *testing.B, pid int) float64 { return float64(statusKiB(b, pid, "VmRSS")) }
