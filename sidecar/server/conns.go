@@ -456,13 +456,14 @@ func (l *guardedListener) acceptLoop() {
 		gc := &gateConn{Conn: c, srv: l.s}
 		gc.tcp, _ = c.(*net.TCPConn)
 		ok, victim, why := l.s.conns.admit(gc, time.Now())
+		// Counted before the reset: whoever sees it finds it counted.
 		if victim != nil {
-			shed(victim.Conn)
 			l.s.shedConn(why, victim.RemoteAddr())
+			shed(victim.Conn)
 		}
 		if !ok {
-			shed(c)
 			l.s.shedConn(why, c.RemoteAddr())
+			shed(c)
 			continue
 		}
 		l.mu.Lock()
