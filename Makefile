@@ -213,12 +213,16 @@ cluster-down: ## Stop the local cluster and put the host back as it was before c
 cluster-status: ## Show the local cluster's processes, memory, node and Pods.
 	hack/cluster/cluster.sh status
 
+.PHONY: cluster-olm
+cluster-olm: ## Install OLM v0.38.0 on the local cluster (root), rendered from its chart as its releases are; `hack/cluster/olm.sh catalog IMG` then makes a catalog holding the bundle.
+	hack/cluster/olm.sh install
+
 .PHONY: test-cluster
 test-cluster: ## Prove the local cluster (root): up, a Pod from a local image, a ClusterIP from the host, a native sidecar, a clean down, up after a crash.
 	$(GO) test -tags cluster ./test/cluster/ -count=1 -timeout 30m -v -ginkgo.v
 
 .PHONY: test-e2e-cluster
-test-e2e-cluster: ## The cluster e2e suite on the local cluster (root): up, real KubeVirt v1.8.0, the images, the suite, down; logs under tmp/cluster/.
+test-e2e-cluster: ## The cluster e2e suite on the local cluster (root): up, real KubeVirt v1.8.0, the images, the suite, then OLM and the specs labelled olm on an OLM install, down; logs under tmp/cluster/.
 	hack/cluster/e2e.sh
 
 .PHONY: bench-cluster

@@ -32,10 +32,6 @@ usage() {
   sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
-require_root() {
-  [[ $(id -u) == 0 ]] || die "must run as root (network links, cgroups, mounts, containerd)"
-}
-
 # ---------------------------------------------------------------------------
 # up
 
@@ -76,6 +72,7 @@ cmd_up() {
   start_kubelet
   start_kube_proxy
   wait_node_ready
+  start_cluster_dns
   trap - EXIT
   log "up: node $NODE_NAME Ready $((SECONDS - assets_done))s after the first process started ($((SECONDS - start))s in all)"
   log "kubectl --kubeconfig $KUBECONFIG_FILE --context $CONTEXT get nodes"
@@ -413,7 +410,9 @@ authentication:
 authorization:
   mode: Webhook
 podLogsDir: $STATE/pod-logs
-clusterDomain: cluster.local
+clusterDomain: $CLUSTER_DOMAIN
+# The DNS add-on (start_cluster_dns), as kubeadm sets its kubelets up.
+clusterDNS: [$CLUSTER_DNS_IP]
 failSwapOn: false
 # Other work shares this disk: never evict for it, and never garbage-collect
 # images, which cannot be pulled again (there is no registry).
@@ -622,44 +621,109 @@ wait_node_ready() {
   kc label node "$NODE_NAME" node-role.kubernetes.io/control-plane= --overwrite >/dev/null
 }
 
+# start_cluster_dns deploys the cluster's DNS add-on as kubeadm does: CoreDNS
+# (built by node-assets.sh) in kube-system behind the Service kube-dns at
+# CLUSTER_DNS_IP, which the kubelet gives every Pod as its nameserver. Names
+# in the cluster domain resolve (OLM's catalog operator reaches its catalogs
+# as <service>.<namespace>.svc); nothing is forwarded, since nothing outside
+# the node may be reached. It listens on 1053, behind the Service's port 53,
+# so it runs as non-root with no capability.
+start_cluster_dns() {
+  import_image "$COREDNS_IMAGE" -file "$BIN/coredns:/coredns" -user 65532:65532
+  kc apply --server-side -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: coredns, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns, namespace: kube-system}
+data:
+  Corefile: |
+    .:1053 {
+        errors
+        health :8080
+        ready :8181
+        kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+            pods insecure
+            ttl 30
+        }
+        cache 30
+        loop
+        reload
+        loadbalance
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: coredns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns}
+spec:
+  replicas: 1
+  selector: {matchLabels: {k8s-app: kube-dns}}
+  template:
+    metadata: {labels: {k8s-app: kube-dns}}
+    spec:
+      serviceAccountName: coredns
+      priorityClassName: system-cluster-critical
+      dnsPolicy: Default
+      containers:
+      - name: coredns
+        image: $COREDNS_IMAGE
+        args: [-conf, /etc/coredns/Corefile]
+        ports:
+        - {name: dns, containerPort: 1053, protocol: UDP}
+        - {name: dns-tcp, containerPort: 1053, protocol: TCP}
+        livenessProbe: {httpGet: {path: /health, port: 8080}}
+        readinessProbe: {httpGet: {path: /ready, port: 8181}}
+        resources:
+          requests: {cpu: 10m, memory: 70Mi}
+          limits: {memory: 170Mi}
+        securityContext:
+          runAsNonRoot: true
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {drop: [ALL]}
+          seccompProfile: {type: RuntimeDefault}
+        volumeMounts: [{name: config, mountPath: /etc/coredns, readOnly: true}]
+      volumes: [{name: config, configMap: {name: coredns}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns}
+spec:
+  selector: {k8s-app: kube-dns}
+  clusterIP: $CLUSTER_DNS_IP
+  ports:
+  - {name: dns, port: 53, targetPort: 1053, protocol: UDP}
+  - {name: dns-tcp, port: 53, targetPort: 1053, protocol: TCP}
+EOF
+  kc -n kube-system rollout status deployment/coredns --timeout=2m >&2 || die "CoreDNS not ready (Pod logs in $STATE/pod-logs)"
+}
+
 # --- images ------------------------------------------------------------------
-
-# import_image NAME IMGPACK-FLAGS... packs files into image NAME with imgpack
-# (-file SRC:DEST, -dir DIR, -entrypoint, -user, -arg) and imports it into
-# containerd's k8s.io namespace, where the kubelet finds it.
-import_image() {
-  local name=$1
-  shift
-  local tar
-  tar=$STATE/images/$(echo "$name" | tr '/:' '__').tar
-  "$BIN/imgpack" -name "$name" -out "$tar" "$@"
-  ctr_k8s images import "$tar" >/dev/null
-  local full images
-  full=$(normalized_image_name "$name")
-  # (grep -q on a pipe would fail the pipeline with SIGPIPE under pipefail.)
-  images=$(ctr_k8s images ls -q)
-  grep -qxF "$full" <<<"$images" || die "image $full not found in containerd after import"
-  log "imported image $full"
-}
-
-# normalized_image_name prints NAME as containerd stores it (docker's rules: a
-# first component without '.' or ':' and not localhost means docker.io).
-normalized_image_name() {
-  local name=$1 first=${1%%/*}
-  if [[ $name != */* ]]; then
-    name=docker.io/library/$name
-  elif [[ $first != *.* && $first != *:* && $first != localhost ]]; then
-    name=docker.io/$name
-  fi
-  [[ ${name##*/} == *:* || $name == *@* ]] || name=$name:latest
-  echo "$name"
-}
-
-# load_bin_dir finds imgpack through node-assets.sh (a cache hit costs a
-# second), not the running cluster's bin-dir: the script and imgpack must agree.
-load_bin_dir() {
-  BIN=$("$root/hack/cluster/node-assets.sh")
-}
 
 # parse_image_flags turns --path/--entrypoint/--user/--arg into imgpack flags
 # (in the array flags) and sets path.
@@ -1089,14 +1153,6 @@ cmd_footprint() {
     n=$((n + 1))
   done
   echo "processes=$n rss_mib=$((rss / 1024)) pss_mib=$((pss / 1024))"
-}
-
-# lock_state serialises the commands that change the cluster: an interrupted
-# test's cleanup and a manual down must not tear down at the same time.
-lock_state() {
-  mkdir -p "$STATE"
-  exec 8>"$STATE/.lock"
-  flock -w 600 8 || die "another cluster.sh holds $STATE/.lock"
 }
 
 main() {

@@ -2,15 +2,19 @@
 # make test-e2e-cluster: the cluster end-to-end suite (test/e2e/cluster) on the
 # local single-node cluster, from nothing: up, KubeVirt v1.8.0 from its release
 # manifests, the operator's image (the Dockerfile's build) and the VM image as
-# a containerDisk, the suite, down. Each step's seconds go to the log; every
-# component's log stays under tmp/cluster/logs and tmp/cluster/pod-logs (kept
-# after down) and a failure names them.
+# a containerDisk, the suite with the operator installed by kustomize; then
+# OLM v0.38.0 (hack/cluster/olm.sh), a catalog holding the bundle, and the
+# specs labelled olm with the operator installed through a Subscription; down.
+# Each step's seconds go to the log; every component's log stays under
+# tmp/cluster/logs and tmp/cluster/pod-logs (kept after down) and a failure
+# names them.
 #
 #   hack/cluster/e2e.sh [ginkgo flags]     KEEP_CLUSTER=1 leaves the cluster up
 #
-# LABEL_FILTER picks the specs (default: all but the benchmark, label bench,
-# and, on a kernel without dummy links, but bridge-binding; make bench-cluster
-# runs LABEL_FILTER=bench).
+# LABEL_FILTER picks the specs of a single pass (default: two passes, the
+# first with all but the benchmark, label bench, the OLM specs, label olm,
+# and, on a kernel without dummy links, bridge-binding; the second with the
+# OLM specs; make bench-cluster runs LABEL_FILTER=bench).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -41,13 +45,13 @@ import_vm_image() {
     "$dir/vmlinuz:/boot/vmlinuz" "$dir/initrd.img:/boot/initrd.img"
 }
 
-# default_label_filter prints the specs this host can run: all but the
-# benchmark, and none labelled bridge-binding if the kernel has no dummy
-# links. KubeVirt's bridge binding moves the Pod's address onto a dummy link
+# default_label_filter prints the specs of the first pass that this host can
+# run: all but the benchmark and the OLM specs, and none labelled
+# bridge-binding if the kernel has no dummy links. KubeVirt's bridge binding moves the Pod's address onto a dummy link
 # (pkg/network/setup/netpod), and without the driver virt-handler fails every
 # such VMI: "Critical network error: LinkAdd: operation not supported".
 default_label_filter() {
-  local ns=kvimds-probe-$$ filter='!bench'
+  local ns=kvimds-probe-$$ filter='!bench && !olm'
   ip netns add "$ns"
   if ! ip -n "$ns" link add probe0 type dummy 2>/dev/null; then
     log "e2e: this kernel has no dummy links, which KubeVirt's bridge binding needs: the specs labelled bridge-binding do not run"
@@ -61,10 +65,19 @@ run_suite() {
   local bin
   bin=$(cat "$STATE/bin-dir")
   # The suite's kubectl is the cluster's, and its only context the cluster's.
-  PATH=$bin:$PATH KUBECONFIG=$KUBECONFIG_FILE KUBE_CONTEXT=$CONTEXT IMG=$IMG \
+  PATH=$bin:$PATH KUBECONFIG=$KUBECONFIG_FILE KUBE_CONTEXT=$CONTEXT IMG=$IMG OLM_CATALOG_IMAGE=${OLM_CATALOG_IMAGE:-} \
     NODE_FOOTPRINT="$cluster footprint" \
     go test -tags e2e ./test/e2e/cluster/ -count=1 -timeout 90m -v -args -ginkgo.v \
     -ginkgo.label-filter="${LABEL_FILTER:-$(default_label_filter)}" "$@"
+}
+
+# run_olm_pass installs OLM, makes the catalog for the run's image, and runs
+# the specs labelled olm, whose suite installs the operator through OLM.
+run_olm_pass() {
+  local catalog
+  step "OLM" "$root/hack/cluster/olm.sh" install || return
+  catalog=$("$root/hack/cluster/olm.sh" catalog "$IMG") || return
+  OLM_CATALOG_IMAGE=$catalog LABEL_FILTER=olm run_suite "$@"
 }
 
 main() {
@@ -79,6 +92,9 @@ main() {
   step "operator image" "$cluster" import-operator "$IMG" || return
   step "VM image" import_vm_image || return
   step "suite" run_suite "$@" || rc=$?
+  if ((rc == 0)) && [[ -z ${LABEL_FILTER:-} ]]; then
+    step "suite through OLM" run_olm_pass "$@" || rc=$?
+  fi
   if ((rc != 0)); then
     log "e2e: the suite failed; component logs: $STATE/logs, Pod logs: $STATE/pod-logs"
   fi

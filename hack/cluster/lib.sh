@@ -18,6 +18,8 @@ POD_CIDR=10.213.0.0/24        # the bridge kvimds-br0 is its .1
 POD_GATEWAY=10.213.0.1
 SERVICE_CIDR=10.213.128.0/24  # the kubernetes Service is its .1
 KUBERNETES_SERVICE_IP=10.213.128.1
+CLUSTER_DNS_IP=10.213.128.10       # the kube-dns Service (CoreDNS), as kubeadm numbers it
+CLUSTER_DOMAIN=cluster.local
 NODE_LINK=kvimds-node         # veth holding NODE_IP
 PEER_LINK=kvimds-peer         # its other end, up and address-less
 BRIDGE=kvimds-br0
@@ -38,6 +40,7 @@ CGROUP_ROOT=kubevirt-imds
 CONTAINERD_SOCK=$STATE/run/containerd.sock
 PAUSE_IMAGE=kubevirt-imds.local/pause:v1
 TESTSERVER_IMAGE=kubevirt-imds.local/testserver:v1
+COREDNS_IMAGE=kubevirt-imds.local/coredns:v1.12.4
 
 # Sysctls the kubelet (kernel tunables), the bridge plugin (ip_forward) or
 # kube-proxy may change; up records them and down writes back what changed.
@@ -79,6 +82,19 @@ NODE_COMPONENTS=(containerd kubelet kube-proxy)
 
 log() { printf '%s cluster: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+require_root() {
+  [[ $(id -u) == 0 ]] || die "must run as root (network links, cgroups, mounts, containerd)"
+}
+
+# lock_state serialises the commands that change the cluster (cluster.sh's and
+# olm.sh's): an interrupted test's cleanup and a manual down must not tear down
+# at the same time.
+lock_state() {
+  mkdir -p "$STATE"
+  exec 8>"$STATE/.lock"
+  flock -w 600 8 || die "another cluster.sh holds $STATE/.lock"
+}
 
 # kc runs the cluster's kubectl, always with the cluster's own kubeconfig and
 # context, never the user's.
@@ -189,4 +205,43 @@ new_netns_files() {
     if [[ -f $STATE/baseline/netns ]] && grep -qxF "$f" "$STATE/baseline/netns"; then continue; fi
     echo "$f"
   done
+}
+
+# --- images ------------------------------------------------------------------
+
+# import_image NAME IMGPACK-FLAGS... packs files into image NAME with imgpack
+# (-file SRC:DEST, -dir DIR, -entrypoint, -user, -arg) and imports it into
+# containerd's k8s.io namespace, where the kubelet finds it.
+import_image() {
+  local name=$1
+  shift
+  local tar
+  tar=$STATE/images/$(echo "$name" | tr '/:' '__').tar
+  "$BIN/imgpack" -name "$name" -out "$tar" "$@"
+  ctr_k8s images import "$tar" >/dev/null
+  local full images
+  full=$(normalized_image_name "$name")
+  # (grep -q on a pipe would fail the pipeline with SIGPIPE under pipefail.)
+  images=$(ctr_k8s images ls -q)
+  grep -qxF "$full" <<<"$images" || die "image $full not found in containerd after import"
+  log "imported image $full"
+}
+
+# normalized_image_name prints NAME as containerd stores it (docker's rules: a
+# first component without '.' or ':' and not localhost means docker.io).
+normalized_image_name() {
+  local name=$1 first=${1%%/*}
+  if [[ $name != */* ]]; then
+    name=docker.io/library/$name
+  elif [[ $first != *.* && $first != *:* && $first != localhost ]]; then
+    name=docker.io/$name
+  fi
+  [[ ${name##*/} == *:* || $name == *@* ]] || name=$name:latest
+  echo "$name"
+}
+
+# load_bin_dir finds imgpack through node-assets.sh (a cache hit costs a
+# second), not the running cluster's bin-dir: the script and imgpack must agree.
+load_bin_dir() {
+  BIN=$("$root/hack/cluster/node-assets.sh")
 }

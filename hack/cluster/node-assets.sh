@@ -4,6 +4,7 @@
 #   kubelet, kube-proxy, kube-scheduler, kube-controller-manager  (hack/tools/cluster)
 #   crictl                                                         (sigs.k8s.io/cri-tools)
 #   pause, testserver, imgpack                                     (hack/tools/cluster/image)
+#   coredns, the DNS add-on                                        (hack/tools/coredns)
 #   kube-apiserver, etcd, kubectl  -> hack/envtest-assets.sh's build
 #
 # Like hack/envtest-assets.sh, everything is compiled from Go modules
@@ -12,6 +13,7 @@
 #   node-<version>-<key>   the Kubernetes binaries and crictl, keyed by
 #                          hack/tools/cluster/go.sum (a cold build takes minutes)
 #   tools-<key>            the image tools, keyed by their module and sources (seconds)
+#   coredns-<key>          CoreDNS, keyed by hack/tools/coredns (a cold build takes minutes)
 #   <version>-<key>        links to both and to the envtest build: the printed directory
 # kube-apiserver, etcd and kubectl are not rebuilt: the envtest build is the
 # same Kubernetes version, and other tests keep it warm.
@@ -30,10 +32,12 @@ envtest_dir=$("$root/hack/envtest-assets.sh")
 node_dir=$cache/node-$k8s_version-$({ cat "$tools/go.sum"; echo "$crictl_version"; } | hash12)
 tools_dir=$cache/tools-$({ cat "$tools/image/go.mod" "$tools/image/go.sum"
   find "$tools/image" -name '*.go' -print0 | sort -z | xargs -0 cat; } | hash12)
-dir=$cache/$k8s_version-$(echo "$node_dir $tools_dir $envtest_dir" | hash12)
+dns_dir=$cache/coredns-$(cat "$root/hack/tools/coredns/go.sum" "$root/hack/tools/coredns/main.go" | hash12)
+dir=$cache/$k8s_version-$(echo "$node_dir $tools_dir $dns_dir $envtest_dir" | hash12)
 
 node_binaries=(kubelet kube-proxy kube-scheduler kube-controller-manager crictl)
 tools_binaries=(pause testserver imgpack)
+dns_binaries=(coredns)
 envtest_binaries=(kube-apiserver etcd kubectl)
 
 # has DIR BINARY... is true when every BINARY is an executable in DIR.
@@ -43,7 +47,7 @@ has() {
   for b in "$@"; do [[ -x $d/$b ]] || return 1; done
 }
 
-if has "$dir" "${node_binaries[@]}" "${tools_binaries[@]}" "${envtest_binaries[@]}"; then
+if has "$dir" "${node_binaries[@]}" "${tools_binaries[@]}" "${dns_binaries[@]}" "${envtest_binaries[@]}"; then
   echo "$dir"
   exit 0
 fi
@@ -92,13 +96,24 @@ build_tools() {
   mv "$tools_dir.tmp" "$tools_dir"
 }
 
+build_dns() {
+  rm -rf "$dns_dir.tmp"
+  mkdir -p "$dns_dir.tmp"
+  log "building coredns (the DNS add-on; cold: a few minutes)"
+  (cd "$root/hack/tools/coredns" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dns_dir.tmp/coredns" .)
+  rm -rf "$dns_dir"
+  mv "$dns_dir.tmp" "$dns_dir"
+}
+
 has "$node_dir" "${node_binaries[@]}" || build_node
 has "$tools_dir" "${tools_binaries[@]}" || build_tools
+has "$dns_dir" "${dns_binaries[@]}" || build_dns
 
 rm -rf "$dir.tmp"
 mkdir -p "$dir.tmp"
 for b in "${node_binaries[@]}"; do ln -s "$node_dir/$b" "$dir.tmp/$b"; done
 for b in "${tools_binaries[@]}"; do ln -s "$tools_dir/$b" "$dir.tmp/$b"; done
+for b in "${dns_binaries[@]}"; do ln -s "$dns_dir/$b" "$dir.tmp/$b"; done
 for b in "${envtest_binaries[@]}"; do ln -s "$envtest_dir/$b" "$dir.tmp/$b"; done
 rm -rf "$dir"
 mv "$dir.tmp" "$dir"

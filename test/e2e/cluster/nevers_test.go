@@ -29,11 +29,12 @@ import (
 	"github.com/kubevirt-imds/kubevirt-imds/test/fixtures"
 )
 
-// operatorNamespace and operatorDeployment are where config/ installs the manager.
-const (
-	operatorNamespace  = "kubevirt-imds-system"
-	operatorDeployment = "kubevirt-imds-controller-manager"
-)
+// operatorDeployment is the manager's Deployment, in operatorNamespace.
+const operatorDeployment = "kubevirt-imds-controller-manager"
+
+// operatorNamespace is where the manager runs: config/'s namespace, or OLM's
+// namespace for operators of all namespaces (installThroughOLM).
+var operatorNamespace = "kubevirt-imds-system"
 
 // debianVM is the project's Debian VM (testdata/vm-web-debian.yaml) named
 // name in ns, its VMIs labelled app: web, which the sample MetadataService

@@ -92,8 +92,33 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "virtualmachineinstances.kubevirt.io"}, &crd)).To(Succeed(),
 		"KubeVirt is not installed in context %s (see docs/cluster.md)", kubeContext)
 
+	if catalog := os.Getenv("OLM_CATALOG_IMAGE"); catalog != "" {
+		installThroughOLM(ctx, catalog)
+	} else {
+		installWithKustomize(ctx)
+	}
+	waitWebhooksReachable(ctx)
+
+	By("creating the test namespace and the sample MetadataService (the specs create the VMs)")
+	testdata := filepath.Join(controlplane.RepoRoot(), "test", "e2e", "cluster", "testdata")
+	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "00-namespace.yaml"))
+	DeferCleanup(func(ctx SpecContext) {
+		kctl(ctx, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=5m")
+	})
+	applySampleService(ctx, namespace)
+}, NodeTimeout(20*time.Minute))
+
+// kustomizeInstallDir is where installWithKustomize writes its kustomization.
+func kustomizeInstallDir() string {
+	return filepath.Join(controlplane.RepoRoot(), "tmp", "e2e-cluster", "install")
+}
+
+// installWithKustomize installs the operator from config/overlays/builtin-certs
+// with the run's image, as `make deploy` does.
+func installWithKustomize(ctx context.Context) {
+	GinkgoHelper()
 	By("installing the operator with kustomize (built-in certificates), image " + img)
-	dir := filepath.Join(controlplane.RepoRoot(), "tmp", "e2e-cluster", "install")
+	dir := kustomizeInstallDir()
 	Expect(os.MkdirAll(dir, 0o755)).To(Succeed())
 	repo, tag, _ := strings.Cut(img, ":")
 	Expect(os.WriteFile(filepath.Join(dir, "kustomization.yaml"), fmt.Appendf(nil, `resources:
@@ -126,17 +151,7 @@ patches:
 `, repo, tag, img), 0o644)).To(Succeed())
 	kctl(ctx, "apply", "--server-side", "--force-conflicts", "-k", dir)
 	kctl(ctx, "-n", "kubevirt-imds-system", "rollout", "status", "deployment/kubevirt-imds-controller-manager", "--timeout=5m")
-
-	waitWebhooksReachable(ctx)
-
-	By("creating the test namespace and the sample MetadataService (the specs create the VMs)")
-	testdata := filepath.Join(controlplane.RepoRoot(), "test", "e2e", "cluster", "testdata")
-	kctl(ctx, "apply", "--server-side", "-f", filepath.Join(testdata, "00-namespace.yaml"))
-	DeferCleanup(func(ctx SpecContext) {
-		kctl(ctx, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=5m")
-	})
-	applySampleService(ctx, namespace)
-}, NodeTimeout(20*time.Minute))
+}
 
 // waitWebhooksReachable waits until the API server reaches the operator's
 // webhooks. A Deployment is Available before that (the Service's endpoints

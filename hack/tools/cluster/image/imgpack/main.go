@@ -6,6 +6,7 @@
 //
 //	imgpack -file bin/pause:/pause -name kubevirt-imds.local/pause:v1 -out pause.tar
 //	imgpack -dir out/ -entrypoint /kubevirt-imds -user 65532:65532 -name kubevirt-imds:dev -out op.tar
+//	imgpack -file bin/opm:/bin/opm -tmp -user 1001 -name kubevirt-imds.local/opm:v1 -out opm.tar
 package main
 
 import (
@@ -35,6 +36,9 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, " ") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
+// cISVTX is the tar header's sticky bit (archive/tar's c_ISVTX, unexported).
+const cISVTX = 0o1000
+
 // file is one file of the image: its content's source and its path in the image.
 type file struct{ src, dest string }
 
@@ -47,6 +51,7 @@ func main() {
 	out := flag.String("out", "", "the tarball to write (required)")
 	user := flag.String("user", "", "the image's USER (e.g. 65532:65532); empty runs as root")
 	flag.Var(&args, "arg", "an argument given to the entrypoint (the image's CMD; repeatable)")
+	tmp := flag.Bool("tmp", false, "add /tmp, writable by every user with the sticky bit, as base images have it (for programs that run as a non-root user and write temporary files)")
 	flag.Parse()
 	files, err := collect(specs, *dir)
 	if err != nil || len(files) == 0 || *ref == "" || *out == "" {
@@ -59,7 +64,7 @@ func main() {
 	if *entrypoint == "" {
 		*entrypoint = files[0].dest
 	}
-	if err := pack(files, *entrypoint, *ref, *out, *user, args); err != nil {
+	if err := pack(files, *entrypoint, *ref, *out, *user, args, *tmp); err != nil {
 		fmt.Fprintln(os.Stderr, "imgpack:", err)
 		os.Exit(1)
 	}
@@ -88,12 +93,12 @@ func collect(specs []string, dir string) ([]file, error) {
 	return files, nil
 }
 
-func pack(files []file, entrypoint, ref, out, user string, args []string) error {
+func pack(files []file, entrypoint, ref, out, user string, args []string, withTmp bool) error {
 	tag, err := name.NewTag(ref)
 	if err != nil {
 		return fmt.Errorf("image name %q: %w", ref, err)
 	}
-	layerTar, err := filesTar(files)
+	layerTar, err := filesTar(files, withTmp)
 	if err != nil {
 		return err
 	}
@@ -135,13 +140,20 @@ func pack(files []file, entrypoint, ref, out, user string, args []string) error 
 }
 
 // filesTar returns a tar stream holding the files (and their parent
-// directories); times are fixed so that the same binaries always give the same
-// layer digest.
-func filesTar(files []file) ([]byte, error) {
+// directories), and /tmp if tmp; times are fixed so that the same binaries
+// always give the same layer digest.
+func filesTar(files []file, tmp bool) ([]byte, error) {
 	sort.Slice(files, func(i, j int) bool { return files[i].dest < files[j].dest })
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	dirs := map[string]bool{}
+	if tmp {
+		dirs["/tmp"] = true
+		hdr := &tar.Header{Name: "tmp/", Mode: 0o777 | cISVTX, ModTime: time.Unix(0, 0), Typeflag: tar.TypeDir, Format: tar.FormatPAX}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, err
+		}
+	}
 	for _, f := range files {
 		var parents []string
 		for d := path.Dir(f.dest); d != "/" && !dirs[d]; d = path.Dir(d) {
