@@ -4,7 +4,8 @@
 # manifests, the operator's image (the Dockerfile's build) and the VM image as
 # a containerDisk, the suite with the operator installed by kustomize; then
 # OLM v0.38.0 (hack/cluster/olm.sh), a catalog holding the bundle, and the
-# specs labelled olm with the operator installed through a Subscription; down.
+# specs labelled olm or bundle with the operator installed through a
+# Subscription; down.
 # Each step's seconds go to the log; every component's log stays under
 # tmp/cluster/logs and tmp/cluster/pod-logs (kept after down) and a failure
 # names them.
@@ -12,9 +13,10 @@
 #   hack/cluster/e2e.sh [ginkgo flags]     KEEP_CLUSTER=1 leaves the cluster up
 #
 # LABEL_FILTER picks the specs of a single pass (default: two passes, the
-# first with all but the benchmark, label bench, the OLM specs, label olm,
+# first with all but the benchmark, label bench, the OLM spec, label olm,
 # and, on a kernel without dummy links, bridge-binding; the second with the
-# OLM specs; make bench-cluster runs LABEL_FILTER=bench).
+# OLM spec and the specs that hold for the bundle's configuration, label
+# bundle; make bench-cluster runs LABEL_FILTER=bench).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -72,12 +74,13 @@ run_suite() {
 }
 
 # run_olm_pass installs OLM, makes the catalog for the run's image, and runs
-# the specs labelled olm, whose suite installs the operator through OLM.
+# the specs labelled olm or bundle, the suite installing the operator through
+# OLM.
 run_olm_pass() {
   local catalog
   step "OLM" "$root/hack/cluster/olm.sh" install || return
   catalog=$("$root/hack/cluster/olm.sh" catalog "$IMG") || return
-  OLM_CATALOG_IMAGE=$catalog LABEL_FILTER=olm run_suite "$@"
+  OLM_CATALOG_IMAGE=$catalog LABEL_FILTER='olm || bundle' run_suite "$@"
 }
 
 main() {

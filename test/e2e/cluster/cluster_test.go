@@ -86,6 +86,9 @@ func bootedGuest(ctx context.Context, ns, name string, booted time.Time) *cluste
 	return g
 }
 
+// Label bundle: the specs that hold for the OLM bundle's configuration too
+// (the sidecar does its own network setup; no node agent), which
+// hack/cluster/e2e.sh runs again with the operator installed through OLM.
 var _ = Describe("on a real cluster with KubeVirt", Ordered, func() {
 	var firstID string
 	BeforeAll(func(ctx SpecContext) {
@@ -99,7 +102,7 @@ var _ = Describe("on a real cluster with KubeVirt", Ordered, func() {
 		deleteVM(ctx, &kubevirtv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "web-debian"}})
 	}, NodeTimeout(5*time.Minute))
 
-	It("gives a VM that KubeVirt starts what the sample promises, and live updates", func(ctx SpecContext) {
+	It("gives a VM that KubeVirt starts what the sample promises, and live updates", Label("bundle"), func(ctx SpecContext) {
 		vmi, pod := readyVMI(ctx, namespace, "web-debian", "")
 		g := bootedGuest(ctx, namespace, "web-debian", vmi.CreationTimestamp.Time)
 		// KubeVirt gives every VirtualMachine a firmware UUID, which the
@@ -150,7 +153,7 @@ var _ = Describe("on a real cluster with KubeVirt", Ordered, func() {
 		expectFleetMetrics(ctx, "web-debian")
 	}, SpecTimeout(5*time.Minute))
 
-	It("keeps the instance-id and what the guest is served when the VirtualMachine restarts", func(ctx SpecContext) {
+	It("keeps the instance-id and what the guest is served when the VirtualMachine restarts", Label("bundle"), func(ctx SpecContext) {
 		Expect(firstID).NotTo(BeEmpty(), "the first spec ran")
 		var old kubevirtv1.VirtualMachineInstance
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "web-debian"}, &old)).To(Succeed())

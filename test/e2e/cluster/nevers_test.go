@@ -134,7 +134,7 @@ func scaleOperator(ctx context.Context, replicas int) {
 }
 
 var _ = Describe("never keeping a VM from starting, on real KubeVirt", func() {
-	It("keeps a dedicated-CPU VM's launcher Pod Guaranteed, and the VM starts and is served", func(ctx SpecContext) {
+	It("keeps a dedicated-CPU VM's launcher Pod Guaranteed, and the VM starts and is served", Label("bundle"), func(ctx SpecContext) {
 		vm := debianVM(namespace, "dedicated-debian")
 		vm.Spec.Template.Spec.Domain.CPU.DedicatedCPUPlacement = true
 		startVM(ctx, vm)

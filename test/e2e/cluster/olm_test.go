@@ -103,8 +103,9 @@ func csvPhase(ctx context.Context, name string) (string, error) {
 	return phase, nil
 }
 
-// Label olm: hack/cluster/e2e.sh runs these specs in a second pass, after
-// installing OLM and with the operator installed through it.
+// Label olm: hack/cluster/e2e.sh runs this spec in a second pass, after
+// installing OLM and with the operator installed through it, with the specs
+// labelled bundle.
 var _ = Describe("installed through OLM", Label("olm"), func() {
 	It("runs the bundle's operator with OLM's webhook certificates, and serves a VM", func(ctx SpecContext) {
 		if os.Getenv("OLM_CATALOG_IMAGE") == "" {
