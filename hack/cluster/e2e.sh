@@ -5,10 +5,9 @@
 # a containerDisk, the suite with the operator installed by kustomize; then
 # OLM v0.38.0 (hack/cluster/olm.sh), a catalog holding the bundle, and the
 # specs labelled olm or bundle with the operator installed through a
-# Subscription; down.
-# Each step's seconds go to the log; every component's log stays under
-# tmp/cluster/logs and tmp/cluster/pod-logs (kept after down) and a failure
-# names them.
+# Subscription; down. Each step's seconds go to the log; every component's
+# log stays under tmp/cluster/logs and tmp/cluster/pod-logs (kept after down)
+# and a failure names them.
 #
 #   hack/cluster/e2e.sh [ginkgo flags]     KEEP_CLUSTER=1 leaves the cluster up
 #
@@ -48,10 +47,11 @@ import_vm_image() {
 }
 
 # default_label_filter prints the specs of the first pass that this host can
-# run: all but the benchmark and the OLM specs, and none labelled
-# bridge-binding if the kernel has no dummy links. KubeVirt's bridge binding moves the Pod's address onto a dummy link
-# (pkg/network/setup/netpod), and without the driver virt-handler fails every
-# such VMI: "Critical network error: LinkAdd: operation not supported".
+# run: all but the benchmark and the OLM spec, and none labelled
+# bridge-binding if the kernel has no dummy links. KubeVirt's bridge binding
+# moves the Pod's address onto a dummy link (pkg/network/setup/netpod), and
+# without the driver virt-handler fails every such VMI: "Critical network
+# error: LinkAdd: operation not supported".
 default_label_filter() {
   local ns=kvimds-probe-$$ filter='!bench && !olm'
   ip netns add "$ns"

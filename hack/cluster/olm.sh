@@ -39,7 +39,7 @@ usage() {
 }
 
 # load_olm_assets sets OLM_BIN (the built binaries) and OLM_MODULE (OLM's
-# module, with its release manifests).
+# module, with its chart and release values).
 load_olm_assets() {
   local out
   out=$("$root/hack/cluster/olm-assets.sh")
@@ -93,8 +93,8 @@ import_olm_images() {
 # with the release's values (deploy/upstream/values.yaml), the images set to
 # the ones imported here (by digest, so never pulled; opm's serves ConfigMap
 # catalogs too, as upstream's configmap-operator-registry image does with the
-# same opm). The release's catalog
-# of community operators is left out: it can only be pulled from quay.io.
+# same opm). The release's catalog of community operators is left out: it can
+# only be pulled from quay.io.
 render_olm() {
   local dir=$1 chart=$1/chart
   rm -rf "$dir"
