@@ -38,6 +38,15 @@ usage() {
   echo "usage: hack/cluster/olm.sh install | catalog IMG" >&2
 }
 
+# prepare checks the cluster is up and loads the cluster's and OLM's
+# binaries, which every command needs.
+prepare() {
+  require_root
+  component_pid containerd >/dev/null || die "the cluster is not up (make cluster-up)"
+  load_bin_dir
+  load_olm_assets
+}
+
 # load_olm_assets sets OLM_BIN (the built binaries) and OLM_MODULE (OLM's
 # module, with its chart and release values).
 load_olm_assets() {
@@ -115,10 +124,7 @@ render_olm() {
 }
 
 cmd_install() {
-  require_root
-  component_pid containerd >/dev/null || die "the cluster is not up (make cluster-up)"
-  load_bin_dir
-  load_olm_assets
+  prepare
   local start=$SECONDS dir=$STATE/olm/release
   mkdir -p "$STATE/images"
   import_olm_images
@@ -147,18 +153,15 @@ cmd_install() {
 # already there ("integrity check failed: read existing cache digest"), which
 # upstream's catalog images prebuild with a RUN step as the image's user.
 cmd_catalog() {
-  require_root
   (($# == 1)) || die "usage: hack/cluster/olm.sh catalog IMG"
-  local img=$1 dir=$STATE/olm/catalog-build tag f flags=() bundle_ref catalog_ref
-  component_pid containerd >/dev/null || die "the cluster is not up (make cluster-up)"
-  load_bin_dir
-  load_olm_assets
+  local img=$1 dir=$STATE/olm/catalog-build tag f flags=() bundle_ref catalog_ref named
+  prepare
   tag=$(echo "$img" | sha256sum | cut -c1-12)
   rm -rf "$dir"
   mkdir -p "$dir/bundle" "$dir/configs/kubevirt-imds" "$STATE/images"
   cp -r "$root/bundle/manifests" "$root/bundle/metadata" "$dir/bundle/"
-  grep -rlF "$BUNDLE_PLACEHOLDER_IMAGE" "$dir/bundle" >/dev/null || die "bundle/ no longer names $BUNDLE_PLACEHOLDER_IMAGE"
-  grep -rlF "$BUNDLE_PLACEHOLDER_IMAGE" "$dir/bundle" | xargs sed -i "s|$BUNDLE_PLACEHOLDER_IMAGE|$img|g"
+  named=$(grep -rlF "$BUNDLE_PLACEHOLDER_IMAGE" "$dir/bundle") || die "bundle/ no longer names $BUNDLE_PLACEHOLDER_IMAGE"
+  xargs sed -i "s|$BUNDLE_PLACEHOLDER_IMAGE|$img|g" <<<"$named"
   for f in "$dir"/bundle/manifests/* "$dir"/bundle/metadata/*; do
     flags+=(-file "$f:/${f#"$dir/bundle/"}")
   done
