@@ -59,7 +59,8 @@ func OwnObjectsSelector() labels.Selector {
 // MetadataServices reference are read through a SourceReader. Cached objects
 // lose their managedFields, which nothing here reads: on a VMI or a launcher
 // Pod they are often as large as the rest of its metadata, and a write of a
-// cached object without them leaves the server's unchanged.
+// cached object without them leaves the server's unchanged. Instances'
+// payload Secrets lose their data too (stripCachedObject).
 func CacheOptions() cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
@@ -67,7 +68,7 @@ func CacheOptions() cache.Options {
 			&corev1.Secret{}:    {Label: OwnObjectsSelector()},
 			&corev1.ConfigMap{}: {Label: OwnObjectsSelector()},
 		},
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: stripCachedObject,
 	}
 }
 

@@ -193,6 +193,34 @@ var _ = Describe("MetadataService controller", func() {
 		Expect(managerCache.List(ctx, &configMaps, client.InNamespace(ns))).To(Succeed())
 		Expect(configMaps.Items).To(BeEmpty())
 
+		By("the instance's payload Secret there without its data, which the shared one keeps")
+		for _, s := range secrets.Items {
+			if s.Name == imdsv1alpha1.PayloadSecretName("vm") {
+				Expect(s.Data).To(BeEmpty())
+				Expect(s.Annotations).To(HaveKey(cachedDataDigest))
+				Expect(s.Annotations).To(HaveKeyWithValue(imdsv1alpha1.AnnotationServe, MatchJSON(`{"interface":"default","bridge":"k6t-eth0"}`)))
+			} else {
+				Expect(s.Data).To(HaveKey(payload.SharedKey))
+			}
+		}
+
+		By("a payload Secret edited behind the operator's back: its data is restored, and the digest never reaches the API server")
+		payloadSecret := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: imdsv1alpha1.PayloadSecretName("vm")}, payloadSecret)).To(Succeed())
+		sealed := payloadSecret.Data[payload.SecretKey]
+		payloadSecret.Data[payload.SecretKey] = []byte(`{"tampered":true}`)
+		Expect(k8sClient.Update(ctx, payloadSecret)).To(Succeed())
+		Eventually(func() ([]byte, error) {
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(payloadSecret), payloadSecret)
+			return payloadSecret.Data[payload.SecretKey], err
+		}).Should(Equal(sealed))
+		Expect(payloadSecret.Annotations).NotTo(HaveKey(cachedDataDigest))
+
+		By("the source metadata cache: none of the operator's own Secrets")
+		own := &metav1.PartialObjectMetadata{}
+		own.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		Expect(apierrors.IsNotFound(managerReconciler.Sources.Metadata.Get(ctx, client.ObjectKeyFromObject(payloadSecret), own))).To(BeTrue())
+
 		By("the sources' content: the two referenced, not the others")
 		held := func() []string {
 			r := managerReconciler.Sources

@@ -58,6 +58,7 @@ func desiredPayloadSecret(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.Vir
 			Annotations: map[string]string{
 				imdsv1alpha1.AnnotationInstanceName: vmi.Name,
 				imdsv1alpha1.AnnotationPayloadHash:  doc.Hash,
+				imdsv1alpha1.AnnotationServe:        serveAnnotation(doc.Serve),
 			},
 			OwnerReferences: []metav1.OwnerReference{*owner},
 		},
@@ -211,7 +212,7 @@ func (r *MetadataServiceReconciler) ensureOwnSecret(ctx context.Context, want *c
 	if have.Type != want.Type {
 		return false, existed, notOurs(&have, want)
 	}
-	if equality.Semantic.DeepEqual(have.Data, want.Data) &&
+	if sameData(&have, want.Data) &&
 		isSubset(want.Labels, have.Labels) && isSubset(want.Annotations, have.Annotations) &&
 		equality.Semantic.DeepEqual(have.OwnerReferences, want.OwnerReferences) {
 		return false, existed, nil
@@ -227,6 +228,7 @@ func (r *MetadataServiceReconciler) ensureOwnSecret(ctx context.Context, want *c
 		updated.Annotations = map[string]string{}
 	}
 	maps.Copy(updated.Annotations, want.Annotations)
+	delete(updated.Annotations, cachedDataDigest)
 	if err := r.Update(ctx, updated); err != nil {
 		return false, existed, fmt.Errorf("updating Secret %s: %w", want.Name, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,6 +103,7 @@ func BenchmarkManagerReach(b *testing.B) {
 		waitConverged(b, ctx, c, ns, vmis)
 		elapsed := time.Since(start)
 		heap := liveHeap() - before
+		writeHeapProfile(b, os.Getenv("IMDS_BENCH_HEAPPROFILE"))
 		total, detail := writes.snapshot()
 		b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
 		b.ReportMetric(elapsed.Seconds(), "s/converge")
@@ -145,7 +147,8 @@ func BenchmarkManagerReach(b *testing.B) {
 // written them again, and returns its resident memory then and the time it
 // took: the memory lines of /proc/PID/status in bytes
 // (VmRSS, VmHWM, RssAnon, RssFile). It runs as the Deployment in
-// config/manager runs it: one CPU, and its memory limit as GOMEMLIMIT.
+// config/manager runs it: one CPU, its memory limit as GOMEMLIMIT, and
+// GOGC=25.
 func managerProcessRSS(b *testing.B, ctx context.Context, env *envtest.Environment, c client.Client, ns string, vmis int) (mem map[string]float64, took time.Duration) {
 	b.Helper()
 	dir := b.TempDir()
@@ -163,7 +166,7 @@ func managerProcessRSS(b *testing.B, ctx context.Context, env *envtest.Environme
 	cmd := exec.CommandContext(ctx, bins.Operator, "manager", "--enable-webhooks=false",
 		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0")
 	cmd.Env = []string{"KUBECONFIG=" + filepath.Join(dir, "kubeconfig"), "POD_NAMESPACE=" + benchOperatorNamespace,
-		"GOMAXPROCS=1", fmt.Sprintf("GOMEMLIMIT=%d", 512<<20)}
+		"GOMAXPROCS=1", fmt.Sprintf("GOMEMLIMIT=%d", 512<<20), "GOGC=25"}
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	must(b, cmd.Start())
@@ -189,6 +192,19 @@ func managerProcessRSS(b *testing.B, ctx context.Context, env *envtest.Environme
 		}
 	}
 	return mem, took
+}
+
+// writeHeapProfile writes the process's heap profile to path, if one is
+// given, to see what the converged manager holds (go tool pprof).
+func writeHeapProfile(b *testing.B, path string) {
+	b.Helper()
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	must(b, err)
+	defer func() { must(b, f.Close()) }()
+	must(b, pprof.WriteHeapProfile(f))
 }
 
 // liveHeap is the process's heap in use after a full collection.

@@ -9,12 +9,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	labelselection "k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 )
 
 // SourceReader reads the Secrets and ConfigMaps that MetadataServices
@@ -115,8 +119,10 @@ func (s *SourceReader) Held() int {
 // newSourceMetadataCluster returns the cluster whose cache watches the
 // metadata of every Secret and ConfigMap, kept apart from the manager's
 // cache (which holds only the operator's own Secrets and ConfigMaps, by
-// label, and would apply that selector to these watches too). Each object
-// is stripped to its name, namespace, UID, resourceVersion and labels:
+// label, and would apply that selector to these watches too). It leaves out
+// the operator's own objects, which no MetadataService references: with one
+// payload Secret per VMI they are as many as the VMIs. Each object is
+// stripped to its name, namespace, UID, resourceVersion and labels:
 // annotations such as kubectl's last-applied-configuration can carry a
 // Secret's whole content.
 func newSourceMetadataCluster(mgr manager.Manager) (cluster.Cluster, error) {
@@ -125,8 +131,19 @@ func newSourceMetadataCluster(mgr manager.Manager) (cluster.Cluster, error) {
 		o.HTTPClient = mgr.GetHTTPClient()
 		o.MapperProvider = func(*rest.Config, *http.Client) (meta.RESTMapper, error) { return mgr.GetRESTMapper(), nil }
 		o.Cache.DefaultTransform = stripToIdentity
+		o.Cache.DefaultLabelSelector = notOwnObjects
 	})
 }
+
+// notOwnObjects selects the objects that OwnObjectsSelector does not, those
+// without its label included.
+var notOwnObjects = func() labels.Selector {
+	req, err := labels.NewRequirement(imdsv1alpha1.LabelManagedBy, labelselection.NotEquals, []string{imdsv1alpha1.ManagedByValue})
+	if err != nil {
+		panic(err) // constant, valid
+	}
+	return labels.NewSelector().Add(*req)
+}()
 
 // stripToIdentity keeps of a cached object's metadata what the source
 // watches and the SourceReader use.

@@ -2,7 +2,6 @@ package webhooks
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -232,18 +231,18 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 		}
 		return nil
 	}
-	doc, why, err := p.payload(ctx, namespace, vmi, mds, deadline)
+	serve, why, err := p.payload(ctx, namespace, vmi, mds, deadline)
 	if err != nil {
 		log.Error(err, "not injecting the metadata sidecar")
 		noteOutcome(ctx, OutcomeError)
 		return nil
 	}
-	if doc == nil {
+	if serve == nil {
 		log.Info("not injecting the metadata sidecar", "reason", why)
 		noteOutcome(ctx, OutcomePayloadNotReady)
 		return nil
 	}
-	InjectSidecar(pod, vmi, mds, doc.Serve, p.Sidecar)
+	InjectSidecar(pod, vmi, mds, *serve, p.Sidecar)
 	noteOutcome(ctx, OutcomeInjected)
 	return nil
 }
@@ -364,10 +363,11 @@ func sidecarForbidden(ctx context.Context, cached, live client.Reader, namespace
 	return controllers.PrivilegedSidecarForbidden(namespace, ns.Labels, o.PodSecurityDefaultLevel), nil
 }
 
-// payload returns the VMI's payload document: the cached Secret's, else one
-// rendered here from the cache, whose Secret is written after the admission
-// returns (not on a dry run: that write is the webhook's side effect), else
-// the one the controller writes within PayloadWait.
+// payload returns where the VMI's payload places the sidecar: as the cached
+// Secret says, else as the document rendered here from the cache, whose
+// Secret is written after the admission returns (not on a dry run: that write
+// is the webhook's side effect), else as the Secret the controller writes
+// within PayloadWait says.
 //
 // Rendering here takes the controller's rendering latency — seconds in a
 // boot storm — out of the Pod's admission. The Secret is mounted
@@ -376,10 +376,10 @@ func sidecarForbidden(ctx context.Context, cached, live client.Reader, namespace
 // document anyway. A payload that cannot be rendered (a missing source) is
 // not injected this way, so a Pod is never held for a Secret nobody writes.
 func (p *PodInjector) payload(ctx context.Context, namespace string, vmi *kubevirtv1.VirtualMachineInstance,
-	mds *imdsv1alpha1.MetadataService, deadline time.Time) (*payload.Document, string, error) {
+	mds *imdsv1alpha1.MetadataService, deadline time.Time) (*payload.Serve, string, error) {
 	key := types.NamespacedName{Namespace: namespace, Name: imdsv1alpha1.PayloadSecretName(vmi.Name)}
-	if doc, _, err := payloadReady(ctx, p.Reader, key, vmi); doc != nil || err != nil {
-		return doc, "", err
+	if serve, _, err := payloadReady(ctx, p.Reader, p.Live, key, vmi); serve != nil || err != nil {
+		return serve, "", err
 	}
 	if p.Payload != nil {
 		doc, err := p.Payload.RenderPayload(ctx, mds, vmi)
@@ -387,7 +387,7 @@ func (p *PodInjector) payload(ctx context.Context, namespace string, vmi *kubevi
 			if req, rerr := admission.RequestFromContext(ctx); rerr != nil || req.DryRun == nil || !*req.DryRun {
 				p.writeLater(ctx, mds, vmi, doc)
 			}
-			return doc, "", nil
+			return &doc.Serve, "", nil
 		}
 		// A missing source, say: the controller reports it; wait as before.
 		logf.FromContext(ctx).Info("cannot render the payload at admission; waiting for the controller", "error", err.Error())
@@ -415,12 +415,12 @@ func (p *PodInjector) writeLater(ctx context.Context, mds *imdsv1alpha1.Metadata
 	}()
 }
 
-// waitPayload returns the VMI's payload document once its Secret is ready,
+// waitPayload returns where the VMI's payload serves once its Secret is ready,
 // waiting up to PayloadWait for the cache to see it: woken by the cache's
 // own events, so the wait costs the API server nothing. One live read at the
-// end covers a cache that lags. doc is nil, and why says why, when there is
-// none.
-func (p *PodInjector) waitPayload(ctx context.Context, namespace string, vmi *kubevirtv1.VirtualMachineInstance, deadline time.Time) (*payload.Document, string, error) {
+// end covers a cache that lags. serve is nil, and why says why, when there
+// is none.
+func (p *PodInjector) waitPayload(ctx context.Context, namespace string, vmi *kubevirtv1.VirtualMachineInstance, deadline time.Time) (*payload.Serve, string, error) {
 	key := types.NamespacedName{Namespace: namespace, Name: imdsv1alpha1.PayloadSecretName(vmi.Name)}
 	var changed <-chan struct{}
 	if p.Payloads != nil && p.PayloadWait > 0 {
@@ -429,16 +429,16 @@ func (p *PodInjector) waitPayload(ctx context.Context, namespace string, vmi *ku
 		changed, cancel = p.Payloads.subscribe(key)
 		defer cancel()
 	}
-	doc, why, err := payloadReady(ctx, p.Reader, key, vmi)
-	if doc != nil || err != nil {
-		return doc, why, err
+	serve, why, err := payloadReady(ctx, p.Reader, p.Live, key, vmi)
+	if serve != nil || err != nil {
+		return serve, why, err
 	}
 	if changed == nil {
 		// Nothing to wait on: one look at the API server, as on any miss.
 		if p.Live != nil {
-			return payloadReady(ctx, p.Live, key, vmi)
+			return payloadReady(ctx, p.Live, nil, key, vmi)
 		}
-		return doc, why, err
+		return serve, why, err
 	}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
@@ -448,25 +448,27 @@ func (p *PodInjector) waitPayload(ctx context.Context, namespace string, vmi *ku
 			return nil, why + " (the admission request ended)", nil
 		case <-timer.C:
 			if p.Live != nil {
-				if doc, _, err := payloadReady(ctx, p.Live, key, vmi); doc != nil || err != nil {
-					return doc, "", err
+				if serve, _, err := payloadReady(ctx, p.Live, nil, key, vmi); serve != nil || err != nil {
+					return serve, "", err
 				}
 			}
 			return nil, why + fmt.Sprintf(" (waited %s)", p.PayloadWait), nil
 		case <-changed:
 		}
-		if doc, why, err = payloadReady(ctx, p.Reader, key, vmi); doc != nil || err != nil {
-			return doc, why, err
+		if serve, why, err = payloadReady(ctx, p.Reader, p.Live, key, vmi); serve != nil || err != nil {
+			return serve, why, err
 		}
 	}
 }
 
-// payloadReady returns the payload document of the Secret key if the Secret
-// was rendered for this very VMI. Only then is the sidecar injected: it
-// mounts the Secret non-optionally, so the kubelet would hold the Pod (and
-// the VM) until the Secret exists, and a Secret left over from a former VMI
-// of the same name would tell the guest another instance's identity.
-func payloadReady(ctx context.Context, r client.Reader, key types.NamespacedName, vmi *kubevirtv1.VirtualMachineInstance) (*payload.Document, string, error) {
+// payloadReady returns where the payload in the Secret key places the
+// sidecar if the Secret was rendered for this very VMI. Only then is the
+// sidecar injected: it mounts the Secret non-optionally, so the kubelet would
+// hold the Pod (and the VM) until the Secret exists, and a Secret left over
+// from a former VMI of the same name would tell the guest another instance's
+// identity. The manager's cache holds payload Secrets without their data: one
+// it cannot tell that from is read from live, when there is one.
+func payloadReady(ctx context.Context, r, live client.Reader, key types.NamespacedName, vmi *kubevirtv1.VirtualMachineInstance) (*payload.Serve, string, error) {
 	var s corev1.Secret
 	if err := r.Get(ctx, key, &s); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -479,16 +481,17 @@ func payloadReady(ctx context.Context, r client.Reader, key types.NamespacedName
 		return nil, fmt.Sprintf("Secret %s is not a payload Secret (type %q)", s.Name, s.Type), nil
 	case s.Labels[imdsv1alpha1.LabelInstanceUID] != string(vmi.UID):
 		return nil, "the payload Secret was rendered for another instance of the same name", nil
-	case len(s.Data[payload.SecretKey]) == 0:
-		return nil, "the payload Secret holds no payload", nil
 	}
-	// Decoded without Document's checks: fields a newer operator added are
-	// ignored here, as the sidecar ignores them.
-	var doc payload.Document
-	if err := json.Unmarshal(s.Data[payload.SecretKey], &doc); err != nil {
-		return nil, fmt.Sprintf("the payload Secret holds no valid document: %v", err), nil
+	serve, why, known := controllers.PayloadServe(&s)
+	switch {
+	case !known && live != nil:
+		return payloadReady(ctx, live, nil, key, vmi)
+	case !known:
+		return nil, "the payload Secret does not say where the sidecar serves", nil
+	case why != "":
+		return nil, why, nil
 	}
-	return &doc, "", nil
+	return &serve, "", nil
 }
 
 // InjectSidecar adds the sidecar, the payload volume and one token volume per

@@ -82,6 +82,10 @@ const (
 	AnnotationInstanceName = "imds.kubevirt.io/instance-name"
 	// AnnotationPayloadHash carries the payload document's hash.
 	AnnotationPayloadHash = "imds.kubevirt.io/payload-hash"
+	// AnnotationServe carries where the payload places the sidecar (the
+	// document's serve, as JSON), for the Pod webhook to read without the
+	// document.
+	AnnotationServe = "imds.kubevirt.io/serve"
 )
 
 // Reasons a selected VMI is not served: its virt-launcher Pod gets no

@@ -198,11 +198,25 @@ func encode(doc *Document) ([]byte, error) {
 }
 
 func (k *Key) sign(body []byte) (*payload.IdentityDocument, error) {
+	sig, err := k.signature(body)
+	if err != nil {
+		return nil, err
+	}
+	return k.document(body, sig)
+}
+
+// signature is the RSA PKCS #1 v1.5 SHA-256 signature of body.
+func (k *Key) signature(body []byte) ([]byte, error) {
 	digest := sha256.Sum256(body)
 	sig, err := rsa.SignPKCS1v15(nil, k.Private, crypto.SHA256, digest[:])
 	if err != nil {
 		return nil, fmt.Errorf("signing the identity document: %w", err)
 	}
+	return sig, nil
+}
+
+// document is the identity document body, signed by k with sig.
+func (k *Key) document(body, sig []byte) (*payload.IdentityDocument, error) {
 	p7, err := signedData(k.Cert, sig)
 	if err != nil {
 		return nil, err
@@ -215,19 +229,23 @@ func (k *Key) sign(body []byte) (*payload.IdentityDocument, error) {
 	}, nil
 }
 
-// Cache remembers signed documents by content and key, so that rendering a
-// VM's payload again (the operator does on every event that may concern
-// it) costs a hash, not an RSA signature. It holds at most Max documents
-// and starts afresh when full. Safe for concurrent use.
+// Cache remembers signatures by content and key, so that rendering a VM's
+// payload again (the operator does on every event that may concern it) costs
+// a hash and the encoding of the signed data, not an RSA signature. It keeps
+// the 256-byte signature only, not the document around it, which is about
+// six times larger: the cache is as large as the fleet. It holds at most Max
+// signatures and starts afresh when full. Safe for concurrent use.
 type Cache struct {
 	// Max bounds the entries; 0 means 16384.
 	Max int
 
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]*payload.IdentityDocument
+	mu     sync.Mutex
+	m      map[[sha256.Size]byte][]byte
+	signed int // RSA signatures made, for tests
 }
 
-// Sign is k.Sign(doc), from the cache when k signed the same bytes before.
+// Sign is k.Sign(doc), with the signature from the cache when k signed the
+// same bytes before.
 func (c *Cache) Sign(k *Key, doc *Document) (*payload.IdentityDocument, error) {
 	body, err := encode(doc)
 	if err != nil {
@@ -239,12 +257,12 @@ func (c *Cache) Sign(k *Key, doc *Document) (*payload.IdentityDocument, error) {
 	var id [sha256.Size]byte
 	h.Sum(id[:0])
 	c.mu.Lock()
-	signed := c.m[id]
+	sig := c.m[id]
 	c.mu.Unlock()
-	if signed != nil {
-		return signed, nil
+	if sig != nil {
+		return k.document(body, sig)
 	}
-	signed, err = k.sign(body)
+	sig, err = k.signature(body)
 	if err != nil {
 		return nil, err
 	}
@@ -253,12 +271,13 @@ func (c *Cache) Sign(k *Key, doc *Document) (*payload.IdentityDocument, error) {
 		limit = 16384
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.signed++
 	if c.m == nil || len(c.m) >= limit {
-		c.m = make(map[[sha256.Size]byte]*payload.IdentityDocument)
+		c.m = make(map[[sha256.Size]byte][]byte)
 	}
-	c.m[id] = signed
-	return signed, nil
+	c.m[id] = sig
+	c.mu.Unlock()
+	return k.document(body, sig)
 }
 
 // Verify checks an identity document's signature against certs, as a

@@ -176,8 +176,8 @@ func TestCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := c.Sign(a, testDocument())
-	if err != nil || again != first {
-		t.Errorf("the same document and key were signed again (%v)", err)
+	if err != nil || *again != *first || instanceidentity.Signatures(c) != 1 {
+		t.Errorf("the same document and key were signed again (%v, %d signatures)", err, instanceidentity.Signatures(c))
 	}
 	direct, err := a.Sign(testDocument())
 	if err != nil || *direct != *first {
