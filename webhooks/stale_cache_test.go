@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
@@ -72,4 +73,70 @@ func TestStaleCacheFallsBackToTheAPIServer(t *testing.T) {
 			t.Errorf("serial set from nowhere: %+v", v.Spec.Domain.Firmware)
 		}
 	})
+}
+
+// The manager's cache holds instances' payload Secrets without their data
+// (controllers.CacheOptions): the Pod webhook places the sidecar from the
+// Secret's serve annotation, and reads a Secret written before the
+// annotation existed (by an older operator) from the API server.
+func TestSidecarPlacedFromTheCachedPayloadSecret(t *testing.T) {
+	s, err := controllers.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const ns = "cached"
+	mds := fixtures.MetadataService(ns, "web", imdsv1alpha1.MetadataServiceSpec{})
+	vmi := fixtures.VMI(ns, "vm1", nil)
+	vmi.UID = types.UID("0b8c3f4e-2f57-4c11-9d0e-5b7f3a1c2d40")
+	secret := func(annotations map[string]string) *corev1.Secret {
+		return &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imdsv1alpha1.PayloadSecretName(vmi.Name),
+				Labels:      map[string]string{imdsv1alpha1.LabelInstanceUID: string(vmi.UID)},
+				Annotations: annotations},
+			Type: controllers.PayloadSecretType,
+			Data: map[string][]byte{payload.SecretKey: []byte(`{"serve":{"interface":"default","bridge":"k6t-eth0"}}`)},
+		}
+	}
+	cached := func(s *corev1.Secret) *corev1.Secret {
+		out, err := controllers.CacheOptions().DefaultTransform(s.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := out.(*corev1.Secret); len(c.Data) != 0 {
+			t.Fatalf("the cache keeps the payload's data: %v", c.Data)
+		}
+		return out.(*corev1.Secret)
+	}
+	withServe := secret(map[string]string{imdsv1alpha1.AnnotationServe: `{"interface":"default","bridge":"k6t-eth0"}`})
+	older := secret(nil)
+	tests := []struct {
+		name        string
+		cache, live []client.Object
+		wantSidecar bool
+	}{
+		{"the serve annotation, no API server read", []client.Object{cached(withServe)}, nil, true},
+		{"written by an older operator, read from the API server", []client.Object{cached(older)}, []client.Object{older}, true},
+		{"written by an older operator, and not on the API server", []client.Object{cached(older)}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reader := fake.NewClientBuilder().WithScheme(s).WithObjects(append(tt.cache, mds.DeepCopy(), vmi.DeepCopy())...).Build()
+			live := fake.NewClientBuilder().WithScheme(s).WithObjects(tt.live...).Build()
+			pod := fixtures.LauncherPod(vmi)
+			if err := (&webhooks.PodInjector{Reader: reader, Live: live, Sidecar: webhooks.SidecarOptions{Image: "x"}}).Default(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+			if got := controllers.HasSidecar(pod); got != tt.wantSidecar {
+				t.Fatalf("sidecar injected: %v, want %v", got, tt.wantSidecar)
+			}
+			if !tt.wantSidecar {
+				return
+			}
+			args := pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1].Args
+			if !slices.Contains(args, "--bridge=k6t-eth0") {
+				t.Errorf("the sidecar does not serve the payload's bridge: %q", args)
+			}
+		})
+	}
 }
