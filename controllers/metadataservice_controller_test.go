@@ -197,7 +197,9 @@ var _ = Describe("MetadataService controller", func() {
 		for _, s := range secrets.Items {
 			if s.Name == imdsv1alpha1.PayloadSecretName("vm") {
 				Expect(s.Data).To(BeEmpty())
-				Expect(s.Annotations).To(HaveKey(cachedDataDigest))
+				var onServer corev1.Secret
+				Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&s), &onServer)).To(Succeed())
+				Expect(s.Annotations).To(HaveKeyWithValue(cachedDataDigest, dataDigest(onServer.Data)))
 				Expect(s.Annotations).To(HaveKeyWithValue(imdsv1alpha1.AnnotationServe, MatchJSON(`{"interface":"default","bridge":"k6t-eth0"}`)))
 			} else {
 				Expect(s.Data).To(HaveKey(payload.SharedKey))

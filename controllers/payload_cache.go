@@ -27,7 +27,10 @@ const cachedDataDigest = "cache.imds.kubevirt.io/data-sha256"
 
 // stripCachedObject is the manager cache's transform: every object loses its
 // managedFields, and an instance's payload Secret its data, replaced by its
-// digest.
+// digest. It is idempotent, as client-go requires: an informer's streaming
+// list transforms the objects it lists once into its own store and again as
+// it hands them to the cache, and a digest taken then of the data already
+// taken away would be the empty data's.
 func stripCachedObject(in any) (any, error) {
 	if m, err := meta.Accessor(in); err == nil {
 		m.SetManagedFields(nil)
@@ -35,6 +38,9 @@ func stripCachedObject(in any) (any, error) {
 	s, ok := in.(*corev1.Secret)
 	if !ok || s.Type != PayloadSecretType || s.Labels[imdsv1alpha1.LabelInstanceUID] == "" {
 		return in, nil
+	}
+	if _, stripped := s.Annotations[cachedDataDigest]; stripped && s.Data == nil {
+		return s, nil
 	}
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}

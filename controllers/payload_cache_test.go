@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
@@ -65,6 +66,9 @@ func TestStripCachedObject(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := out.(*corev1.Secret)
+			if again, err := stripCachedObject(s.DeepCopy()); err != nil || !equality.Semantic.DeepEqual(again, s) {
+				t.Errorf("a second transform changed the object (%v): %v", err, again)
+			}
 			if len(s.ManagedFields) != 0 {
 				t.Errorf("managedFields kept: %v", s.ManagedFields)
 			}
