@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -33,12 +34,7 @@ func TestStaleCacheFallsBackToTheAPIServer(t *testing.T) {
 	mds := fixtures.MetadataService(ns, "web", imdsv1alpha1.MetadataServiceSpec{})
 	vmi := fixtures.VMI(ns, "vm1", nil)
 	vmi.UID = types.UID("4c1f5a52-9f1e-4e8e-8f0a-0c2d6d3b9a10")
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imdsv1alpha1.PayloadSecretName(vmi.Name),
-			Labels: map[string]string{imdsv1alpha1.LabelInstanceUID: string(vmi.UID)}},
-		Type: controllers.PayloadSecretType,
-		Data: map[string][]byte{payload.SecretKey: []byte(`{"serve":{"interface":"default","bridge":"k6t-eth0"}}`)},
-	}
+	secret := payloadSecretFor(vmi, nil)
 	stale := fake.NewClientBuilder().WithScheme(s).Build()
 	live := fake.NewClientBuilder().WithScheme(s).WithObjects(mds, vmi.DeepCopy(), secret).Build()
 
@@ -59,10 +55,7 @@ func TestStaleCacheFallsBackToTheAPIServer(t *testing.T) {
 		if !controllers.HasSidecar(pod) {
 			t.Fatal("no sidecar")
 		}
-		args := pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1].Args
-		if !slices.Contains(args, "--bridge=k6t-eth0") {
-			t.Errorf("the sidecar does not serve the payload's bridge: %q", args)
-		}
+		expectServesBridge(t, pod, "k6t-eth0")
 	})
 	t.Run("without the API server, the stale cache selects nothing", func(t *testing.T) {
 		v := fixtures.VMI(ns, "vm3", nil)
@@ -89,15 +82,6 @@ func TestSidecarPlacedFromTheCachedPayloadSecret(t *testing.T) {
 	mds := fixtures.MetadataService(ns, "web", imdsv1alpha1.MetadataServiceSpec{})
 	vmi := fixtures.VMI(ns, "vm1", nil)
 	vmi.UID = types.UID("0b8c3f4e-2f57-4c11-9d0e-5b7f3a1c2d40")
-	secret := func(annotations map[string]string) *corev1.Secret {
-		return &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imdsv1alpha1.PayloadSecretName(vmi.Name),
-				Labels:      map[string]string{imdsv1alpha1.LabelInstanceUID: string(vmi.UID)},
-				Annotations: annotations},
-			Type: controllers.PayloadSecretType,
-			Data: map[string][]byte{payload.SecretKey: []byte(`{"serve":{"interface":"default","bridge":"k6t-eth0"}}`)},
-		}
-	}
 	cached := func(s *corev1.Secret) *corev1.Secret {
 		out, err := controllers.CacheOptions().DefaultTransform(s.DeepCopy())
 		if err != nil {
@@ -108,8 +92,8 @@ func TestSidecarPlacedFromTheCachedPayloadSecret(t *testing.T) {
 		}
 		return out.(*corev1.Secret)
 	}
-	withServe := secret(map[string]string{imdsv1alpha1.AnnotationServe: `{"interface":"default","bridge":"k6t-eth0"}`})
-	older := secret(nil)
+	withServe := payloadSecretFor(vmi, map[string]string{imdsv1alpha1.AnnotationServe: `{"interface":"default","bridge":"k6t-eth0"}`})
+	older := payloadSecretFor(vmi, nil)
 	tests := []struct {
 		name        string
 		cache, live []client.Object
@@ -133,10 +117,29 @@ func TestSidecarPlacedFromTheCachedPayloadSecret(t *testing.T) {
 			if !tt.wantSidecar {
 				return
 			}
-			args := pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1].Args
-			if !slices.Contains(args, "--bridge=k6t-eth0") {
-				t.Errorf("the sidecar does not serve the payload's bridge: %q", args)
-			}
+			expectServesBridge(t, pod, "k6t-eth0")
 		})
+	}
+}
+
+// payloadSecretFor is vmi's payload Secret as the operator writes it, serving
+// on bridge k6t-eth0, with annotations.
+func payloadSecretFor(vmi *kubevirtv1.VirtualMachineInstance, annotations map[string]string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: vmi.Namespace, Name: imdsv1alpha1.PayloadSecretName(vmi.Name),
+			Labels:      map[string]string{imdsv1alpha1.LabelInstanceUID: string(vmi.UID)},
+			Annotations: annotations},
+		Type: controllers.PayloadSecretType,
+		Data: map[string][]byte{payload.SecretKey: []byte(`{"serve":{"interface":"default","bridge":"k6t-eth0"}}`)},
+	}
+}
+
+// expectServesBridge fails t unless the sidecar injected into pod serves on
+// bridge.
+func expectServesBridge(t *testing.T, pod *corev1.Pod, bridge string) {
+	t.Helper()
+	args := pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1].Args
+	if !slices.Contains(args, "--bridge="+bridge) {
+		t.Errorf("the sidecar does not serve the payload's bridge: %q", args)
 	}
 }
