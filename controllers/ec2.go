@@ -123,32 +123,32 @@ func renderEC2(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachine
 		}
 		out.Interfaces = append(out.Interfaces, e)
 	}
+	region := in.Region
+	if region == "" {
+		region = "kubevirt"
+	}
+	zone := in.Zone
+	if zone == "" {
+		zone = "kubevirt"
+	}
+	doc := &instanceidentity.Document{
+		Architecture:     architecture(vmi),
+		AvailabilityZone: zone,
+		InstanceID:       instanceID(vmi),
+		InstanceType:     out.InstanceType,
+		PrivateIP:        privateIP,
+		Region:           region,
+		Version:          instanceidentity.Version,
+		Namespace:        vmi.Namespace,
+		Name:             vmi.Name,
+		UID:              string(vmi.UID),
+	}
+	if !vmi.CreationTimestamp.IsZero() {
+		doc.PendingTime = vmi.CreationTimestamp.UTC().Format(time.RFC3339)
+	}
 	if in.Key != nil && slices.Contains(dialects, payload.DialectEC2) {
-		region := in.Region
-		if region == "" {
-			region = "kubevirt"
-		}
-		zone := in.Zone
-		if zone == "" {
-			zone = "kubevirt"
-		}
-		doc := &instanceidentity.Document{
-			Architecture:     architecture(vmi),
-			AvailabilityZone: zone,
-			InstanceID:       instanceID(vmi),
-			InstanceType:     out.InstanceType,
-			PrivateIP:        privateIP,
-			Region:           region,
-			Version:          instanceidentity.Version,
-			Namespace:        vmi.Namespace,
-			Name:             vmi.Name,
-			UID:              string(vmi.UID),
-		}
-		if !vmi.CreationTimestamp.IsZero() {
-			doc.PendingTime = vmi.CreationTimestamp.UTC().Format(time.RFC3339)
-		}
 		// Signing a marshalled struct of strings cannot fail but for the
-		// key; a document without identity is still served.
+		// key; the document is then served unsigned.
 		sign := in.Key.Sign
 		if in.Signatures != nil {
 			sign = func(d *instanceidentity.Document) (*payload.IdentityDocument, error) {
@@ -156,6 +156,13 @@ func renderEC2(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.VirtualMachine
 			}
 		}
 		if id, err := sign(doc); err == nil {
+			out.Identity = id
+		}
+	}
+	if out.Identity == nil {
+		// Wherever the EC2 tree is served, signed or not, a guest that
+		// cloud-init takes for an AWS one must find its document.
+		if id, err := instanceidentity.Unsigned(doc); err == nil {
 			out.Identity = id
 		}
 	}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,5 +165,29 @@ var _ = Describe("EC2 identity documents", func() {
 		Expect(secret.Data).To(HaveKey("tls.key"))
 		payloadSecret := payloadSecrets(ctx, ns)["imds-web-1"]
 		Expect(string(payloadSecret.Data[payload.SecretKey])).NotTo(ContainSubstring("PRIVATE KEY"), "the key never reaches a payload")
+	})
+
+	It("writes the document unsigned where the service serves the EC2 tree without the ec2 dialect", func() {
+		ns := newNamespace(ctx)
+		vmi := newVMI(ns, "os-1", map[string]string{"app": "os"})
+		create(ctx, vmi)
+		create(ctx, newMDS(ns, "os", imdsv1alpha1.MetadataServiceSpec{
+			Dialects: []imdsv1alpha1.Dialect{"nocloud", "openstack"},
+		}))
+		var doc *payload.Document
+		Eventually(func(g Gomega) {
+			var err error
+			doc, err = payloadOf(ctx, ns, "os-1")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(doc.EC2).NotTo(BeNil())
+			g.Expect(doc.EC2.Identity).NotTo(BeNil())
+		}).Should(Succeed())
+		Expect(doc.EC2.Identity.Signature).To(BeEmpty())
+		Expect(doc.EC2.Identity.PKCS7).To(BeEmpty())
+		Expect(doc.EC2.Identity.CertificateSHA256).To(BeEmpty())
+		var got instanceidentity.Document
+		Expect(json.Unmarshal([]byte(doc.EC2.Identity.Document), &got)).To(Succeed())
+		Expect(got).To(And(HaveField("InstanceID", doc.Instance.ID), HaveField("Region", "kubevirt"),
+			HaveField("Namespace", ns), HaveField("Name", "os-1"), HaveField("UID", string(vmi.UID))))
 	})
 })

@@ -169,8 +169,10 @@ type EC2 struct {
 	// (device 0, meta-data/mac and local-ipv4) first. They are known whatever
 	// the networkData mode.
 	Interfaces []EC2Interface `json:"interfaces,omitempty"`
-	// Identity is the signed instance identity document; nil when the
-	// operator had no signing key.
+	// Identity is the instance identity document: signed when the ec2
+	// dialect is served and the operator has a signing key, else the
+	// document alone. Earlier operators left it out where they did not
+	// sign.
 	Identity *IdentityDocument `json:"identity,omitempty"`
 }
 
@@ -186,7 +188,9 @@ type EC2Interface struct {
 }
 
 // IdentityDocument is the instance identity document as the operator signed
-// it. The sidecar serves each member verbatim and holds no key.
+// it, or the document alone (Signature, PKCS7 and CertificateSHA256 empty)
+// where it does not sign. The sidecar serves each member that is present
+// verbatim, lists only those, and holds no key.
 type IdentityDocument struct {
 	// Document is the JSON document, byte for byte as signed.
 	Document string `json:"document"`

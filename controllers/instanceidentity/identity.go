@@ -186,6 +186,21 @@ func (k *Key) Sign(doc *Document) (*payload.IdentityDocument, error) {
 	return k.sign(body)
 }
 
+// Unsigned is doc without a signature: what a VM is served when its
+// service does not sign (no ec2 dialect, or no key yet). cloud-init reads the
+// document on a platform it takes for AWS (a firmware UUID starting with
+// "ec2" is one in 2,048 of KubeVirt's) and, finding none, fetches it again,
+// five tries each time, every time it asks for the instance-id: minutes of
+// boot. Nothing verifies an unsigned document, so it proves nothing; it
+// only says what the meta-data tree already says.
+func Unsigned(doc *Document) (*payload.IdentityDocument, error) {
+	body, err := encode(doc)
+	if err != nil {
+		return nil, err
+	}
+	return &payload.IdentityDocument{Document: string(body)}, nil
+}
+
 func encode(doc *Document) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

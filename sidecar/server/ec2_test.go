@@ -275,6 +275,46 @@ func TestEC2Listings(t *testing.T) {
 	}
 }
 
+// TestEC2UnsignedIdentity: where the operator does not sign (a service
+// without the ec2 dialect, or no key yet), dynamic/instance-identity/ lists
+// and serves the document alone, as cloud-init reads it on a platform it
+// takes for AWS; the signatures are not there.
+func TestEC2UnsignedIdentity(t *testing.T) {
+	doc := storetest.Document()
+	doc.Dialects = []payload.Dialect{payload.DialectOpenStack}
+	id, err := instanceidentity.Unsigned(&instanceidentity.Document{
+		AvailabilityZone: "kubevirt", InstanceID: doc.Instance.ID, Region: "kubevirt", Version: instanceidentity.Version,
+		Namespace: doc.Instance.Namespace, Name: doc.Instance.Name, UID: doc.Instance.UID,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc.EC2 = &payload.EC2{Identity: id}
+	h := newEnv(t, doc, nil).srv.Handler()
+	for _, v := range EC2Versions {
+		for path, want := range map[string]string{
+			"/" + v + "/":                                    "dynamic\nmeta-data\nuser-data",
+			"/" + v + "/dynamic/instance-identity":           "document",
+			"/" + v + "/dynamic/instance-identity/":          "document",
+			"/" + v + "/dynamic/instance-identity/document":  id.Document,
+			"/" + v + "/dynamic/instance-identity/document/": id.Document,
+		} {
+			if w := do(h, http.MethodGet, path); w.Code != http.StatusOK || w.Body.String() != want {
+				t.Errorf("%s: %d %q, want %q", path, w.Code, w.Body, want)
+			}
+		}
+		for _, name := range []string{"signature", "pkcs7", "rsa2048"} {
+			if w := do(h, http.MethodGet, "/"+v+"/dynamic/instance-identity/"+name); w.Code != http.StatusNotFound {
+				t.Errorf("%s unsigned: %d, want 404", name, w.Code)
+			}
+		}
+	}
+	var got instanceidentity.Document
+	if err := json.Unmarshal([]byte(id.Document), &got); err != nil || got.InstanceID != doc.Instance.ID {
+		t.Errorf("document %q: instanceId %q, %v", id.Document, got.InstanceID, err)
+	}
+}
+
 // TestTokensConcurrent hammers token issue and validation from many
 // goroutines; run with -race.
 func TestTokensConcurrent(t *testing.T) {

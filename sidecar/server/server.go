@@ -35,7 +35,7 @@
 //	/<2009-04-04|latest>/              dynamic, meta-data and, when present, user-data
 //	/<2009-04-04|latest>/meta-data/…   EC2 tree; directories list children, also without the trailing slash; leaves also with one
 //	/<2009-04-04|latest>/user-data     verbatim; 404 when there is none
-//	/<…>/dynamic/instance-identity/    document, pkcs7, rsa2048, signature: the identity document the operator signed
+//	/<…>/dynamic/instance-identity/    document, pkcs7, rsa2048, signature: the identity document the operator signed; the document alone where it does not sign
 //	/latest/api/token                  PUT only: an IMDSv2 session token (see ec2.go)
 //	/v1/ (also /v1)                    the endpoints below
 //	/v1/identity                       JSON: instanceId, uid, name, namespace, hostname, serviceAccountName

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
@@ -199,10 +201,6 @@ func jsonBody(v any) ([]byte, error) {
 	return b, nil
 }
 
-// identityFiles are the files of dynamic/instance-identity/, as EC2 lists
-// them.
-var identityFiles = []string{"document", "pkcs7", "rsa2048", "signature"}
-
 // addEC2 adds the EC2 tree of every version in EC2Versions.
 func (s *snapshot) addEC2(doc *payload.Document, dir func(string, []string)) {
 	leaf := func(p string, r *resource) {
@@ -211,18 +209,23 @@ func (s *snapshot) addEC2(doc *payload.Document, dir func(string, []string)) {
 	}
 	tree := render.EC2MetaData(doc)
 	dir("/", EC2Versions)
+	// The files of dynamic/instance-identity/, listed as EC2 lists them:
+	// the document, and its signatures where the operator signed it.
 	var identity map[string]*resource
+	var identityFiles []string
 	if doc.EC2 != nil && doc.EC2.Identity != nil {
 		id := doc.EC2.Identity
-		// EC2 serves the PKCS #7 signature as base64 lines of 64 without
-		// PEM armour, the same at pkcs7 and rsa2048 here (one RSA 2048 key).
-		p7 := newResource([]byte(wrap64(id.PKCS7)), contentText)
-		identity = map[string]*resource{
-			"document":  newResource([]byte(id.Document), contentText),
-			"signature": newResource([]byte(wrap64(id.Signature)), contentText),
-			"pkcs7":     p7,
-			"rsa2048":   p7,
+		identity = map[string]*resource{"document": newResource([]byte(id.Document), contentText)}
+		if id.PKCS7 != "" {
+			// EC2 serves the PKCS #7 signature as base64 lines of 64 without
+			// PEM armour, the same at pkcs7 and rsa2048 here (one RSA 2048 key).
+			p7 := newResource([]byte(wrap64(id.PKCS7)), contentText)
+			identity["pkcs7"], identity["rsa2048"] = p7, p7
 		}
+		if id.Signature != "" {
+			identity["signature"] = newResource([]byte(wrap64(id.Signature)), contentText)
+		}
+		identityFiles = slices.Sorted(maps.Keys(identity))
 	}
 	for _, v := range EC2Versions {
 		// EC2 lists a version's categories without a trailing slash.

@@ -65,6 +65,41 @@ func withEC2(doc *payload.Document) {
 	}
 }
 
+// withUnsignedEC2Tree gives doc a firmware UUID that cloud-init takes for
+// AWS's (one in 2,048 of the UUIDs KubeVirt derives from VM names) and what
+// the operator writes for a service serving the EC2 tree only as OpenStack's
+// (dialects v1, nocloud, openstack): placement by default, the NIC, and the
+// identity document unsigned.
+func withUnsignedEC2Tree(doc *payload.Document) {
+	GinkgoHelper()
+	doc.Instance.ID = "ec2" + doc.Instance.ID[3:]
+	doc.UserData = []byte(nocloudFiles(doc.Instance.ID, doc.Instance.Name, doc.Network.Interfaces[0].MACAddress)["/nocloud/user-data"])
+	doc.Dialects = []payload.Dialect{payload.DialectV1, payload.DialectNoCloud, payload.DialectOpenStack}
+	id, err := instanceidentity.Unsigned(&instanceidentity.Document{
+		AvailabilityZone: "kubevirt", InstanceID: doc.Instance.ID, PrivateIP: "10.244.1.7", Region: "kubevirt",
+		Version: instanceidentity.Version, Namespace: doc.Instance.Namespace, Name: doc.Instance.Name, UID: doc.Instance.UID,
+	})
+	Expect(err).NotTo(HaveOccurred())
+	doc.EC2 = &payload.EC2{
+		HTTPTokens: payload.HTTPTokensOptional, HopLimit: 1,
+		Interfaces: []payload.EC2Interface{{MACAddress: doc.Network.Interfaces[0].MACAddress, IPv4: []string{guestAddr + "/24"}}},
+		Identity:   id,
+	}
+}
+
+// expectConfiguredFrom checks that cloud-init configured the guest from doc:
+// its instance-id, the file its user-data writes, and its SSH key.
+func expectConfiguredFrom(res *guest.Result, doc *payload.Document) {
+	GinkgoHelper()
+	Expect(res.InstanceID).To(Equal(doc.Instance.ID))
+	written, err := res.ReadFile(writtenFile)
+	Expect(err).NotTo(HaveOccurred(), res.Report())
+	Expect(string(written)).To(Equal("written by user-data for " + doc.Instance.ID + "\nruncmd ran\n"))
+	keys, err := res.ReadFile("/home/debian/.ssh/authorized_keys")
+	Expect(err).NotTo(HaveOccurred(), res.Report())
+	Expect(string(keys)).To(ContainSubstring(testSSHKey))
+}
+
 // expectNoIMDSv1 checks that every EC2 request the sidecar answered carried
 // a valid token: with tokens required, any other gets 401.
 func expectNoIMDSv1(s *sidecar) {
@@ -192,15 +227,87 @@ print(botocore.__version__, iid, region)
 			Expect(res.CloudName).To(Equal("aws"), res.Report())
 			Expect(res.StatusCode).To(Equal(0), res.Report())
 			Expect(res.Status).To(ContainSubstring("done"))
-			Expect(res.InstanceID).To(Equal(doc.Instance.ID))
-			written, err := res.ReadFile(writtenFile)
-			Expect(err).NotTo(HaveOccurred(), res.Report())
-			Expect(string(written)).To(Equal("written by user-data for " + doc.Instance.ID + "\nruncmd ran\n"))
-			keys, err := res.ReadFile("/home/debian/.ssh/authorized_keys")
-			Expect(err).NotTo(HaveOccurred(), res.Report())
-			Expect(string(keys)).To(ContainSubstring(testSSHKey))
+			expectConfiguredFrom(res, doc)
 			expectNoIMDSv1(s)
 			Expect(s.Answered(guestAddr)).To(ContainElement(MatchRegexp(`^/[^/]+/meta-data/instance-id$`)))
+		}, SpecTimeout(specTimeout))
+	}
+})
+
+// A VM on NoCloud discovery whose firmware UUID looks like AWS's: cloud-init
+// 25.1 (trixie) identifies the platform from the UUID alone, lists
+// Ec2 beside NoCloud, and Ec2Local claims the boot in the local stage, before
+// NoCloudNet can; 22.4 (bookworm) also wants the serial to match and stays on
+// NoCloud. Served the EC2 tree without a signed identity, trixie's Ec2
+// datasource asked for the identity document five times, then again on every
+// instance-id lookup: minutes of boot and a degraded status.
+var _ = Describe("a NoCloud guest whose firmware UUID looks like AWS's", Label("guest", "sidecar", "ec2"), func() {
+	for _, gen := range guest.Generations {
+		It("reaches done on "+string(gen)+" without the ec2 dialect, from the unsigned identity document", func(ctx SpecContext) {
+			root := rootFor(ctx, gen)
+			pod := newDHCPPod()
+			doc := operatorDocument("vm-awsuuid-"+string(gen), pod.GuestMAC.String())
+			withUnsignedEC2Tree(doc)
+			s := startSidecar(ctx, pod, doc)
+			// What guestDiscovery NoCloud gives the VM: the seed in the
+			// serial; the UUID is KubeVirt's.
+			smbios := guest.KubeVirtSMBIOS(nocloudSerial, doc.Instance.ID)
+			res, err := guest.Run(ctx, guest.Config{Root: root, NetNS: pod.Guest.Name, SMBIOS: smbios, Log: GinkgoWriter})
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(res.Close)
+			reportRun(res)
+			AddReportEntry("boot", bootSummary(res, "NoCloud, AWS-like UUID", s))
+			GinkgoWriter.Println(bootSummary(res, "NoCloud, AWS-like UUID", s))
+
+			switch gen {
+			case guest.Bookworm:
+				Expect(res.Datasource).To(Equal("DataSourceNoCloudNet"), res.Report())
+			case guest.Trixie:
+				Expect(res.Datasource).To(Equal("DataSourceEc2Local"), res.Report())
+				Expect(res.CloudName).To(Equal("aws"), res.Report())
+				Expect(s.Answered(guestAddr)).To(ContainElement(MatchRegexp(`^/[^/]+/dynamic/instance-identity/document$`)))
+			}
+			// No retries, no warnings: status 0 is "done" with no
+			// recoverable errors.
+			Expect(res.StatusCode).To(Equal(0), res.Report())
+			expectConfiguredFrom(res, doc)
+			// The one kind of 404: cloud-init probing API versions newer
+			// than the tree's.
+			versionProbe := regexp.MustCompile(`^/\d{4}-\d{2}-\d{2}/meta-data/instance-id$`)
+			for _, r := range s.Requests() {
+				if r.Status >= 400 {
+					Expect(r.URI).To(MatchRegexp(versionProbe.String()), "%s %s answered %d", r.Method, r.URI, r.Status)
+				}
+			}
+		}, SpecTimeout(specTimeout))
+
+		It("stays on NoCloud on "+string(gen)+" when the service serves no EC2 tree", func(ctx SpecContext) {
+			root := rootFor(ctx, gen)
+			pod := newDHCPPod()
+			doc := operatorDocument("vm-awsuuid-noec2-"+string(gen), pod.GuestMAC.String())
+			withUnsignedEC2Tree(doc)
+			doc.Dialects, doc.EC2 = []payload.Dialect{payload.DialectV1, payload.DialectNoCloud}, nil
+			s := startSidecar(ctx, pod, doc)
+			smbios := guest.KubeVirtSMBIOS(nocloudSerial, doc.Instance.ID)
+			res, err := guest.Run(ctx, guest.Config{Root: root, NetNS: pod.Guest.Name, SMBIOS: smbios, Log: GinkgoWriter})
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(res.Close)
+			reportRun(res)
+			AddReportEntry("boot", bootSummary(res, "NoCloud, AWS-like UUID, no EC2 tree", s))
+			GinkgoWriter.Println(bootSummary(res, "NoCloud, AWS-like UUID, no EC2 tree", s))
+
+			// On a platform it takes for AWS, cloud-init asks for an IMDSv2
+			// token first and gives the Ec2 datasource up at once on a 404
+			// (where nothing answers, it retries for 240 s), but it counts
+			// that as a recoverable error: status "done", exit code 2.
+			Expect(res.Datasource).To(Equal("DataSourceNoCloudNet"), res.Report())
+			Expect(res.Status).To(ContainSubstring("done"), res.Report())
+			for _, r := range s.Requests() {
+				if !strings.HasPrefix(r.URI, "/nocloud/") {
+					Expect(r).To(And(HaveField("Method", http.MethodPut), HaveField("URI", "/latest/api/token"), HaveField("Status", http.StatusNotFound)))
+				}
+			}
+			expectConfiguredFrom(res, doc)
 		}, SpecTimeout(specTimeout))
 	}
 })

@@ -280,10 +280,16 @@ func operatorDocument(name, mac string) *payload.Document {
 	}
 }
 
-// newUUID returns a random version 4 UUID.
+// newUUID returns a random version 4 UUID that cloud-init does not take for
+// an AWS one (see withUnsignedEC2Tree): the NoCloud specs boot from NoCloud
+// every time.
 func newUUID() string {
-	h := randomHex(16)
-	return h[0:8] + "-" + h[8:12] + "-4" + h[13:16] + "-a" + h[17:20] + "-" + h[20:32]
+	for {
+		h := randomHex(16)
+		if awsLike := strings.HasPrefix(h, "ec2") || h[4] == '2' && h[6:8] == "ec"; !awsLike {
+			return h[0:8] + "-" + h[8:12] + "-4" + h[13:16] + "-a" + h[17:20] + "-" + h[20:32]
+		}
+	}
 }
 
 // yamlOf decodes YAML text for a comparison that ignores layout and comments.
