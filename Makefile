@@ -97,7 +97,10 @@ verify: generate manifests docs build-installer bundle ## Regenerate everything 
 	@echo "generated files are up to date"
 
 .PHONY: test
-test: generate manifests vet envtest promtool test-deps ## Run every test (root): unit, real API server, network namespaces, real cloud-init, the end-to-end path with a qemu VM, the OLM bundle.
+test: generate manifests vet envtest promtool test-deps build ## Run every test (root): unit, real API server, network namespaces, real cloud-init, the end-to-end path with a qemu VM, the OLM bundle.
+	@# build: suites run the image's binaries, built with its flags (not the
+	@# tests'); compiled here, before any spec's timeout runs, they are a
+	@# link away from the build cache when a spec asks for them.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test ./... -count=1 -timeout 60m
 	cd hack/tools/bundle && KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test ./... -count=1
 
