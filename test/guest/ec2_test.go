@@ -208,18 +208,11 @@ print(botocore.__version__, iid, region)
 
 	for _, gen := range guest.Generations {
 		It("reaches done on "+string(gen)+" over Ec2 with IMDSv2, identified as AWS by the SMBIOS UUID", func(ctx SpecContext) {
-			root := rootFor(ctx, gen)
-			pod := newDHCPPod()
-			doc := operatorDocument("vm-ec2-"+string(gen), pod.GuestMAC.String())
-			withEC2(doc)
-			s := startSidecar(ctx, pod, doc)
 			// What guestDiscovery EC2 gives the VM: the UUID, and the
 			// same serial (cloud-init 22.4 wants both).
-			smbios := guest.KubeVirtSMBIOS(doc.Instance.ID, doc.Instance.ID)
-			res, err := guest.Run(ctx, guest.Config{Root: root, NetNS: pod.Guest.Name, SMBIOS: smbios, Log: GinkgoWriter})
-			Expect(err).NotTo(HaveOccurred())
-			DeferCleanup(res.Close)
-			reportRun(res)
+			res, doc, s := bootGuest(ctx, gen, "vm-ec2-"+string(gen), withEC2, func(doc *payload.Document) guest.SMBIOS {
+				return guest.KubeVirtSMBIOS(doc.Instance.ID, doc.Instance.ID)
+			})
 			AddReportEntry("boot", bootSummary(res, "Ec2", s))
 			GinkgoWriter.Println(bootSummary(res, "Ec2", s))
 
@@ -244,18 +237,7 @@ print(botocore.__version__, iid, region)
 var _ = Describe("a NoCloud guest whose firmware UUID looks like AWS's", Label("guest", "sidecar", "ec2"), func() {
 	for _, gen := range guest.Generations {
 		It("reaches done on "+string(gen)+" without the ec2 dialect, from the unsigned identity document", func(ctx SpecContext) {
-			root := rootFor(ctx, gen)
-			pod := newDHCPPod()
-			doc := operatorDocument("vm-awsuuid-"+string(gen), pod.GuestMAC.String())
-			withUnsignedEC2Tree(doc)
-			s := startSidecar(ctx, pod, doc)
-			// What guestDiscovery NoCloud gives the VM: the seed in the
-			// serial; the UUID is KubeVirt's.
-			smbios := guest.KubeVirtSMBIOS(nocloudSerial, doc.Instance.ID)
-			res, err := guest.Run(ctx, guest.Config{Root: root, NetNS: pod.Guest.Name, SMBIOS: smbios, Log: GinkgoWriter})
-			Expect(err).NotTo(HaveOccurred())
-			DeferCleanup(res.Close)
-			reportRun(res)
+			res, doc, s := bootGuest(ctx, gen, "vm-awsuuid-"+string(gen), withUnsignedEC2Tree, noCloudSMBIOS)
 			AddReportEntry("boot", bootSummary(res, "NoCloud, AWS-like UUID", s))
 			GinkgoWriter.Println(bootSummary(res, "NoCloud, AWS-like UUID", s))
 
@@ -282,17 +264,11 @@ var _ = Describe("a NoCloud guest whose firmware UUID looks like AWS's", Label("
 		}, SpecTimeout(specTimeout))
 
 		It("stays on NoCloud on "+string(gen)+" when the service serves no EC2 tree", func(ctx SpecContext) {
-			root := rootFor(ctx, gen)
-			pod := newDHCPPod()
-			doc := operatorDocument("vm-awsuuid-noec2-"+string(gen), pod.GuestMAC.String())
-			withUnsignedEC2Tree(doc)
-			doc.Dialects, doc.EC2 = []payload.Dialect{payload.DialectV1, payload.DialectNoCloud}, nil
-			s := startSidecar(ctx, pod, doc)
-			smbios := guest.KubeVirtSMBIOS(nocloudSerial, doc.Instance.ID)
-			res, err := guest.Run(ctx, guest.Config{Root: root, NetNS: pod.Guest.Name, SMBIOS: smbios, Log: GinkgoWriter})
-			Expect(err).NotTo(HaveOccurred())
-			DeferCleanup(res.Close)
-			reportRun(res)
+			withoutEC2Tree := func(doc *payload.Document) {
+				withUnsignedEC2Tree(doc)
+				doc.Dialects, doc.EC2 = []payload.Dialect{payload.DialectV1, payload.DialectNoCloud}, nil
+			}
+			res, doc, s := bootGuest(ctx, gen, "vm-awsuuid-noec2-"+string(gen), withoutEC2Tree, noCloudSMBIOS)
 			AddReportEntry("boot", bootSummary(res, "NoCloud, AWS-like UUID, no EC2 tree", s))
 			GinkgoWriter.Println(bootSummary(res, "NoCloud, AWS-like UUID, no EC2 tree", s))
 
