@@ -4,7 +4,6 @@
 # guest root trees are built into a cache outside the tree (see hack/).
 LOCALBIN ?= $(CURDIR)/tmp/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
-CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GINKGO ?= $(LOCALBIN)/ginkgo
 IMG ?= kubevirt-imds:dev
 # dist/install.yaml is built with the default IMG, so that `make verify` can
@@ -22,6 +21,13 @@ KUBECTL ?= kubectl
 CONTAINER_TOOL ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 
 GO ?= go
+# Every Go build here compiles as the image's build does (no cgo, trimmed
+# paths), and the tool modules that build the control plane and the node pin
+# the module's versions of the libraries they share with it: the Go build
+# cache then compiles the Kubernetes libraries once for kube-apiserver, the
+# node, the tests and the image, not once per set of flags.
+export CGO_ENABLED = 0
+export GOFLAGS := -trimpath $(GOFLAGS)
 # The envtest control plane's directory, for KUBEBUILDER_ASSETS: a shell
 # substitution, run where a recipe uses it (the envtest prerequisite has built
 # it by then, so the call only prints the cached path).
@@ -97,17 +103,22 @@ verify: generate manifests docs build-installer bundle ## Regenerate everything 
 	@echo "generated files are up to date"
 
 .PHONY: test
-test: generate manifests vet envtest promtool test-deps build ## Run every test (root): unit, real API server, network namespaces, real cloud-init, the end-to-end path with a qemu VM, the OLM bundle.
-	@# build: suites run the image's binaries, built with its flags (not the
-	@# tests'); compiled here, before any spec's timeout runs, they are a
-	@# link away from the build cache when a spec asks for them.
+test: generate manifests ## Run every test (root): unit, real API server, network namespaces, real cloud-init, the end-to-end path with a qemu VM, the OLM bundle.
+	@# test-deps (Debian packages, guest trees, the VM image) is mostly
+	@# downloading and unpacking: it runs while vet and the builds compile.
+	@# build: suites run the image's binaries; compiled here, before any
+	@# spec's timeout runs, they are a link away from the build cache when a
+	@# spec asks for them.
+	$(MAKE) --no-print-directory test-deps & deps=$$!; \
+	$(MAKE) --no-print-directory vet envtest promtool build || { wait $$deps; exit 1; }; \
+	wait $$deps
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test ./... -count=1 -timeout 60m
 	cd hack/tools/bundle && KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test ./... -count=1
 
 .PHONY: test-deps
-test-deps: ## Install the Debian packages and build the guest root trees the tests use (as root; skipped otherwise).
+test-deps: ## Install the Debian packages and build the guest root trees and the VM image the tests use (as root; skipped otherwise).
 	hack/install-test-deps.sh
-	@if [ "$$(id -u)" = 0 ]; then hack/guest-rootfs.sh >/dev/null; else echo "not root: namespace and guest tests will skip"; fi
+	@if [ "$$(id -u)" = 0 ]; then hack/guest-rootfs.sh >/dev/null && hack/guest-vm-image.sh >/dev/null; else echo "not root: namespace and guest tests will skip"; fi
 
 .PHONY: bench
 bench: envtest ## Benchmarks: operator convergence (1,000 VMIs), manager memory among 4,000 unrelated Secrets and ConfigMaps (IMDS_BENCH_* scale it), boot storm through the webhooks (1,000 VMs), sidecar load in a Pod namespace (root), admission latency, handlers.
@@ -199,8 +210,8 @@ $(KUSTOMIZE):
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)
-$(CONTROLLER_GEN):
-	GOBIN=$(LOCALBIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+$(CONTROLLER_GEN): hack/tools/controller-gen/go.mod hack/tools/controller-gen/go.sum
+	cd hack/tools/controller-gen && $(GO) build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
 
 ##@ Local cluster
 

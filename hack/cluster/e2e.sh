@@ -73,24 +73,54 @@ run_suite() {
     -ginkgo.label-filter="${LABEL_FILTER:-$(default_label_filter)}" "$@"
 }
 
+# build_olm_assets_idle builds OLM's and opm's binaries (hack/cluster/olm-assets.sh)
+# in the background at the lowest CPU priority, and sets OLM_ASSETS_JOB: cold,
+# that is minutes of compiling that then run on the CPU the emulated VMs of
+# the first pass leave idle, and never take CPU from them (nice 19).
+build_olm_assets_idle() {
+  # Its own process group (setsid), so that stop_olm_assets reaches the
+  # compilers too.
+  setsid nice -n 19 "$root/hack/cluster/olm-assets.sh" >"$STATE/logs/olm-assets.log" 2>&1 &
+  OLM_ASSETS_JOB=$!
+  log "e2e: building OLM's binaries in the background at nice 19 (log $STATE/logs/olm-assets.log)"
+}
+
 # run_olm_pass installs OLM, makes the catalog for the run's image, and runs
 # the specs labelled olm or bundle, the suite installing the operator through
 # OLM.
 run_olm_pass() {
   local catalog
+  if [[ -n ${OLM_ASSETS_JOB:-} ]]; then
+    step "OLM's binaries (background build)" wait "$OLM_ASSETS_JOB" || return
+    OLM_ASSETS_JOB=
+  fi
   step "OLM" "$root/hack/cluster/olm.sh" install || return
   catalog=$("$root/hack/cluster/olm.sh" catalog "$IMG") || return
   OLM_CATALOG_IMAGE=$catalog LABEL_FILTER='olm || bundle' run_suite "$@"
+}
+
+# stop_olm_assets ends a background build that the run no longer waits for
+# (the first pass failed), so that no build outlives the run.
+stop_olm_assets() {
+  [[ -n ${OLM_ASSETS_JOB:-} ]] || return 0
+  kill -TERM -- "-$OLM_ASSETS_JOB" 2>/dev/null || true
+  wait "$OLM_ASSETS_JOB" 2>/dev/null || true
 }
 
 main() {
   [[ $(id -u) == 0 ]] || die "must run as root (the local cluster)"
   cd "$root"
   local start=$SECONDS rc=0
+  OLM_ASSETS_JOB=
   if [[ ${KEEP_CLUSTER:-} != 1 ]]; then
-    trap 'log "e2e: logs in $STATE/logs and $STATE/pod-logs"; "$cluster" down >&2 || true' EXIT
+    trap 'stop_olm_assets; log "e2e: logs in $STATE/logs and $STATE/pod-logs"; "$cluster" down >&2 || true' EXIT
+  else
+    trap stop_olm_assets EXIT
   fi
   step "cluster up" "$cluster" up || return
+  if [[ -z ${LABEL_FILTER:-} ]]; then
+    build_olm_assets_idle
+  fi
   step "KubeVirt" "$cluster" install-kubevirt || return
   step "operator image" "$cluster" import-operator "$IMG" || return
   step "VM image" import_vm_image || return
