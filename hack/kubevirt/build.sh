@@ -262,7 +262,9 @@ prepare_source() {
   rm -rf "$dir/libnbd"
   cp -a "$libnbd_go" "$dir/libnbd"
   # Fetch every module the tools need now: the launcher build in the chroot is offline.
-  (cd "$dir" && go list -deps tool >/dev/null)
+  # With cgo, as they are built: libnbd's bindings have no file without it (and
+  # the Makefile, which runs this script, exports CGO_ENABLED=0 for its own builds).
+  (cd "$dir" && CGO_ENABLED=1 go list -deps tool >/dev/null)
 }
 
 build_host_binary() {
