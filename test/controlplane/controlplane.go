@@ -10,8 +10,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+	"sync"
 
+	"golang.org/x/mod/modfile"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -23,35 +24,28 @@ var ErrNoAssets = errors.New("KUBEBUILDER_ASSETS is not set: run `make test` (it
 
 // RepoRoot is the repository's root directory: the nearest directory at or
 // above the working directory (go test runs in the package's directory) that
-// holds the module's go.mod. It does not use the source file's path, which a
-// -trimpath build (as make builds) turns into the import path.
-func RepoRoot() string {
+// holds this module's go.mod. It does not use the source file's path, which a
+// -trimpath build (as make builds) turns into the import path. Found once per
+// process.
+func RepoRoot() string { return repoRoot() }
+
+// modulePath is the module RepoRoot looks for.
+const modulePath = "github.com/kubevirt-imds/kubevirt-imds"
+
+var repoRoot = sync.OnceValue(func() string {
 	wd, err := os.Getwd()
 	if err != nil {
 		panic(fmt.Sprintf("RepoRoot: %v", err))
 	}
 	for dir := wd; ; dir = filepath.Dir(dir) {
-		if mod, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && declaresModule(mod) {
+		if mod, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && modfile.ModulePath(mod) == modulePath {
 			return dir
 		}
 		if filepath.Dir(dir) == dir {
 			panic(fmt.Sprintf("RepoRoot: no go.mod of %s at or above %s", modulePath, wd))
 		}
 	}
-}
-
-// modulePath is the module RepoRoot looks for.
-const modulePath = "github.com/kubevirt-imds/kubevirt-imds"
-
-// declaresModule reports whether a go.mod's text is modulePath's.
-func declaresModule(goMod []byte) bool {
-	for _, line := range strings.Split(string(goMod), "\n") {
-		if fields := strings.Fields(line); len(fields) == 2 && fields[0] == "module" {
-			return fields[1] == modulePath
-		}
-	}
-	return false
-}
+})
 
 // Options adjust the environment.
 type Options struct {

@@ -5,14 +5,14 @@ package guest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
+
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 )
 
 // Generation names a guest root tree built by hack/guest-rootfs.sh. It decides
@@ -51,10 +51,7 @@ func EnsureRoot(ctx context.Context, gen Generation, progress io.Writer) (Root, 
 	if !known(gen) {
 		return Root{}, fmt.Errorf("guest: unknown generation %q", gen)
 	}
-	script, err := rootfsScript()
-	if err != nil {
-		return Root{}, err
-	}
+	script := filepath.Join(controlplane.RepoRoot(), "hack", "guest-rootfs.sh")
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -87,32 +84,4 @@ func known(gen Generation) bool {
 		}
 	}
 	return false
-}
-
-// rootfsScript finds hack/guest-rootfs.sh in the module this package belongs to:
-// next to this source file when it is available, else above the working
-// directory (go test runs in the package directory).
-func rootfsScript() (string, error) {
-	const rel = "hack/guest-rootfs.sh"
-	var starts []string
-	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		starts = append(starts, filepath.Dir(file))
-	}
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	for _, dir := range starts {
-		for {
-			p := filepath.Join(dir, rel)
-			if _, err := os.Stat(p); err == nil {
-				return p, nil
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	return "", errors.New("guest: cannot find " + rel + " above this package or the working directory")
 }
