@@ -34,7 +34,7 @@ type certFlags struct {
 func (c *certFlags) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.mode, "webhook-cert-mode", certModeExternal, "webhook certificates: external (cert-manager or another party keeps them in --webhook-cert-dir) or builtin (the manager issues and rotates them)")
 	fs.StringVar(&c.namespace, "webhook-cert-namespace", os.Getenv("POD_NAMESPACE"), "builtin mode: the operator's namespace, holding the Secret and the Service (default: $POD_NAMESPACE)")
-	fs.StringVar(&c.secret, "webhook-cert-secret", "webhook-server-cert", "builtin mode: the Secret mounted at --webhook-cert-dir that keeps the certificates")
+	fs.StringVar(&c.secret, "webhook-cert-secret", "webhook-server-cert", "builtin mode: the Secret that keeps the certificates; the manager writes the serving pair from it into --webhook-cert-dir")
 	fs.StringVar(&c.service, "webhook-service", "kubevirt-imds-webhook-service", "builtin mode: the webhook Service the certificate is issued for")
 	fs.StringVar(&c.mutating, "mutating-webhook-configuration", "kubevirt-imds-mutating-webhook-configuration", "builtin mode: the MutatingWebhookConfiguration whose CA is kept current")
 	fs.StringVar(&c.validating, "validating-webhook-configuration", "kubevirt-imds-validating-webhook-configuration", "builtin mode: the ValidatingWebhookConfiguration whose CA is kept current")

@@ -28,29 +28,33 @@ type CertOptions struct {
 	// Namespace holds the Secret and the webhook Service: the operator's.
 	Namespace string
 	// SecretName is the Secret the certificates are kept in. It must exist
-	// (the manifests create it empty) and be mounted at CertDir.
+	// (the manifests create it empty).
 	SecretName string
 	// ServiceName is the webhook Service the certificate is issued for.
 	ServiceName string
 	// ExtraDNSNames are further names the certificate is valid for.
 	ExtraDNSNames []string
-	// CertDir is where the kubelet projects the Secret, and where the
-	// webhook server reads tls.crt and tls.key.
+	// CertDir is where the webhook server reads tls.crt and tls.key. The
+	// manager writes them there from the Secret (certFileWriter says why),
+	// so it is a directory of its own (the manifests: an emptyDir). A
+	// read-only CertDir is left to the kubelet, for a Secret mounted there.
 	CertDir string
 	// MutatingConfiguration and ValidatingConfiguration are the webhook
 	// configurations whose caBundle is kept current.
 	MutatingConfiguration, ValidatingConfiguration string
 }
 
-// AddCertRotator adds a certificate rotator to mgr. The returned channel is
-// closed once the certificates are in CertDir and the CA is in both webhook
-// configurations: register the webhooks (SetupWithManager) only then, since
-// the webhook server cannot start without its certificate.
+// AddCertRotator adds a certificate rotator to mgr, and the writer of its
+// certificate into CertDir. The returned channel is closed once the
+// certificates are in CertDir and the CA is in both webhook configurations:
+// register the webhooks (SetupWithManager) only then, since the webhook
+// server cannot start without its certificate.
 func AddCertRotator(mgr ctrl.Manager, o CertOptions) (<-chan struct{}, error) {
 	ready := make(chan struct{})
 	dns := fmt.Sprintf("%s.%s.svc", o.ServiceName, o.Namespace)
+	secret := types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName}
 	err := rotator.AddRotator(mgr, &rotator.CertRotator{
-		SecretKey:      types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName},
+		SecretKey:      secret,
 		CertDir:        o.CertDir,
 		CAName:         "kubevirt-imds-webhook-ca",
 		CAOrganization: "kubevirt-imds",
@@ -68,6 +72,13 @@ func AddCertRotator(mgr ctrl.Manager, o CertOptions) (<-chan struct{}, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("adding the webhook certificate rotator: %w", err)
+	}
+	files, err := newCertFileWriter(mgr, secret, o.CertDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(files); err != nil {
+		return nil, fmt.Errorf("adding the webhook certificate writer: %w", err)
 	}
 	return ready, nil
 }

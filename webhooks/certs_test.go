@@ -1,7 +1,6 @@
 package webhooks_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
@@ -26,27 +24,6 @@ const (
 	mutatingName   = "mutating-webhook-configuration"
 	validatingName = "validating-webhook-configuration"
 )
-
-// mirrorSecret does the kubelet's part for a Secret volume, which envtest
-// lacks: it writes the Secret's keys into dir as they change.
-func mirrorSecret(ctx context.Context, key client.ObjectKey, dir string) {
-	go func() {
-		defer GinkgoRecover()
-		_ = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-			var s corev1.Secret
-			if err := k8sClient.Get(ctx, key, &s); err != nil {
-				return false, nil //nolint:nilerr // keep polling, as the kubelet does
-			}
-			for k, v := range s.Data {
-				if old, err := os.ReadFile(filepath.Join(dir, k)); err == nil && bytes.Equal(old, v) {
-					continue
-				}
-				_ = os.WriteFile(filepath.Join(dir, k), v, 0o600)
-			}
-			return false, nil
-		})
-	}()
-}
 
 // caBundles returns the caBundle of the first webhook of each configuration.
 func caBundles(ctx context.Context) (mutating, validating []byte) {
@@ -85,15 +62,14 @@ var _ = Describe("Built-in certificates", Serial, func() {
 		create(ctx, mds)
 
 		stopManager()
-		mirrorCtx, stopMirror := context.WithCancel(ctx)
 		DeferCleanup(func() {
-			stopMirror()
 			stopManager()
 			restoreCABundles(ctx)
 			startManager()
 		})
+		// No kubelet projects the Secret here: the manager writes the
+		// files itself.
 		certDir := GinkgoT().TempDir()
-		mirrorSecret(mirrorCtx, client.ObjectKeyFromObject(secret), certDir)
 
 		mgr := newManager(testEnv, cfg, certDir)
 		ready, err := webhooks.AddCertRotator(mgr, webhooks.CertOptions{
@@ -115,7 +91,15 @@ var _ = Describe("Built-in certificates", Serial, func() {
 		m, v := caBundles(ctx)
 		Expect(m).NotTo(Equal(testEnv.WebhookInstallOptions.LocalServingCAData))
 		Expect(v).To(Equal(m))
-		Expect(os.ReadFile(filepath.Join(certDir, "tls.crt"))).NotTo(BeEmpty())
+		By("the serving pair written from the Secret into the cert directory, and nothing else")
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed())
+		Expect(secret.Data).To(HaveKey("ca.key"))
+		for _, name := range []string{"tls.crt", "tls.key"} {
+			Expect(os.ReadFile(filepath.Join(certDir, name))).To(Equal(secret.Data[name]), name)
+		}
+		entries, err := os.ReadDir(certDir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(entries).To(HaveLen(2))
 
 		By("the API server reaches the webhook through the new CA")
 		Eventually(func(g Gomega) {
