@@ -123,7 +123,7 @@ func writeCertFiles(dir string, data map[string][]byte) (changed bool, err error
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data[name]) {
 			continue
 		}
-		if err := renameio.WriteFile(path, data[name], 0o600); err != nil {
+		if err := renameio.WriteFile(path, data[name], 0o600, renameio.WithTempDir(dir)); err != nil {
 			return changed, err
 		}
 		changed = true
