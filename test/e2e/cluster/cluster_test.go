@@ -166,6 +166,7 @@ var _ = Describe("on a real cluster with KubeVirt", Ordered, func() {
 		Expect(f.Datasource).To(ContainSubstring("NoCloud"))
 		Expect(f.InstanceID).To(Equal(firstID))
 		Expect(g.ReadFile(ctx, guestspecs.MotdFile)).To(Equal(guestspecs.MotdContent))
+		guestspecs.ExpectSampleSSHKey(ctx, g)
 		code, body, err := g.Get(ctx, metadataURL+"/v1/metadata", "Metadata: true")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(code).To(Equal(http.StatusOK))

@@ -3,6 +3,7 @@ package guestspecs
 import (
 	"context"
 	"encoding/json"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -17,6 +18,13 @@ const (
 	MotdContent   = "Configured by kubevirt-imds\n"
 	TokenFile     = "/root/vault-token.json"
 	TokenAudience = "vault"
+)
+
+// The sample's SSH key, which cloud-init installs for the image's default
+// user: the login a user of a Debian cloud image tries first.
+const (
+	SSHKey             = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl demo@example"
+	AuthorizedKeysFile = "/home/debian/.ssh/authorized_keys"
 )
 
 // TokenReviewer asks the API server who a token belongs to.
@@ -61,6 +69,8 @@ func ExpectSampleGuest(ctx context.Context, g Guest, want Sample, reviewer Token
 		Expect(IPv4Addresses(f.Addresses)).To(ContainElement(And(HavePrefix(want.Address+" on "), HaveSuffix(" (DHCP)"))))
 	}
 
+	ExpectSampleSSHKey(ctx, g)
+
 	By("the token the guest fetched being the API server's, for its audience only")
 	raw, err := g.ReadFile(ctx, TokenFile)
 	Expect(err).NotTo(HaveOccurred())
@@ -77,4 +87,14 @@ func ExpectSampleGuest(ctx context.Context, g Guest, want Sample, reviewer Token
 	st, err = reviewer.ReviewToken(ctx, tok.Token, "another-audience")
 	Expect(err).NotTo(HaveOccurred())
 	Expect(st.Authenticated).To(BeFalse(), "the token is scoped to its audience")
+}
+
+// ExpectSampleSSHKey checks that the sample's SSH key lets the image's
+// default user log in.
+func ExpectSampleSSHKey(ctx context.Context, g Guest) {
+	GinkgoHelper()
+	By("the SSH key, for the image's default user")
+	keys, err := g.ReadFile(ctx, AuthorizedKeysFile)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(strings.Split(strings.TrimSpace(keys), "\n")).To(ContainElement(SSHKey), AuthorizedKeysFile)
 }
