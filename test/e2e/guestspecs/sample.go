@@ -49,8 +49,8 @@ type Sample struct {
 
 // ExpectSampleGuest checks, from inside g, what a user of the sample
 // MetadataService checks: cloud-init finished from NoCloud with the
-// instance's identity, the user-data ran, and the token it fetched is the
-// API server's, for its audience only.
+// instance's identity, the user-data ran, the SSH key is installed, and the
+// token it fetched is the API server's, for its audience only.
 func ExpectSampleGuest(ctx context.Context, g Guest, want Sample, reviewer TokenReviewer) {
 	GinkgoHelper()
 	f := g.Boot()
@@ -89,8 +89,8 @@ func ExpectSampleGuest(ctx context.Context, g Guest, want Sample, reviewer Token
 	Expect(st.Authenticated).To(BeFalse(), "the token is scoped to its audience")
 }
 
-// ExpectSampleSSHKey checks that the sample's SSH key lets the image's
-// default user log in.
+// ExpectSampleSSHKey checks that cloud-init installed the sample's SSH key
+// for the image's default user (the images have no sshd to log in to).
 func ExpectSampleSSHKey(ctx context.Context, g Guest) {
 	GinkgoHelper()
 	By("the SSH key, for the image's default user")
