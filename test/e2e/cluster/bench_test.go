@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,10 +16,9 @@ import (
 
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
-	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
+	"github.com/kubevirt-imds/kubevirt-imds/test/e2e/guestspecs"
 )
 
 // benchUserData is the cloud-config both kinds of VM in the benchmark get:
@@ -112,10 +110,8 @@ var _ = Describe("time from creating a VirtualMachine to cloud-init done", Label
 // readSampleKeys is the sample MetadataService's SSH keys as a YAML list.
 func readSampleKeys() string {
 	GinkgoHelper()
-	raw, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), "config", "samples", "imds_v1alpha1_metadataservice.yaml"))
+	mds, err := guestspecs.ReadSampleService()
 	Expect(err).NotTo(HaveOccurred())
-	var mds imdsv1alpha1.MetadataService
-	Expect(yaml.Unmarshal(raw, &mds)).To(Succeed())
 	Expect(mds.Spec.SSHAuthorizedKeys).NotTo(BeNil())
 	var b strings.Builder
 	for _, k := range mds.Spec.SSHAuthorizedKeys.Inline {

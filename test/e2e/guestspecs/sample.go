@@ -3,12 +3,19 @@ package guestspecs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	"sigs.k8s.io/yaml"
+
+	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
+	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 )
 
 // The sample MetadataService's user-data (config/samples) writes MotdFile
@@ -26,6 +33,21 @@ const (
 	SSHKey             = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl demo@example"
 	AuthorizedKeysFile = "/home/debian/.ssh/authorized_keys"
 )
+
+// ReadSampleService decodes the sample MetadataService from config/samples,
+// rejecting fields the API does not have.
+func ReadSampleService() (imdsv1alpha1.MetadataService, error) {
+	var mds imdsv1alpha1.MetadataService
+	path := filepath.Join(controlplane.RepoRoot(), "config", "samples", "imds_v1alpha1_metadataservice.yaml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return mds, err
+	}
+	if err := yaml.UnmarshalStrict(raw, &mds); err != nil {
+		return mds, fmt.Errorf("%s: %w", path, err)
+	}
+	return mds, nil
+}
 
 // TokenReviewer asks the API server who a token belongs to.
 type TokenReviewer interface {

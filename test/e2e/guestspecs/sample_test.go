@@ -1,27 +1,18 @@
 package guestspecs
 
 import (
-	"os"
 	"slices"
 	"strings"
 	"testing"
-
-	"sigs.k8s.io/yaml"
-
-	imdsv1alpha1 "github.com/kubevirt-imds/kubevirt-imds/api/v1alpha1"
 )
 
 // TestSampleMatchesConfig keeps the expectations in step with the sample
 // they describe: an edit of config/samples must fail here, not on a cluster.
 func TestSampleMatchesConfig(t *testing.T) {
-	const path = "../../../config/samples/imds_v1alpha1_metadataservice.yaml"
-	raw, err := os.ReadFile(path)
+	const path = "config/samples"
+	mds, err := ReadSampleService()
 	if err != nil {
 		t.Fatal(err)
-	}
-	var mds imdsv1alpha1.MetadataService
-	if err := yaml.UnmarshalStrict(raw, &mds); err != nil {
-		t.Fatalf("%s: %v", path, err)
 	}
 	if keys := mds.Spec.SSHAuthorizedKeys; keys == nil || !slices.Contains(keys.Inline, SSHKey) {
 		t.Errorf("%s: spec.sshAuthorizedKeys.inline does not hold %q", path, SSHKey)
