@@ -1,7 +1,9 @@
-# One image, two static binaries: /kubevirt-imds runs the operator (`manager`)
-# and the node agent (`node-agent`); /kubevirt-imds-sidecar is the metadata
-# service the webhook injects into every selected VM's Pod, a small program of
-# its own that links nothing of the operator.
+# One image, three static binaries: /kubevirt-imds runs the operator
+# (`manager`) and the node agent (`node-agent`); /kubevirt-imds-sidecar is the
+# metadata service the webhook injects into every selected VM's Pod, a small
+# program of its own that links nothing of the operator, and runs
+# /kubevirt-imds-sidecar-netadmin in its place where the sidecar plumbs its
+# own Pod (network-setup mode "sidecar").
 FROM golang:1.26 AS builder
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64

@@ -129,7 +129,7 @@ bench: envtest ## Benchmarks: operator convergence (1,000 VMIs), manager memory 
 ##@ Build
 
 .PHONY: build
-build: ## Build the image's binaries (kubevirt-imds, kubevirt-imds-sidecar) into tmp/bin.
+build: ## Build the image's binaries (kubevirt-imds, kubevirt-imds-sidecar, kubevirt-imds-sidecar-netadmin) into tmp/bin.
 	hack/docker-build-command.sh $(LOCALBIN)
 
 .PHONY: kubectl-plugin

@@ -3,7 +3,8 @@
 // invoked as kubectl-imds (a symlink or `make kubectl-plugin`), the kubectl
 // plugin that shows what a VM is served (`kubectl imds show`). The
 // sidecar injected into virt-launcher Pods is a binary of its own,
-// sidecar/cmd/kubevirt-imds-sidecar, shipped in the same image.
+// sidecar/cmd/kubevirt-imds-sidecar (with, for network-setup mode "sidecar",
+// sidecar/cmd/kubevirt-imds-sidecar-netadmin), shipped in the same image.
 package main
 
 import (

@@ -61,7 +61,7 @@ func TestHealthzCheck(t *testing.T) {
 	status.Store(http.StatusOK)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(int(status.Load())) }))
 	defer srv.Close()
-	check := healthzCheck(srv.URL + "/healthz")
+	check := healthzCheck(srv.Listener.Addr().String())
 	if err := check(context.Background()); err != nil {
 		t.Fatal(err)
 	}

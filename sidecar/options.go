@@ -23,7 +23,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
+
+// NetAdminBinary is the image's sidecar binary that links the plumbing of
+// network-setup mode "sidecar" (a Plumber), beside the per-VM binary of mode
+// "node", which runs it in its place for that mode.
+const NetAdminBinary = "kubevirt-imds-sidecar-netadmin"
 
 // Network set-up modes (Options.NetworkSetup).
 const (
@@ -137,12 +144,27 @@ func (o *Options) validate() error {
 	return nil
 }
 
+// Plumber runs network-setup mode "sidecar": it keeps in applied to this
+// process's network namespace and answers ARP on the guest's port until ctx
+// ends, reporting every reconciliation to onStatus and every ARP packet's
+// outcome to arpPacket. Only the binary that links the plumbing
+// (kubevirt-imds-sidecar-netadmin) has one: the per-VM binary of mode
+// "node" carries none of its code (links, addresses and nftables rules
+// written, ARP answered on a packet socket), which keeps it smaller.
+type Plumber func(in network.Inputs, log logr.Logger, onStatus func(network.Status), arpPacket func(reason string)) interface {
+	Run(ctx context.Context) error
+}
+
 // Run serves until ctx is cancelled, then shuts down gracefully and returns
 // nil. It returns an error when the network never became ready within
-// NetworkTimeout or a component failed.
-func Run(ctx context.Context, o Options, log logr.Logger) error {
+// NetworkTimeout or a component failed. plumb is needed in mode "sidecar"
+// only; nil serves mode "node" alone.
+func Run(ctx context.Context, o Options, plumb Plumber, log logr.Logger) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	return run(ctx, o, log)
+	if o.NetworkSetup == NetworkSetupSidecar && plumb == nil {
+		return fmt.Errorf("--network-setup %q: this binary serves mode %q only; %s plumbs the Pod itself", o.NetworkSetup, NetworkSetupNode, NetAdminBinary)
+	}
+	return run(ctx, o, plumb, log)
 }

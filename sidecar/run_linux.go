@@ -13,14 +13,12 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/kubevirt-imds/kubevirt-imds/sidecar/arp"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
-	"github.com/kubevirt-imds/kubevirt-imds/sidecar/plumbing"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/server"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store"
 )
 
-func run(ctx context.Context, o Options, log logr.Logger) error {
+func run(ctx context.Context, o Options, plumb Plumber, log logr.Logger) error {
 	start := time.Now()
 	st := store.New(store.Options{PayloadDir: o.PayloadDir, TokenDir: o.TokenDir}, log.WithName("store"))
 	set := vmetrics.NewSet()
@@ -40,11 +38,11 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 	g.Go(func() error { return st.Run(ctx) })
 	g.Go(func() error { return serveAdmin(ctx, adminLn, adminHandler(ready, set)) })
 	g.Go(func() error {
-		return watchLiveness(ctx, healthzCheck("http://"+adminLn.Addr().String()+"/healthz"),
+		return watchLiveness(ctx, healthzCheck(adminLn.Addr().String()),
 			livenessInterval, livenessTimeout, livenessFailures, log.WithName("liveness"))
 	})
 	g.Go(func() error {
-		n := &netRunner{o: o, log: log, st: st, srv: srv, ready: ready, m: m, start: start}
+		n := &netRunner{o: o, plumb: plumb, log: log, st: st, srv: srv, ready: ready, m: m, start: start}
 		return n.run(ctx)
 	})
 	log.Info("sidecar started", "admin", adminLn.Addr().String(), "payloadDir", o.PayloadDir)
@@ -58,6 +56,7 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 // guest-facing listener once 169.254.169.254 is in place.
 type netRunner struct {
 	o     Options
+	plumb Plumber
 	log   logr.Logger
 	st    *store.Store
 	srv   *server.Server
@@ -109,8 +108,7 @@ func (n *netRunner) run(ctx context.Context) error {
 	if n.o.NetworkSetup == NetworkSetupNode {
 		source = &nodeSetupWatcher{Inputs: in, OnStatus: onStatus}
 	} else {
-		source = &plumbing.Plumber{Inputs: in, Log: n.log, OnStatus: onStatus,
-			ObserveARP: func(r arp.Reason) { n.m.arpPackets.With(r.String()).Inc() }}
+		source = n.plumb(in, n.log, onStatus, func(reason string) { n.m.arpPackets.With(reason).Inc() })
 	}
 	recCtx, recCancel := context.WithCancel(ctx)
 	recErr := make(chan error, 1)

@@ -9,6 +9,6 @@ import (
 	"github.com/go-logr/logr"
 )
 
-func run(context.Context, Options, logr.Logger) error {
+func run(context.Context, Options, Plumber, logr.Logger) error {
 	return errors.New("sidecar: needs Linux (network namespaces, netlink, packet sockets)")
 }

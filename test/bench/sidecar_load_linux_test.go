@@ -15,9 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/nodeagent"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/store/storetest"
 	"github.com/kubevirt-imds/kubevirt-imds/test/controlplane"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
+	"github.com/kubevirt-imds/kubevirt-imds/webhooks"
 )
 
 // loadResult is one row of hack/loadtest's report.
@@ -45,17 +49,21 @@ const (
 	idleAt = 60 * time.Second
 )
 
-// BenchmarkSidecarLoad runs the real sidecar in a masquerade Pod namespace
-// and loads it from the guest's namespace, keep-alive and with a new
-// connection per request (as cloud-init and curl do), beside a bare net/http
-// server (testdata/bareserver, built as the sidecar is) run in the same Pod
-// namespace and measured in the same run. It reports requests/s, p50/p99
-// latency, the sidecar's throughput relative to the bare server, both
-// processes' resident memory 60 s after their start, having served one
+// BenchmarkSidecarLoad runs the real sidecar as the webhook injects it by
+// default — network-setup mode "node", the per-VM binary plumbed by the node
+// agent (in this process, as its DaemonSet would) — in a masquerade Pod
+// namespace and loads it from the guest's namespace, keep-alive and with a
+// new connection per request (as cloud-init and curl do), beside a bare
+// net/http server (testdata/bareserver, built as the sidecar is) run in the
+// same Pod namespace and measured in the same run. It reports requests/s,
+// p50/p99 latency, the sidecar's throughput relative to the bare server,
+// both processes' resident memory 60 s after their start, having served one
 // request (the state a VM's sidecar spends its life in), their ratio
 // (idle-rss-ratio; goal ≤ 1.2), the sidecar's after load, its binary's size,
 // the time from its exec to its first answer to the guest, and the CPU it
-// uses per hour idle. Needs root (network namespaces).
+// uses per hour idle; and, from a second Pod, the idle memory of a sidecar
+// of mode "sidecar" (the netadmin binary, which plumbs its own Pod). Needs
+// root (network namespaces).
 func BenchmarkSidecarLoad(b *testing.B) {
 	if err := podnet.Available(); err != nil {
 		b.Skip(err.Error())
@@ -77,6 +85,19 @@ func BenchmarkSidecarLoad(b *testing.B) {
 
 	pod := podnet.NewPod(b)
 	pod.Plumb(b, podnet.Masquerade)
+	plumbedPod := podnet.NewPod(b)
+	plumbedPod.Plumb(b, podnet.Masquerade)
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	agentDone := make(chan error, 1)
+	go func() {
+		agentDone <- (&nodeagent.Agent{Executable: sidecarBin, Log: testr.NewWithInterface(b, testr.Options{})}).Run(agentCtx)
+	}()
+	b.Cleanup(func() {
+		stopAgent()
+		if err := <-agentDone; err != nil {
+			b.Errorf("node agent: %v", err)
+		}
+	})
 	payloadDir := filepath.Join(dir, "payload")
 	d, err := storetest.NewDir(payloadDir)
 	if err != nil {
@@ -91,21 +112,28 @@ func BenchmarkSidecarLoad(b *testing.B) {
 	// Both processes get the environment the webhook gives the sidecar.
 	env := append(os.Environ(), fmt.Sprintf("GOMEMLIMIT=%d", containerLimit), "GOMAXPROCS=1")
 	started := time.Now()
-	sidecar := start(b, pod, env, sidecarBin, "serve", "--payload-dir", payloadDir,
-		"--token-dir", payloadDir, "--rate-limit", "1000000", "--burst", "1000000", "--log-level", "error")
+	serveArgs := []string{"serve", "--payload-dir", payloadDir, "--token-dir", payloadDir,
+		"--rate-limit", "1000000", "--burst", "1000000", "--log-level", "error"}
+	// The flags the webhook gives a sidecar of mode "node" (webhooks/pod.go).
+	sidecar := start(b, pod, env, sidecarBin, slices.Concat(serveArgs, []string{"--network-setup=node",
+		"--listen-port=" + strconv.Itoa(webhooks.ListenPort), "--mac-seed=bench-vmi-uid", "--instance=bench/vm"})...)
 	bare := start(b, pod, env, bareBin, "-listen", referenceAddr, "-body-size", "160")
+	plumbed := start(b, plumbedPod, env, sidecarBin, slices.Concat(serveArgs, []string{"--network-setup=sidecar"})...)
 	waitReady(b, pod)
 	waitServed(b, pod, "http://169.254.169.254"+benchPath)
 	serving := time.Since(started)
 	waitServed(b, pod, "http://"+referenceAddr+benchPath)
+	waitReady(b, plumbedPod)
+	waitServed(b, plumbedPod, "http://169.254.169.254"+benchPath)
 	// Idle means idle: no guest traffic until a minute after the start. This
 	// is the measurement window, not a wait for anything to happen.
 	cpuBefore, idleFrom := cpuTime(b, sidecar.Process.Pid), time.Now()
 	<-time.After(time.Until(started.Add(idleAt)))
 	idleCPU := float64(cpuTime(b, sidecar.Process.Pid)-cpuBefore) / float64(time.Since(idleFrom))
-	idle, bareIdle := rss(b, sidecar.Process.Pid), rss(b, bare.Process.Pid)
+	idle, bareIdle, plumbedIdle := rss(b, sidecar.Process.Pid), rss(b, bare.Process.Pid), rss(b, plumbed.Process.Pid)
 	b.Logf("idle sidecar: %s", memoryLine(b, sidecar.Process.Pid))
 	b.Logf("idle bare net/http server: %s", memoryLine(b, bare.Process.Pid))
+	b.Logf("idle sidecar of mode \"sidecar\": %s", memoryLine(b, plumbed.Process.Pid))
 
 	for b.Loop() {
 		// Alternate the two targets over several rounds and compare medians,
@@ -141,6 +169,7 @@ func BenchmarkSidecarLoad(b *testing.B) {
 	b.ReportMetric(idle/1024, "idle-rss-MiB")
 	b.ReportMetric(bareIdle/1024, "bare-idle-rss-MiB")
 	b.ReportMetric(idle/bareIdle, "idle-rss-ratio")
+	b.ReportMetric(plumbedIdle/1024, "sidecar-mode-idle-rss-MiB")
 	b.ReportMetric(rss(b, sidecar.Process.Pid)/1024, "loaded-rss-MiB")
 	info, err := os.Stat(sidecarBin)
 	if err != nil {

@@ -12,13 +12,16 @@ import (
 const (
 	// OperatorBinary runs `manager` and `node-agent`.
 	OperatorBinary = "kubevirt-imds"
-	// SidecarBinary runs `serve` and `probe`, one per VM.
+	// SidecarBinary runs `serve`, one per VM: network-setup mode "node"
+	// itself, anything else by running SidecarNetAdminBinary in its place.
 	SidecarBinary = "kubevirt-imds-sidecar"
+	// SidecarNetAdminBinary serves mode "sidecar" and runs `probe`.
+	SidecarNetAdminBinary = "kubevirt-imds-sidecar-netadmin"
 )
 
 // Binaries are the paths of one build of the image's binaries.
 type Binaries struct {
-	Operator, Sidecar string
+	Operator, Sidecar, SidecarNetAdmin string
 }
 
 // BuildBinaries builds the repository's binaries into dir with
@@ -32,5 +35,6 @@ func BuildBinaries(ctx context.Context, dir string) (Binaries, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Binaries{}, fmt.Errorf("building kubevirt-imds: %w: %s", err, out)
 	}
-	return Binaries{Operator: filepath.Join(dir, OperatorBinary), Sidecar: filepath.Join(dir, SidecarBinary)}, nil
+	return Binaries{Operator: filepath.Join(dir, OperatorBinary), Sidecar: filepath.Join(dir, SidecarBinary),
+		SidecarNetAdmin: filepath.Join(dir, SidecarNetAdminBinary)}, nil
 }

@@ -218,14 +218,14 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 		bin, sidecarBin = filepath.Join(outDir, controlplane.OperatorBinary), filepath.Join(outDir, controlplane.SidecarBinary)
 	})
 
-	It("are the operator's and the sidecar's, and nothing else: the final stage copies the directory to /", func() {
+	It("are the operator's and the sidecar's two, and nothing else: the final stage copies the directory to /", func() {
 		entries, err := os.ReadDir(outDir)
 		Expect(err).NotTo(HaveOccurred())
 		var names []string
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		Expect(names).To(ConsistOf(controlplane.OperatorBinary, controlplane.SidecarBinary))
+		Expect(names).To(ConsistOf(controlplane.OperatorBinary, controlplane.SidecarBinary, controlplane.SidecarNetAdminBinary))
 	})
 
 	DescribeTable("are static, stripped ELF executables for the target platform", func(name string) {
@@ -249,10 +249,11 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 	},
 		Entry("the operator's", controlplane.OperatorBinary),
 		Entry("the sidecar's", controlplane.SidecarBinary),
+		Entry("the sidecar's of mode \"sidecar\"", controlplane.SidecarNetAdminBinary),
 	)
 
 	It("hold no path of the machine they were built on (-trimpath)", func() {
-		for _, b := range []string{bin, sidecarBin} {
+		for _, b := range []string{bin, sidecarBin, filepath.Join(outDir, controlplane.SidecarNetAdminBinary)} {
 			data, err := os.ReadFile(b)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(bytes.Contains(data, []byte(contextDir))).To(BeFalse(), b)
@@ -273,6 +274,30 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		GinkgoWriter.Printf("operator binary %d bytes, sidecar binary %d bytes\n", op.Size(), sc.Size())
 		Expect(sc.Size()).To(BeNumerically("<", op.Size()/3), "the sidecar is a fraction of the operator")
+	})
+
+	It("keep the plumbing of mode \"sidecar\" out of the per-VM binary of mode \"node\", in a binary of its own, also free of the operator", func() {
+		info, err := buildinfo.ReadFile(sidecarBin)
+		Expect(err).NotTo(HaveOccurred())
+		for _, dep := range info.Deps {
+			Expect(dep.Path).NotTo(Or(Equal("github.com/mdlayher/arp"), Equal("github.com/mdlayher/packet")),
+				"the per-VM binary links the ARP responder's %s", dep.Path)
+		}
+		netadmin := filepath.Join(outDir, controlplane.SidecarNetAdminBinary)
+		info, err = buildinfo.ReadFile(netadmin)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(info.Path).To(Equal("github.com/kubevirt-imds/kubevirt-imds/sidecar/cmd/kubevirt-imds-sidecar-netadmin"))
+		Expect(info.Deps).To(ContainElement(HaveField("Path", "github.com/mdlayher/arp")))
+		for _, dep := range info.Deps {
+			Expect(dep.Path).NotTo(Or(HavePrefix("k8s.io/"), HavePrefix("sigs.k8s.io/controller-runtime"), HavePrefix("kubevirt.io/"),
+				HavePrefix("go.uber.org/zap")), "the netadmin binary links %s", dep.Path)
+		}
+		sc, err := os.Stat(sidecarBin)
+		Expect(err).NotTo(HaveOccurred())
+		na, err := os.Stat(netadmin)
+		Expect(err).NotTo(HaveOccurred())
+		GinkgoWriter.Printf("sidecar binary %d bytes, netadmin binary %d bytes\n", sc.Size(), na.Size())
+		Expect(sc.Size()).To(BeNumerically("<", na.Size()))
 	})
 
 	It("list their subcommands", func() {
@@ -306,6 +331,13 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 		s := runBinary(sidecarBin, imageEnv(), "serve", "--admin-address=0.0.0.0:8081")
 		Eventually(s).Should(gexec.Exit(1))
 		Expect(string(s.Err.Contents())).To(ContainSubstring("must be a loopback address"))
+		By("serving mode node in the per-VM binary itself, and running the netadmin binary in its place for mode sidecar")
+		s = runBinary(sidecarBin, imageEnv(), "serve", "--network-setup=node", "--payload-dir=")
+		Eventually(s).Should(gexec.Exit(1))
+		Expect(string(s.Err.Contents())).To(HavePrefix("kubevirt-imds-sidecar serve: --payload-dir is required"))
+		s = runBinary(sidecarBin, imageEnv(), "serve", "--network-setup=sidecar", "--payload-dir=")
+		Eventually(s).Should(gexec.Exit(1))
+		Expect(string(s.Err.Contents())).To(HavePrefix("kubevirt-imds-sidecar-netadmin serve: --payload-dir is required"))
 		s = runBinary(bin, imageEnv(), "manager", "--webhook-cert-mode=builtin")
 		Eventually(s).Should(gexec.Exit(1))
 		Expect(string(s.Err.Contents())).To(ContainSubstring("needs --webhook-cert-namespace"))

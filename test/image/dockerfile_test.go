@@ -218,7 +218,7 @@ var _ = Describe("The Dockerfile", func() {
 	It("excludes tests and tools from the build context but keeps what the build needs", func() {
 		ig, err := readDockerignore(controlplane.RepoRoot())
 		Expect(err).NotTo(HaveOccurred())
-		for _, p := range []string{"go.mod", "go.sum", "main.go", buildScript, "controllers/scheme.go", "webhooks/pod.go", "sidecar/options.go", "sidecar/cmd/kubevirt-imds-sidecar/main.go"} {
+		for _, p := range []string{"go.mod", "go.sum", "main.go", buildScript, "controllers/scheme.go", "webhooks/pod.go", "sidecar/options.go", "sidecar/cmd/kubevirt-imds-sidecar/main.go", "sidecar/cmd/kubevirt-imds-sidecar-netadmin/main.go"} {
 			Expect(ig.excluded(p)).To(BeFalse(), "%s is in the build context", p)
 		}
 		for _, p := range []string{".git/config", "tmp/bin/controller-gen", "test/controlplane/controlplane.go", "controllers/suite_test.go", "controllers/testdata/x"} {

@@ -31,7 +31,8 @@ func TestSidecarNetns(t *testing.T) {
 	RunSpecs(t, "sidecar in virt-launcher-like network namespaces")
 }
 
-// binary is the kubevirt-imds-sidecar binary built from the repository root.
+// binary is the kubevirt-imds-sidecar binary built from the repository root,
+// with kubevirt-imds-sidecar-netadmin beside it.
 var binary string
 
 var _ = BeforeSuite(func(ctx SpecContext) {
@@ -52,10 +53,13 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	}
 	binary = filepath.Join(dir, controlplane.SidecarBinary)
 	// The sidecar's goroutines under the race detector, on demand: it makes
-	// the binary slow to build, and needs cgo, which the image's build leaves
-	// out.
-	out, err := exec.CommandContext(ctx, "go", "build", "-race", "-o", binary, "github.com/kubevirt-imds/kubevirt-imds/sidecar/cmd/kubevirt-imds-sidecar").CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), "building the binary: %s", out)
+	// the binaries slow to build, and needs cgo, which the image's build
+	// leaves out. Both go in one directory, as in the image: the sidecar runs
+	// the netadmin binary beside it in mode "sidecar".
+	out, err := exec.CommandContext(ctx, "go", "build", "-race", "-o", dir+"/",
+		"github.com/kubevirt-imds/kubevirt-imds/sidecar/cmd/"+controlplane.SidecarBinary,
+		"github.com/kubevirt-imds/kubevirt-imds/sidecar/cmd/"+controlplane.SidecarNetAdminBinary).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "building the binaries: %s", out)
 })
 
 // worldReadableTempDir is a temporary directory the sidecar's unprivileged

@@ -1,10 +1,13 @@
 // Command kubevirt-imds-sidecar is the metadata service the webhook injects
-// into every selected virt-launcher Pod (`serve`, which checks its own
-// liveness), and the exec liveness probe of Pods injected by earlier
-// releases (`probe`). It is a binary of its own, beside the operator's in the same
-// image, because one runs per VM: it links the sidecar packages and nothing
-// of the operator (no Kubernetes client, no scheme), which keeps its resident
-// memory near a bare HTTP server's.
+// into every selected virt-launcher Pod, one per VM. It serves
+// network-setup mode "node" itself — the default, where the node agent
+// plumbs the Pod and this process needs no capability — and links only what
+// that takes: no plumbing, no HTTP client, nothing of the operator, which
+// keeps its resident memory near a bare HTTP server's. Everything else (mode
+// "sidecar", and the `probe` of Pods injected by earlier releases) is
+// kubevirt-imds-sidecar-netadmin's, from the same directory, which this
+// program executes in its own place: same process, same arguments, so Pod
+// specs need not know which of the two serves them.
 package main
 
 import (
@@ -13,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar"
@@ -20,53 +24,53 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-		os.Exit(2)
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		if served, err := serveNodeMode(os.Args[2:]); served {
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "kubevirt-imds-sidecar serve: %v\n", err)
+				os.Exit(1)
+			}
+			return
+		}
 	}
-	var err error
-	switch os.Args[1] {
-	case "serve":
-		err = runServe(os.Args[2:])
-	case "probe":
-		err = runProbe(os.Args[2:])
-	case "-h", "--help", "help":
-		usage()
-		return
-	default:
-		fmt.Fprintf(os.Stderr, "kubevirt-imds-sidecar: unknown subcommand %q\n", os.Args[1])
-		usage()
-		os.Exit(2)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "kubevirt-imds-sidecar %s: %v\n", os.Args[1], err)
-		os.Exit(1)
-	}
+	err := execNetAdmin()
+	fmt.Fprintf(os.Stderr, "kubevirt-imds-sidecar: %v\n", err)
+	os.Exit(1)
 }
 
-func usage() {
-	fmt.Fprint(os.Stderr, `usage: kubevirt-imds-sidecar <subcommand> [flags]
-
-subcommands:
-  serve   run the metadata service inside a virt-launcher Pod
-  probe   GET a loopback URL and exit 0 on 200 (the sidecar's exec probe)
-`)
-}
-
-// runServe wires the metadata service.
-func runServe(args []string) error {
+// serveNodeMode runs `serve` when its flags ask for network-setup mode
+// "node"; served is false for any other mode.
+func serveNodeMode(args []string) (served bool, err error) {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	var opts sidecar.Options
 	opts.AddFlags(fs)
 	logLevel := fs.String("log-level", "info", jsonlog.LevelHelp)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return true, err
+	}
+	if opts.NetworkSetup != sidecar.NetworkSetupNode {
+		return false, nil
 	}
 	log, err := jsonlog.New(*logLevel)
 	if err != nil {
-		return err
+		return true, err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return sidecar.Run(ctx, opts, log)
+	return true, sidecar.Run(ctx, opts, nil, log)
+}
+
+// execNetAdmin replaces this process with kubevirt-imds-sidecar-netadmin,
+// beside this binary, with the same arguments and environment; it returns
+// only on failure.
+func execNetAdmin() error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding %s: %w", sidecar.NetAdminBinary, err)
+	}
+	path := filepath.Join(filepath.Dir(self), sidecar.NetAdminBinary)
+	if err := syscall.Exec(path, os.Args, os.Environ()); err != nil {
+		return fmt.Errorf("running %s for %q: %w", path, os.Args[1:], err)
+	}
+	return nil
 }
