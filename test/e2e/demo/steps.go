@@ -67,7 +67,7 @@ func (d *demo) run() int {
 		t = time.Now()
 		binaries, err = controlplane.BuildBinaries(d.ctx, d.dir)
 		d.fatal(err, "building")
-		fmt.Printf("    kubevirt-imds and kubevirt-imds-sidecar built in %s (%.1fs)\n", d.dir, time.Since(t).Seconds())
+		fmt.Printf("    the image's binaries (kubevirt-imds, kubevirt-imds-sidecar, kubevirt-imds-sidecar-netadmin) built in %s (%.1fs)\n", d.dir, time.Since(t).Seconds())
 		t = time.Now()
 		progress := d.logFile
 		if d.guestKind == "vm" {
