@@ -212,11 +212,11 @@ func dumpIPv4Addrs(c *netlink.Conn, index int) ([]netip.Prefix, error) {
 		}
 		// IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's
 		// on point-to-point links and the same otherwise.
-		if a := local; a.Is4() || address.Is4() {
-			if !a.Is4() {
-				a = address
-			}
-			out = append(out, netip.PrefixFrom(a, bits))
+		if !local.Is4() {
+			local = address
+		}
+		if local.Is4() {
+			out = append(out, netip.PrefixFrom(local, bits))
 		}
 	}
 	return out, nil

@@ -19,11 +19,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/jsonlog"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
@@ -153,6 +156,28 @@ func (o *Options) validate() error {
 // written, ARP answered on a packet socket), which keeps it smaller.
 type Plumber func(in network.Inputs, log logr.Logger, onStatus func(network.Status), arpPacket func(reason string)) interface {
 	Run(ctx context.Context) error
+}
+
+// ParseServe parses the flags of `serve` (args without the subcommand),
+// which both sidecar binaries take: the Options and the log level.
+func ParseServe(args []string) (o Options, logLevel string, err error) {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	o.AddFlags(fs)
+	fs.StringVar(&logLevel, "log-level", "info", jsonlog.LevelHelp)
+	err = fs.Parse(args)
+	return o, logLevel, err
+}
+
+// Serve runs `serve`: Run with o and a JSON logger at logLevel, until
+// SIGINT or SIGTERM.
+func Serve(o Options, logLevel string, plumb Plumber) error {
+	log, err := jsonlog.New(logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return Run(ctx, o, plumb, log)
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully and returns

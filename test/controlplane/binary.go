@@ -21,7 +21,8 @@ const (
 
 // Binaries are the paths of one build of the image's binaries.
 type Binaries struct {
-	Operator, Sidecar, SidecarNetAdmin string
+	// Sidecar runs SidecarNetAdminBinary from its own directory.
+	Operator, Sidecar string
 }
 
 // BuildBinaries builds the repository's binaries into dir with
@@ -35,6 +36,5 @@ func BuildBinaries(ctx context.Context, dir string) (Binaries, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Binaries{}, fmt.Errorf("building kubevirt-imds: %w: %s", err, out)
 	}
-	return Binaries{Operator: filepath.Join(dir, OperatorBinary), Sidecar: filepath.Join(dir, SidecarBinary),
-		SidecarNetAdmin: filepath.Join(dir, SidecarNetAdminBinary)}, nil
+	return Binaries{Operator: filepath.Join(dir, OperatorBinary), Sidecar: filepath.Join(dir, SidecarBinary)}, nil
 }

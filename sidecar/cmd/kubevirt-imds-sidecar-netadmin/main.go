@@ -11,17 +11,13 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/go-logr/logr"
 
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/arp"
-	"github.com/kubevirt-imds/kubevirt-imds/sidecar/jsonlog"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/plumbing"
 )
@@ -60,22 +56,13 @@ subcommands:
 `)
 }
 
-// runServe wires the metadata service.
+// runServe wires the metadata service, plumbing the Pod in mode "sidecar".
 func runServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	var opts sidecar.Options
-	opts.AddFlags(fs)
-	logLevel := fs.String("log-level", "info", jsonlog.LevelHelp)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := jsonlog.New(*logLevel)
+	opts, logLevel, err := sidecar.ParseServe(args)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return sidecar.Run(ctx, opts, plumb, log)
+	return sidecar.Serve(opts, logLevel, plumb)
 }
 
 // plumb is the sidecar's Plumber: the plumbing package in this process's

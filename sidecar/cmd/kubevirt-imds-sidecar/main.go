@@ -11,16 +11,12 @@
 package main
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"syscall"
 
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar"
-	"github.com/kubevirt-imds/kubevirt-imds/sidecar/jsonlog"
 )
 
 func main() {
@@ -41,23 +37,14 @@ func main() {
 // serveNodeMode runs `serve` when its flags ask for network-setup mode
 // "node"; served is false for any other mode.
 func serveNodeMode(args []string) (served bool, err error) {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	var opts sidecar.Options
-	opts.AddFlags(fs)
-	logLevel := fs.String("log-level", "info", jsonlog.LevelHelp)
-	if err := fs.Parse(args); err != nil {
+	opts, logLevel, err := sidecar.ParseServe(args)
+	if err != nil {
 		return true, err
 	}
 	if opts.NetworkSetup != sidecar.NetworkSetupNode {
 		return false, nil
 	}
-	log, err := jsonlog.New(*logLevel)
-	if err != nil {
-		return true, err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return true, sidecar.Run(ctx, opts, nil, log)
+	return true, sidecar.Serve(opts, logLevel, nil)
 }
 
 // execNetAdmin replaces this process with kubevirt-imds-sidecar-netadmin,
