@@ -4,12 +4,13 @@
 // Kubernetes API.
 //
 // Run wires the parts: the payload store (sidecar/store), the network plan
-// (sidecar/network) applied once the bridge and the VM's tap exist, the ARP
-// responder (sidecar/arp) on the VM's port, the guest-facing server
-// (sidecar/server) on 169.254.169.254 only, and an admin endpoint with
-// /healthz, /readyz and /metrics on a loopback address the guest cannot
-// reach. veth-imds is left in place on exit: a restarted sidecar adopts it,
-// so the guest's neighbour entry stays valid.
+// (sidecar/network) applied by the Plumber, or watched for in mode "node",
+// once the bridge and the VM's tap exist, the ARP responder (sidecar/arp)
+// on the VM's port, the guest-facing server (sidecar/server) on
+// 169.254.169.254 only, and an admin endpoint with /healthz, /readyz and
+// /metrics on a loopback address the guest cannot reach. veth-imds is left
+// in place on exit: a restarted sidecar adopts it, so the guest's neighbour
+// entry stays valid.
 package sidecar
 
 import (

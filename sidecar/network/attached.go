@@ -13,7 +13,7 @@ import (
 // unprivileged process may not attach one on every kernel).
 func AttachedStatus(links []Link, in Inputs) Status {
 	obs := Observed{Links: links}
-	bridge := obs.link(in.Bridge)
+	bridge := obs.Link(in.Bridge)
 	if bridge == nil || bridge.Kind != "bridge" {
 		return Status{Err: &WaitError{Reason: fmt.Sprintf("bridge %s does not exist yet", in.Bridge)}}
 	}
@@ -21,7 +21,7 @@ func AttachedStatus(links []Link, in Inputs) Status {
 	if err != nil {
 		return Status{Err: err}
 	}
-	veth, peer := obs.link(LinkName), obs.link(PeerName)
+	veth, peer := obs.Link(LinkName), obs.Link(PeerName)
 	switch {
 	case veth == nil || peer == nil:
 		return Status{Err: &WaitError{Reason: fmt.Sprintf("the node agent has not created %s yet", LinkName)}}

@@ -1,11 +1,15 @@
-// Package network plumbs 169.254.169.254 into a virt-launcher Pod's network
-// namespace, next to the bridge KubeVirt builds for the VM's interface.
+// Package network plans how 169.254.169.254 is plumbed into a virt-launcher
+// Pod's network namespace, next to the bridge KubeVirt builds for the VM's
+// interface, and listens there for the guest.
 //
-// It follows the shape of KubeVirt's pkg/network and the CNI plugins: Observe
-// reads the namespace, Compute turns what was observed into a Plan (pure, so
-// every decision is unit-tested without root), and Apply carries the plan out
-// through the small Netlink interface, idempotently, so a restarted sidecar
-// adopts what an earlier one left behind instead of disturbing the guest.
+// It follows the shape of KubeVirt's pkg/network and the CNI plugins: what
+// the namespace holds is Observed, Compute turns it into a Plan (pure, so
+// every decision is unit-tested without root), and sidecar/netapply carries
+// the plan out through a small Netlink interface, idempotently, so a
+// restarted sidecar adopts what an earlier one left behind instead of
+// disturbing the guest. This package links no code that changes a
+// namespace: the per-VM sidecar of mode "node", which only watches and
+// listens, imports it alone.
 //
 // What the plan builds, and why:
 //

@@ -248,7 +248,8 @@ type Observed struct {
 	Guard *Guard
 }
 
-func (o *Observed) link(name string) *Link {
+// Link returns the observed link called name, or nil.
+func (o *Observed) Link(name string) *Link {
 	for i := range o.Links {
 		if o.Links[i].Name == name {
 			return &o.Links[i]
@@ -395,7 +396,7 @@ func Compute(obs Observed, in Inputs) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	bridge := obs.link(in.Bridge)
+	bridge := obs.Link(in.Bridge)
 	if bridge == nil {
 		return Plan{}, &WaitError{Reason: fmt.Sprintf("bridge %s does not exist yet", in.Bridge)}
 	}
@@ -408,7 +409,7 @@ func Compute(obs Observed, in Inputs) (Plan, error) {
 	}
 
 	p := Plan{Bridge: bridge.Name, GuestPort: guest.Name}
-	veth, peer := obs.link(LinkName), obs.link(PeerName)
+	veth, peer := obs.Link(LinkName), obs.Link(PeerName)
 	adopt := veth != nil && peer != nil && veth.Kind == "veth" && peer.Kind == "veth" &&
 		(veth.PeerIndex == 0 || veth.PeerIndex == peer.Index)
 	if !adopt {
@@ -519,7 +520,7 @@ func findGuestPort(obs Observed, bridge *Link, override string) (*Link, error) {
 	if name == "" {
 		name = GuestPortName(bridge.Name)
 	}
-	if l := obs.link(name); l != nil {
+	if l := obs.Link(name); l != nil {
 		if l.MasterIndex != bridge.Index {
 			return nil, &WaitError{Reason: fmt.Sprintf("guest port %s is not a port of %s yet", name, bridge.Name)}
 		}
@@ -535,7 +536,7 @@ func findGuestPort(obs Observed, bridge *Link, override string) (*Link, error) {
 			}
 		}
 		if len(taps) == 1 {
-			return obs.link(taps[0].Name), nil
+			return obs.Link(taps[0].Name), nil
 		}
 	}
 	return nil, &WaitError{Reason: fmt.Sprintf("guest port %s does not exist yet on %s", name, bridge.Name)}

@@ -1,6 +1,6 @@
 // Package plumbing keeps one network namespace ready for the metadata
-// service: the network plan applied (sidecar/network) and the ARP responder
-// (sidecar/arp) running on the guest's port. The in-Pod sidecar runs it in
+// service: the network plan (sidecar/network) applied (sidecar/netapply)
+// and the ARP responder (sidecar/arp) running on the guest's port. The in-Pod sidecar runs it in
 // its own namespace when it has CAP_NET_ADMIN (network-setup mode
 // "sidecar"); the node agent runs it, from an OS thread that entered the
 // Pod's namespace, for unprivileged sidecars (mode "node").
@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/arp"
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/netapply"
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
@@ -41,13 +42,13 @@ type Plumber struct {
 // veth-imds and the rest of the plan stay in place after it returns: a
 // restarted plumber adopts them, so the guest's neighbour entry stays valid.
 func (p *Plumber) Run(ctx context.Context) error {
-	k, err := network.NewKernel()
+	k, err := netapply.NewKernel()
 	if err != nil {
 		return err
 	}
 	defer k.Close()
 	defer p.stopARP()
-	rec := &network.Reconciler{Kernel: k, Inputs: p.Inputs, Log: p.Log.WithName("network"), OnStatus: func(s network.Status) {
+	rec := &netapply.Reconciler{Kernel: k, Inputs: p.Inputs, Log: p.Log.WithName("network"), OnStatus: func(s network.Status) {
 		if s.Err == nil {
 			p.startARP(ctx, s)
 		}

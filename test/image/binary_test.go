@@ -286,15 +286,19 @@ var _ = Describe("The binaries of the image's build stage", Ordered, func() {
 	It("keep the plumbing of mode \"sidecar\" out of the per-VM binary of mode \"node\", in a binary of its own, also free of the operator", func() {
 		info, err := buildinfo.ReadFile(sidecarBin)
 		Expect(err).NotTo(HaveOccurred())
+		// The ARP responder, and the netlink and nftables libraries that
+		// write links, addresses and tables (sidecar/netapply).
+		plumbingModules := Or(Equal("github.com/mdlayher/arp"), Equal("github.com/mdlayher/packet"),
+			Equal("github.com/google/nftables"), Equal("github.com/vishvananda/netlink"), Equal("github.com/vishvananda/netns"))
 		for _, dep := range info.Deps {
-			Expect(dep.Path).NotTo(Or(Equal("github.com/mdlayher/arp"), Equal("github.com/mdlayher/packet")),
-				"the per-VM binary links the ARP responder's %s", dep.Path)
+			Expect(dep.Path).NotTo(plumbingModules, "the per-VM binary links the plumbing's %s", dep.Path)
 		}
 		netadmin := filepath.Join(outDir, controlplane.SidecarNetAdminBinary)
 		info, err = buildinfo.ReadFile(netadmin)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(info.Path).To(Equal("github.com/kubevirt-imds/kubevirt-imds/sidecar/cmd/kubevirt-imds-sidecar-netadmin"))
-		Expect(info.Deps).To(ContainElement(HaveField("Path", "github.com/mdlayher/arp")))
+		Expect(info.Deps).To(ContainElements(HaveField("Path", "github.com/mdlayher/arp"), HaveField("Path", "github.com/google/nftables"),
+			HaveField("Path", "github.com/vishvananda/netlink")))
 		for _, dep := range info.Deps {
 			Expect(dep.Path).NotTo(operatorModule(), "the netadmin binary links %s", dep.Path)
 		}

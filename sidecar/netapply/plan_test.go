@@ -1,100 +1,73 @@
-package network
+package netapply
 
 import (
 	"errors"
-	"net"
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
-func mac(b byte) net.HardwareAddr { return net.HardwareAddr{0x02, 0, 0, 0, 0, b} }
-
-// podLinks is a virt-launcher Pod as KubeVirt leaves it for masquerade.
-func podLinks(extra ...Link) []Link {
-	links := []Link{
-		{Name: "lo", Index: 1, Kind: "device", Up: true, ARPIgnore: -1},
-		{Name: "eth0", Index: 2, Kind: "veth", MTU: 1450, Up: true, ARPIgnore: -1},
-		{Name: "k6t-eth0", Index: 3, Kind: "bridge", MAC: mac(3), MTU: 1450, Up: true},
-		{Name: "tap0", Index: 4, Kind: "tuntap", MasterIndex: 3, MAC: mac(4), MTU: 1450, Up: true, ARPIgnore: -1},
-	}
-	return append(links, extra...)
-}
-
-// bridgeBindingLinks is a virt-launcher Pod as KubeVirt leaves it for
-// bridge binding: the Pod's eth0 renamed eth0-nic and enslaved.
-func bridgeBindingLinks(extra ...Link) []Link {
-	links := podLinks(extra...)
-	links[1] = Link{Name: "eth0-nic", Index: 2, Kind: "veth", MasterIndex: 3, MTU: 1450, Up: true, ARPIgnore: -1}
-	return links
-}
-
-func actionStrings(as []Action) []string {
-	var s []string
-	for _, a := range as {
-		s = append(s, a.String())
-	}
-	return s
-}
-
 func TestComputeFresh(t *testing.T) {
-	seedMAC := DeriveMAC("uid-1", "k6t-eth0")
+	seedMAC := network.DeriveMAC("uid-1", "k6t-eth0")
 	// The guard precedes everything, 169.254.169.254 above all; it admits
 	// the bridge only where nothing but the guest sits on it.
-	guardMasquerade := []Action{ReplaceGuard{Guard: Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName, "k6t-eth0"}}}}
-	guardBridgeBinding := []Action{ReplaceGuard{Guard: Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName}}}}
-	common := []Action{
-		CreateVeth{Name: LinkName, Peer: PeerName, MAC: seedMAC, PeerMAC: PeerMAC(seedMAC), MTU: 1450},
-		SetARPIgnore{Link: LinkName, Value: ARPIgnoreNone},
-		SetARPIgnore{Link: "k6t-eth0", Value: ARPIgnoreOwn},
-		SetMaster{Link: PeerName, Master: "k6t-eth0"},
-		SetIsolated{Link: PeerName},
+	guardMasquerade := []network.Action{network.ReplaceGuard{Guard: network.Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{network.LinkName, "k6t-eth0"}}}}
+	guardBridgeBinding := []network.Action{network.ReplaceGuard{Guard: network.Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{network.LinkName}}}}
+	common := []network.Action{
+		network.CreateVeth{Name: network.LinkName, Peer: network.PeerName, MAC: seedMAC, PeerMAC: network.PeerMAC(seedMAC), MTU: 1450},
+		network.SetARPIgnore{Link: network.LinkName, Value: network.ARPIgnoreNone},
+		network.SetARPIgnore{Link: "k6t-eth0", Value: network.ARPIgnoreOwn},
+		network.SetMaster{Link: network.PeerName, Master: "k6t-eth0"},
+		network.SetIsolated{Link: network.PeerName},
 	}
-	up := []Action{
-		AddAddress{Link: LinkName, Prefix: Address},
-		SetUp{Link: PeerName},
-		SetUp{Link: LinkName},
-		SetFDB{Link: PeerName, MAC: seedMAC},
+	up := []network.Action{
+		network.AddAddress{Link: network.LinkName, Prefix: network.Address},
+		network.SetUp{Link: network.PeerName},
+		network.SetUp{Link: network.LinkName},
+		network.SetFDB{Link: network.PeerName, MAC: seedMAC},
 	}
 	// The redirect follows the FDB entry, so a rewritten frame is never
 	// flooded for want of it.
-	redirect := []Action{ReplaceRedirect{Redirect: Redirect{Port: "tap0", MAC: seedMAC}}}
-	routing := []Action{
-		AddRule{Rule: desiredRules()[0]},
-		AddRule{Rule: desiredRules()[1]},
-		ReplaceRoute{Route: Route{Table: RouteTable, Dst: mustPrefix("0.0.0.0/0"), Dev: LinkName}},
+	redirect := []network.Action{network.ReplaceRedirect{Redirect: network.Redirect{Port: "tap0", MAC: seedMAC}}}
+	routing := []network.Action{
+		// 254: the kernel's main table.
+		network.AddRule{Rule: network.Rule{Priority: network.RulePriorityMain, Src: network.Address, Table: 254, SuppressPrefixLen: 0}},
+		network.AddRule{Rule: network.Rule{Priority: network.RulePriorityTable, Src: network.Address, Table: network.RouteTable, SuppressPrefixLen: -1}},
+		network.ReplaceRoute{Route: network.Route{Table: network.RouteTable, Dst: mustPrefix("0.0.0.0/0"), Dev: network.LinkName}},
 	}
 	tests := []struct {
 		name         string
-		links        []Link
-		wantActions  []Action
+		links        []network.Link
+		wantActions  []network.Action
 		wantIngress  []string
 		wantRedirect bool
 	}{{
 		name:        "masquerade: only the guest's tap on the bridge, no redirect",
 		links:       podLinks(),
 		wantActions: slices.Concat(guardMasquerade, common, up, routing),
-		wantIngress: []string{LinkName, "k6t-eth0"},
+		wantIngress: []string{network.LinkName, "k6t-eth0"},
 	}, {
 		name:         "bridge binding: eth0-nic is isolated, the bridge is no ingress, the guest's packets are redirected",
 		links:        bridgeBindingLinks(),
-		wantActions:  slices.Concat(guardBridgeBinding, common, []Action{SetIsolated{Link: "eth0-nic"}}, up, redirect, routing),
-		wantIngress:  []string{LinkName},
+		wantActions:  slices.Concat(guardBridgeBinding, common, []network.Action{network.SetIsolated{Link: "eth0-nic"}}, up, redirect, routing),
+		wantIngress:  []string{network.LinkName},
 		wantRedirect: true,
 	}, {
 		name: "bridge binding with eth0-nic already isolated",
-		links: func() []Link {
+		links: func() []network.Link {
 			l := bridgeBindingLinks()
 			l[1].Isolated = true
 			return l
 		}(),
 		wantActions:  slices.Concat(guardBridgeBinding, common, up, redirect, routing),
-		wantIngress:  []string{LinkName},
+		wantIngress:  []string{network.LinkName},
 		wantRedirect: true,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Compute(Observed{Links: tt.links}, Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"})
+			p, err := network.Compute(network.Observed{Links: tt.links}, network.Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,20 +92,20 @@ func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func TestComputeWaits(t *testing.T) {
 	tests := []struct {
 		name  string
-		links []Link
-		in    Inputs
+		links []network.Link
+		in    network.Inputs
 		want  string
 	}{
-		{"no bridge yet", podLinks()[:2], Inputs{Bridge: "k6t-eth0"}, "bridge k6t-eth0 does not exist yet"},
-		{"bridge without tap", podLinks()[:3], Inputs{Bridge: "k6t-eth0"}, "guest port tap0 does not exist yet on k6t-eth0"},
-		{"tap not enslaved yet", func() []Link { l := podLinks(); l[3].MasterIndex = 0; return l }(), Inputs{Bridge: "k6t-eth0"}, "guest port tap0 is not a port of k6t-eth0 yet"},
-		{"named bridge is not a bridge", podLinks(), Inputs{Bridge: "eth0"}, "eth0 is a veth link, not a bridge"},
-		{"override names a missing port", podLinks(), Inputs{Bridge: "k6t-eth0", GuestPort: "vnet7"}, "guest port vnet7 does not exist yet on k6t-eth0"},
+		{"no bridge yet", podLinks()[:2], network.Inputs{Bridge: "k6t-eth0"}, "bridge k6t-eth0 does not exist yet"},
+		{"bridge without tap", podLinks()[:3], network.Inputs{Bridge: "k6t-eth0"}, "guest port tap0 does not exist yet on k6t-eth0"},
+		{"tap not enslaved yet", func() []network.Link { l := podLinks(); l[3].MasterIndex = 0; return l }(), network.Inputs{Bridge: "k6t-eth0"}, "guest port tap0 is not a port of k6t-eth0 yet"},
+		{"named bridge is not a bridge", podLinks(), network.Inputs{Bridge: "eth0"}, "eth0 is a veth link, not a bridge"},
+		{"override names a missing port", podLinks(), network.Inputs{Bridge: "k6t-eth0", GuestPort: "vnet7"}, "guest port vnet7 does not exist yet on k6t-eth0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Compute(Observed{Links: tt.links}, tt.in)
-			var we *WaitError
+			_, err := network.Compute(network.Observed{Links: tt.links}, tt.in)
+			var we *network.WaitError
 			if !errors.As(err, &we) {
 				t.Fatalf("err = %v, want a *WaitError", err)
 			}
@@ -141,19 +114,19 @@ func TestComputeWaits(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Compute(Observed{}, Inputs{}); err == nil {
+	if _, err := network.Compute(network.Observed{}, network.Inputs{}); err == nil {
 		t.Error("no bridge name: want an error")
 	}
 }
 
 func TestComputeSecondaryAndOverride(t *testing.T) {
-	links := []Link{
+	links := []network.Link{
 		{Name: "k6t-a1b2c3d4e5f", Index: 7, Kind: "bridge", MTU: 1500},
 		{Name: "tapa1b2c3d4e5f", Index: 8, Kind: "tuntap", MasterIndex: 7},
 		{Name: "a1b2c3d4e5f-nic", Index: 9, Kind: "veth", MasterIndex: 7},
 		{Name: "vnet0", Index: 10, Kind: "veth", MasterIndex: 7},
 	}
-	p, err := Compute(Observed{Links: links}, Inputs{Bridge: "k6t-a1b2c3d4e5f"})
+	p, err := network.Compute(network.Observed{Links: links}, network.Inputs{Bridge: "k6t-a1b2c3d4e5f"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,25 +134,25 @@ func TestComputeSecondaryAndOverride(t *testing.T) {
 		t.Errorf("guest port %s, bridge ingress %v", p.GuestPort, p.BridgeIngress)
 	}
 	// An explicit --guest-port wins, and the derived tap becomes foreign.
-	p, err = Compute(Observed{Links: links}, Inputs{Bridge: "k6t-a1b2c3d4e5f", GuestPort: "vnet0"})
+	p, err = network.Compute(network.Observed{Links: links}, network.Inputs{Bridge: "k6t-a1b2c3d4e5f", GuestPort: "vnet0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.GuestPort != "vnet0" || !slices.ContainsFunc(p.Actions, func(a Action) bool { return a == SetIsolated{Link: "tapa1b2c3d4e5f"} }) {
+	if p.GuestPort != "vnet0" || !slices.ContainsFunc(p.Actions, func(a network.Action) bool { return a == network.SetIsolated{Link: "tapa1b2c3d4e5f"} }) {
 		t.Errorf("guest port %s, actions %q", p.GuestPort, actionStrings(p.Actions))
 	}
 	// A lone tap with an unexpected name is still the guest's.
 	links[1].Name = "tap-custom"
-	if p, err = Compute(Observed{Links: links}, Inputs{Bridge: "k6t-a1b2c3d4e5f"}); err != nil || p.GuestPort != "tap-custom" {
+	if p, err = network.Compute(network.Observed{Links: links}, network.Inputs{Bridge: "k6t-a1b2c3d4e5f"}); err != nil || p.GuestPort != "tap-custom" {
 		t.Errorf("lone tap: port %q, err %v", p.GuestPort, err)
 	}
 }
 
 // adopted is the namespace after a successful apply for links.
-func adopted(t *testing.T, links []Link) Observed {
+func adopted(t *testing.T, links []network.Link) network.Observed {
 	t.Helper()
 	f := newFake(links...)
-	p, err := Compute(f.observe(), Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"})
+	p, err := network.Compute(f.observe(), network.Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,14 +166,14 @@ func TestComputeAdopts(t *testing.T) {
 	obs := adopted(t, podLinks())
 	// A restarted sidecar with another seed keeps the existing MAC: the
 	// guest's neighbour entry must stay valid.
-	p, err := Compute(obs, Inputs{Bridge: "k6t-eth0", MACSeed: "something else"})
+	p, err := network.Compute(obs, network.Inputs{Bridge: "k6t-eth0", MACSeed: "something else"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(p.Actions) != 0 {
 		t.Errorf("adopting: actions %q, want none", actionStrings(p.Actions))
 	}
-	if got, want := p.MAC.String(), DeriveMAC("uid-1", "k6t-eth0").String(); got != want {
+	if got, want := p.MAC.String(), network.DeriveMAC("uid-1", "k6t-eth0").String(); got != want {
 		t.Errorf("mac = %s, want the adopted %s", got, want)
 	}
 }
@@ -208,55 +181,55 @@ func TestComputeAdopts(t *testing.T) {
 func TestComputeRepairs(t *testing.T) {
 	tests := []struct {
 		name   string
-		mutate func(*Observed)
+		mutate func(*network.Observed)
 		want   []string
 	}{{
 		name: "stale rule of ours at our priority",
-		mutate: func(o *Observed) {
+		mutate: func(o *network.Observed) {
 			o.Rules[1].Table = 99
 		},
 		want: []string{"delete rule 1691: from 169.254.169.254/32 lookup 99", "add rule 1691: from 169.254.169.254/32 lookup 43518"},
 	}, {
 		name: "someone downed veth-imds and removed the address",
-		mutate: func(o *Observed) {
-			l := o.link(LinkName)
+		mutate: func(o *network.Observed) {
+			l := o.Link(network.LinkName)
 			l.Up, l.Addrs = false, nil
 		},
 		want: []string{"add address 169.254.169.254/32 to veth-imds", "set veth-imds up"},
 	}, {
 		name: "the bridge grew jumbo frames",
-		mutate: func(o *Observed) {
-			o.link("k6t-eth0").MTU = 9000
+		mutate: func(o *network.Observed) {
+			o.Link("k6t-eth0").MTU = 9000
 		},
 		want: []string{"set veth-imds mtu 9000", "set veth-imds-br mtu 9000"},
 	}, {
 		name: "a foreign port joined the bridge",
-		mutate: func(o *Observed) {
-			o.Links = append(o.Links, Link{Name: "eth0-nic", Index: 50, Kind: "veth", MasterIndex: 3})
+		mutate: func(o *network.Observed) {
+			o.Links = append(o.Links, network.Link{Name: "eth0-nic", Index: 50, Kind: "veth", MasterIndex: 3})
 		},
 		// The guard stops admitting the bridge first: it may now carry a
 		// foreign host's packets.
 		want: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds", "set eth0-nic isolated"},
 	}, {
 		name: "the kernel's arp_ignore was reset",
-		mutate: func(o *Observed) {
-			o.link(LinkName).ARPIgnore = 0
-			o.link("k6t-eth0").ARPIgnore = 2 // stricter than needed: kept
+		mutate: func(o *network.Observed) {
+			o.Link(network.LinkName).ARPIgnore = 0
+			o.Link("k6t-eth0").ARPIgnore = 2 // stricter than needed: kept
 		},
 		want: []string{"set veth-imds arp_ignore 8"},
 	}, {
 		name: "a link named veth-imds that is not ours",
-		mutate: func(o *Observed) {
-			o.Links = slices.DeleteFunc(o.Links, func(l Link) bool { return l.Name == PeerName })
-			o.link(LinkName).Kind = "device"
+		mutate: func(o *network.Observed) {
+			o.Links = slices.DeleteFunc(o.Links, func(l network.Link) bool { return l.Name == network.PeerName })
+			o.Link(network.LinkName).Kind = "device"
 		},
-		want: []string{"delete link veth-imds", "create veth veth-imds (" + DeriveMAC("uid-1", "k6t-eth0").String() + ") peer veth-imds-br (" + PeerMAC(DeriveMAC("uid-1", "k6t-eth0")).String() + ") mtu 1450"},
+		want: []string{"delete link veth-imds", "create veth veth-imds (" + network.DeriveMAC("uid-1", "k6t-eth0").String() + ") peer veth-imds-br (" + network.PeerMAC(network.DeriveMAC("uid-1", "k6t-eth0")).String() + ") mtu 1450"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			obs := adopted(t, podLinks())
 			tt.mutate(&obs)
-			p, err := Compute(obs, Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"})
+			p, err := network.Compute(obs, network.Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -272,13 +245,13 @@ func TestComputeRepairs(t *testing.T) {
 }
 
 func TestComputeRedirect(t *testing.T) {
-	seedMAC := DeriveMAC("uid-1", "k6t-eth0")
+	seedMAC := network.DeriveMAC("uid-1", "k6t-eth0")
 	tests := []struct {
 		name string
 		// links is the namespace the adopted state is built for.
-		links  []Link
-		in     Inputs
-		mutate func(*Observed)
+		links  []network.Link
+		in     network.Inputs
+		mutate func(*network.Observed)
 		want   []string
 		// wantRedirect is Plan.Redirect's port; "" for none.
 		wantRedirect string
@@ -294,29 +267,29 @@ func TestComputeRedirect(t *testing.T) {
 	}, {
 		name:  "masquerade with a redirect left over: removed",
 		links: podLinks(),
-		mutate: func(o *Observed) {
-			o.Redirect = &Redirect{Port: "tap0", MAC: seedMAC}
+		mutate: func(o *network.Observed) {
+			o.Redirect = &network.Redirect{Port: "tap0", MAC: seedMAC}
 		},
 		want: []string{"delete redirect table kubevirt-imds"},
 	}, {
 		name:  "eth0-nic left the bridge: the gateway is local again, the redirect goes",
 		links: bridgeBindingLinks(),
-		mutate: func(o *Observed) {
-			o.Links = slices.DeleteFunc(o.Links, func(l Link) bool { return l.Name == "eth0-nic" })
+		mutate: func(o *network.Observed) {
+			o.Links = slices.DeleteFunc(o.Links, func(l network.Link) bool { return l.Name == "eth0-nic" })
 		},
 		want: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds,k6t-eth0", "delete redirect table kubevirt-imds"},
 	}, {
 		name:  "the table holds something else: replaced",
 		links: bridgeBindingLinks(),
-		mutate: func(o *Observed) {
-			o.Redirect = &Redirect{}
+		mutate: func(o *network.Observed) {
+			o.Redirect = &network.Redirect{}
 		},
 		want:         []string{"replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
 		wantRedirect: "tap0",
 	}, {
 		name:  "the table was removed: recreated",
 		links: bridgeBindingLinks(),
-		mutate: func(o *Observed) {
+		mutate: func(o *network.Observed) {
 			o.Redirect = nil
 		},
 		want:         []string{"replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
@@ -324,7 +297,7 @@ func TestComputeRedirect(t *testing.T) {
 	}, {
 		name:  "a redirect to another MAC: replaced with veth-imds's",
 		links: bridgeBindingLinks(),
-		mutate: func(o *Observed) {
+		mutate: func(o *network.Observed) {
 			o.Redirect.MAC = mac(9)
 		},
 		want:         []string{"replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
@@ -332,27 +305,27 @@ func TestComputeRedirect(t *testing.T) {
 	}, {
 		name:  "a redirect from another port: moved to the guest's",
 		links: bridgeBindingLinks(),
-		mutate: func(o *Observed) {
+		mutate: func(o *network.Observed) {
 			o.Redirect.Port = "tap9"
 		},
 		want:         []string{"replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
 		wantRedirect: "tap0",
 	}, {
 		name:  "restarted with an explicit guest port: its frames are the ones redirected",
-		links: bridgeBindingLinks(Link{Name: "vnet0", Index: 20, Kind: "tuntap", MasterIndex: 3}),
-		in:    Inputs{GuestPort: "vnet0"},
+		links: bridgeBindingLinks(network.Link{Name: "vnet0", Index: 20, Kind: "tuntap", MasterIndex: 3}),
+		in:    network.Inputs{GuestPort: "vnet0"},
 		// tap0 is foreign now, and isolated like eth0-nic.
 		want:         []string{"set tap0 isolated", "replace redirect iifname vnet0 ip daddr 169.254.169.254 ether daddr set " + seedMAC.String()},
 		wantRedirect: "vnet0",
 	}, {
 		name:  "veth-imds recreated with the same MAC: the redirect still holds",
 		links: bridgeBindingLinks(),
-		mutate: func(o *Observed) {
-			o.Links = slices.DeleteFunc(o.Links, func(l Link) bool { return l.Name == LinkName || l.Name == PeerName })
+		mutate: func(o *network.Observed) {
+			o.Links = slices.DeleteFunc(o.Links, func(l network.Link) bool { return l.Name == network.LinkName || l.Name == network.PeerName })
 			o.FDB = nil
 		},
 		want: []string{
-			"create veth veth-imds (" + seedMAC.String() + ") peer veth-imds-br (" + PeerMAC(seedMAC).String() + ") mtu 1450",
+			"create veth veth-imds (" + seedMAC.String() + ") peer veth-imds-br (" + network.PeerMAC(seedMAC).String() + ") mtu 1450",
 			"set veth-imds arp_ignore 8",
 			"set veth-imds-br master k6t-eth0",
 			"set veth-imds-br isolated",
@@ -374,7 +347,7 @@ func TestComputeRedirect(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(&obs)
 			}
-			p, err := Compute(obs, in)
+			p, err := network.Compute(obs, in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -392,95 +365,95 @@ func TestComputeRedirect(t *testing.T) {
 }
 
 func TestComputeGuard(t *testing.T) {
-	seedMAC := DeriveMAC("uid-1", "k6t-eth0")
+	seedMAC := network.DeriveMAC("uid-1", "k6t-eth0")
 	// Masquerade's ingress: only the guest's port and ours are on the bridge.
-	masq := []string{LinkName, "k6t-eth0"}
+	masq := []string{network.LinkName, "k6t-eth0"}
 	redirectMasq := "replace guard ip daddr 169.254.169.254: tcp dport 80 dnat to 8775 (frames of " + seedMAC.String() + " untracked on the bridge), accept only that from veth-imds,k6t-eth0"
-	secondary := []Link{
+	secondary := []network.Link{
 		{Name: "k6t-eth0", Index: 7, Kind: "bridge", MTU: 1500},
 		{Name: "tap0", Index: 8, Kind: "tuntap", MasterIndex: 7},
 	}
 	tests := []struct {
 		name  string
-		links []Link
-		in    Inputs
+		links []network.Link
+		in    network.Inputs
 		// adoptWith, if set, are the inputs the namespace was planned with
 		// before: a restart with other inputs.
-		adoptWith *Inputs
-		mutate    func(*Observed)
-		want      Guard
+		adoptWith *network.Inputs
+		mutate    func(*network.Observed)
+		want      network.Guard
 		// wantActions is the whole plan of an adopted namespace, or only the
 		// first action of a fresh one.
 		wantActions []string
 	}{{
 		name:        "zero ports: today's sidecar, port 80, no redirect",
 		links:       podLinks(),
-		want:        Guard{ServicePort: 80, ListenPort: 80, Ingress: masq},
+		want:        network.Guard{ServicePort: 80, ListenPort: 80, Ingress: masq},
 		wantActions: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds,k6t-eth0"},
 	}, {
 		name:        "the sidecar on another port, served directly",
 		links:       podLinks(),
-		in:          Inputs{ServicePort: 8080, ListenPort: 8080},
-		want:        Guard{ServicePort: 8080, ListenPort: 8080, Ingress: masq},
+		in:          network.Inputs{ServicePort: 8080, ListenPort: 8080},
+		want:        network.Guard{ServicePort: 8080, ListenPort: 8080, Ingress: masq},
 		wantActions: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 8080 from veth-imds,k6t-eth0"},
 	}, {
 		name:        "a listen port alone redirects from 80",
 		links:       podLinks(),
-		in:          Inputs{ListenPort: 8775},
-		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
+		in:          network.Inputs{ListenPort: 8775},
+		want:        network.Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
 		wantActions: []string{redirectMasq},
 	}, {
 		name:        "node mode, masquerade",
 		links:       podLinks(),
-		in:          Inputs{ServicePort: 80, ListenPort: 8775},
-		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
+		in:          network.Inputs{ServicePort: 80, ListenPort: 8775},
+		want:        network.Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
 		wantActions: []string{redirectMasq},
 	}, {
 		name:        "node mode, bridge binding: only veth-imds is an ingress",
 		links:       bridgeBindingLinks(),
-		in:          Inputs{ServicePort: 80, ListenPort: 8775},
-		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: []string{LinkName}},
+		in:          network.Inputs{ServicePort: 80, ListenPort: 8775},
+		want:        network.Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: []string{network.LinkName}},
 		wantActions: []string{"replace guard ip daddr 169.254.169.254: tcp dport 80 dnat to 8775 (frames of " + seedMAC.String() + " untracked on the bridge), accept only that from veth-imds"},
 	}, {
 		name:        "a Multus secondary's bridge without addresses is guarded the same",
 		links:       secondary,
-		want:        Guard{ServicePort: 80, ListenPort: 80, Ingress: masq},
+		want:        network.Guard{ServicePort: 80, ListenPort: 80, Ingress: masq},
 		wantActions: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds,k6t-eth0"},
 	}, {
 		name:      "adopted: nothing to do",
 		links:     bridgeBindingLinks(),
-		adoptWith: &Inputs{},
-		want:      Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName}},
+		adoptWith: &network.Inputs{},
+		want:      network.Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{network.LinkName}},
 	}, {
 		name:      "adopted in node mode: nothing to do",
 		links:     podLinks(),
-		in:        Inputs{ListenPort: 8775},
-		adoptWith: &Inputs{ListenPort: 8775},
-		want:      Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
+		in:        network.Inputs{ListenPort: 8775},
+		adoptWith: &network.Inputs{ListenPort: 8775},
+		want:      network.Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
 	}, {
 		name:      "adopted from a sidecar that had no guard (an upgrade): the guard alone is added",
 		links:     bridgeBindingLinks(),
-		adoptWith: &Inputs{},
-		mutate:    func(o *Observed) { o.Guard = nil },
-		want:      Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName}},
+		adoptWith: &network.Inputs{},
+		mutate:    func(o *network.Observed) { o.Guard = nil },
+		want:      network.Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{network.LinkName}},
 		wantActions: []string{
 			"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds",
 		},
 	}, {
 		name:        "the table holds something else: replaced",
 		links:       podLinks(),
-		adoptWith:   &Inputs{},
-		mutate:      func(o *Observed) { o.Guard = &Guard{} },
-		want:        Guard{ServicePort: 80, ListenPort: 80, Ingress: masq},
+		adoptWith:   &network.Inputs{},
+		mutate:      func(o *network.Observed) { o.Guard = &network.Guard{} },
+		want:        network.Guard{ServicePort: 80, ListenPort: 80, Ingress: masq},
 		wantActions: []string{"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds,k6t-eth0"},
 	}, {
 		name:      "a foreign port joins the bridge: the bridge stops being an ingress",
 		links:     podLinks(),
-		adoptWith: &Inputs{},
-		mutate: func(o *Observed) {
-			o.Links = append(o.Links, Link{Name: "eth0-nic", Index: 50, Kind: "veth", MasterIndex: 3})
+		adoptWith: &network.Inputs{},
+		mutate: func(o *network.Observed) {
+			o.Links = append(o.Links, network.Link{Name: "eth0-nic", Index: 50, Kind: "veth", MasterIndex: 3})
 		},
-		want: Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName}},
+		want: network.Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{network.LinkName}},
 		wantActions: []string{
 			"replace guard ip daddr 169.254.169.254: accept only tcp dport 80 from veth-imds",
 			"set eth0-nic isolated",
@@ -489,29 +462,29 @@ func TestComputeGuard(t *testing.T) {
 	}, {
 		name:        "restarted in node mode over a sidecar-mode namespace: the redirect is added",
 		links:       podLinks(),
-		in:          Inputs{ServicePort: 80, ListenPort: 8775},
-		adoptWith:   &Inputs{},
-		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
+		in:          network.Inputs{ServicePort: 80, ListenPort: 8775},
+		adoptWith:   &network.Inputs{},
+		want:        network.Guard{ServicePort: 80, ListenPort: 8775, MAC: seedMAC, Ingress: masq},
 		wantActions: []string{redirectMasq},
 	}, {
 		name:        "veth-imds adopted with another MAC: the guard follows it",
 		links:       podLinks(),
-		in:          Inputs{ListenPort: 8775},
-		adoptWith:   &Inputs{ListenPort: 8775},
-		mutate:      func(o *Observed) { o.link(LinkName).MAC = mac(9) },
-		want:        Guard{ServicePort: 80, ListenPort: 8775, MAC: mac(9), Ingress: masq},
+		in:          network.Inputs{ListenPort: 8775},
+		adoptWith:   &network.Inputs{ListenPort: 8775},
+		mutate:      func(o *network.Observed) { o.Link(network.LinkName).MAC = mac(9) },
+		want:        network.Guard{ServicePort: 80, ListenPort: 8775, MAC: mac(9), Ingress: masq},
 		wantActions: []string{"replace guard ip daddr 169.254.169.254: tcp dport 80 dnat to 8775 (frames of " + mac(9).String() + " untracked on the bridge), accept only that from veth-imds,k6t-eth0", "set fdb " + mac(9).String() + " dev veth-imds-br master static"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := tt.in
 			in.Bridge, in.MACSeed = "k6t-eth0", "uid-1"
-			obs := Observed{Links: tt.links}
+			obs := network.Observed{Links: tt.links}
 			if tt.adoptWith != nil {
 				before := *tt.adoptWith
 				before.Bridge, before.MACSeed = in.Bridge, in.MACSeed
 				f := newFake(tt.links...)
-				p, err := Compute(f.observe(), before)
+				p, err := network.Compute(f.observe(), before)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -523,7 +496,7 @@ func TestComputeGuard(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(&obs)
 			}
-			p, err := Compute(obs, in)
+			p, err := network.Compute(obs, in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -542,10 +515,10 @@ func TestComputeGuard(t *testing.T) {
 }
 
 func TestComputeGuardRejectsPorts(t *testing.T) {
-	for _, in := range []Inputs{{ServicePort: -1}, {ServicePort: 65536}, {ListenPort: 70000}, {ServicePort: 80, ListenPort: -8}} {
+	for _, in := range []network.Inputs{{ServicePort: -1}, {ServicePort: 65536}, {ListenPort: 70000}, {ServicePort: 80, ListenPort: -8}} {
 		in.Bridge = "k6t-eth0"
-		_, err := Compute(Observed{Links: podLinks()}, in)
-		var we *WaitError
+		_, err := network.Compute(network.Observed{Links: podLinks()}, in)
+		var we *network.WaitError
 		if err == nil || errors.As(err, &we) {
 			t.Errorf("%+v: err = %v, want a hard error (no wait can fix it)", in, err)
 		}
@@ -560,15 +533,15 @@ func TestGuestPortName(t *testing.T) {
 		"k6t-a1b2c3d4e5f": "tapa1b2c3d4e5f",
 		"k6t-network":     "tapnetwork",
 	} {
-		if got := GuestPortName(bridge); got != want {
+		if got := network.GuestPortName(bridge); got != want {
 			t.Errorf("GuestPortName(%q) = %q, want %q", bridge, got, want)
 		}
 	}
 }
 
 func TestDeriveMAC(t *testing.T) {
-	a := DeriveMAC("uid-1", "k6t-eth0")
-	if a.String() != DeriveMAC("uid-1", "k6t-eth0").String() {
+	a := network.DeriveMAC("uid-1", "k6t-eth0")
+	if a.String() != network.DeriveMAC("uid-1", "k6t-eth0").String() {
 		t.Error("not deterministic")
 	}
 	if a[0]&0x01 != 0 || a[0]&0x02 == 0 {
@@ -576,7 +549,7 @@ func TestDeriveMAC(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, in := range [][2]string{{"uid-1", "k6t-eth0"}, {"uid-2", "k6t-eth0"}, {"uid-1", "k6t-net1"}, {"", "k6t-eth0"}} {
-		m := DeriveMAC(in[0], in[1])
+		m := network.DeriveMAC(in[0], in[1])
 		if seen[m.String()] {
 			t.Errorf("collision for %v", in)
 		}
@@ -588,8 +561,8 @@ func TestDeriveMAC(t *testing.T) {
 }
 
 func TestPeerMAC(t *testing.T) {
-	m := DeriveMAC("uid-1", "k6t-eth0")
-	p := PeerMAC(m)
+	m := network.DeriveMAC("uid-1", "k6t-eth0")
+	p := network.PeerMAC(m)
 	if p[0] != 0xfe || p[1] != 0xff || string(p[2:]) != string(m[2:]) {
 		t.Errorf("PeerMAC(%s) = %s", m, p)
 	}
@@ -602,10 +575,10 @@ func TestPeerMAC(t *testing.T) {
 }
 
 func BenchmarkPlan(b *testing.B) {
-	obs := Observed{Links: bridgeBindingLinks()}
-	in := Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"}
+	obs := network.Observed{Links: bridgeBindingLinks()}
+	in := network.Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"}
 	for b.Loop() {
-		if _, err := Compute(obs, in); err != nil {
+		if _, err := network.Compute(obs, in); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package network
+package netapply
 
 import (
 	"encoding/binary"
@@ -10,6 +10,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
 // ipv4DevconfARPIgnore is IPV4_DEVCONF_ARP_IGNORE from linux/ip.h: the
@@ -112,8 +114,8 @@ func inetConf(afSpec []byte, id int) (int, bool) {
 // for the bridge's ports), arp_ignore of the bridge and of LinkName, the
 // addresses of LinkName, our rules, RouteTable, the FDB on PeerName and the
 // nftables tables RedirectTable and GuardTable.
-func (k *Kernel) Observe(bridge string) (Observed, error) {
-	var obs Observed
+func (k *Kernel) Observe(bridge string) (network.Observed, error) {
+	var obs network.Observed
 	links, err := k.LinkList()
 	if err != nil {
 		return obs, fmt.Errorf("listing links: %w", err)
@@ -126,7 +128,7 @@ func (k *Kernel) Observe(bridge string) (Observed, error) {
 	}
 	for _, l := range links {
 		a := l.Attrs()
-		ol := Link{
+		ol := network.Link{
 			Name:        a.Name,
 			Index:       a.Index,
 			Kind:        l.Type(),
@@ -146,12 +148,12 @@ func (k *Kernel) Observe(bridge string) (Observed, error) {
 			}
 			ol.Isolated = pi.Isolated
 		}
-		if a.Name == bridge || a.Name == LinkName {
+		if a.Name == bridge || a.Name == network.LinkName {
 			if ol.ARPIgnore, err = k.ARPIgnore(a.Index); err != nil && !gone(err) {
 				return obs, fmt.Errorf("reading arp_ignore of %s: %w", a.Name, err)
 			}
 		}
-		if a.Name == LinkName {
+		if a.Name == network.LinkName {
 			addrs, err := k.AddrList(l, unix.AF_INET)
 			if err != nil && !gone(err) {
 				return obs, fmt.Errorf("listing addresses of %s: %w", a.Name, err)
@@ -162,7 +164,7 @@ func (k *Kernel) Observe(bridge string) (Observed, error) {
 				}
 			}
 		}
-		if a.Name == PeerName {
+		if a.Name == network.PeerName {
 			fdb, err := k.NeighList(a.Index, unix.AF_BRIDGE)
 			if err != nil && !gone(err) {
 				return obs, fmt.Errorf("listing FDB of %s: %w", a.Name, err)
@@ -171,7 +173,7 @@ func (k *Kernel) Observe(bridge string) (Observed, error) {
 				if n.LinkIndex != a.Index {
 					continue
 				}
-				obs.FDB = append(obs.FDB, FDBEntry{
+				obs.FDB = append(obs.FDB, network.FDBEntry{
 					Dev:    a.Name,
 					MAC:    n.HardwareAddr,
 					Static: n.State&unix.NUD_NOARP != 0,
@@ -186,22 +188,22 @@ func (k *Kernel) Observe(bridge string) (Observed, error) {
 		return obs, fmt.Errorf("listing rules: %w", err)
 	}
 	for _, r := range rules {
-		if r.Priority != RulePriorityMain && r.Priority != RulePriorityTable && r.Table != RouteTable {
+		if r.Priority != network.RulePriorityMain && r.Priority != network.RulePriorityTable && r.Table != network.RouteTable {
 			continue
 		}
-		or := Rule{Priority: r.Priority, Table: r.Table, SuppressPrefixLen: r.SuppressPrefixlen}
+		or := network.Rule{Priority: r.Priority, Table: r.Table, SuppressPrefixLen: r.SuppressPrefixlen}
 		if r.Src != nil {
 			or.Src, _ = prefixOf(r.Src.IP, r.Src.Mask)
 		}
 		obs.Rules = append(obs.Rules, or)
 	}
 
-	routes, err := k.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: RouteTable}, netlink.RT_FILTER_TABLE)
+	routes, err := k.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: network.RouteTable}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return obs, fmt.Errorf("listing routes of table %d: %w", RouteTable, err)
+		return obs, fmt.Errorf("listing routes of table %d: %w", network.RouteTable, err)
 	}
 	for _, r := range routes {
-		or := Route{Table: r.Table, Dst: netip.MustParsePrefix("0.0.0.0/0")}
+		or := network.Route{Table: r.Table, Dst: netip.MustParsePrefix("0.0.0.0/0")}
 		if r.Dst != nil {
 			or.Dst, _ = prefixOf(r.Dst.IP, r.Dst.Mask)
 		}

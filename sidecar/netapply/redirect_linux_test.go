@@ -1,14 +1,16 @@
-package network
+package netapply
 
 import (
 	"testing"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
 // kernelView is what observeRedirect would read back after ReplaceRedirect(r).
-func kernelView(r Redirect) ([]*nftables.Chain, map[string][]*nftables.Rule) {
+func kernelView(r network.Redirect) ([]*nftables.Chain, map[string][]*nftables.Rule) {
 	pre, fwd := redirectChains()
 	preExprs, fwdExprs := redirectExprs(r)
 	return []*nftables.Chain{pre, fwd}, map[string][]*nftables.Rule{
@@ -18,12 +20,12 @@ func kernelView(r Redirect) ([]*nftables.Chain, map[string][]*nftables.Rule) {
 }
 
 func TestDecodeRedirect(t *testing.T) {
-	want := Redirect{Port: "tap0", MAC: DeriveMAC("uid-1", "k6t-eth0")}
+	want := network.Redirect{Port: "tap0", MAC: network.DeriveMAC("uid-1", "k6t-eth0")}
 	chains, rules := kernelView(want)
 	if got := decodeRedirect(chains, rules); got == nil || !got.Equal(want) {
 		t.Fatalf("round trip: %v, want %s", got, want)
 	}
-	long := Redirect{Port: "tapa1b2c3d4e5f", MAC: mac(7)}
+	long := network.Redirect{Port: "tapa1b2c3d4e5f", MAC: mac(7)}
 	chains, rules = kernelView(long)
 	if got := decodeRedirect(chains, rules); got == nil || !got.Equal(long) {
 		t.Fatalf("round trip: %v, want %s", got, long)
@@ -89,7 +91,7 @@ func TestDecodeRedirect(t *testing.T) {
 }
 
 func TestRedirectExprsEncode(t *testing.T) {
-	pre, fwd := redirectExprs(Redirect{Port: "tap0", MAC: mac(1)})
+	pre, fwd := redirectExprs(network.Redirect{Port: "tap0", MAC: mac(1)})
 	for _, e := range append(pre, fwd...) {
 		if _, err := expr.Marshal(byte(nftables.TableFamilyBridge), e); err != nil {
 			t.Errorf("%T: %v", e, err)

@@ -1,4 +1,4 @@
-package network
+package netapply
 
 import (
 	"context"
@@ -11,16 +11,18 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/vishvananda/netlink"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
 func testLog(t *testing.T) logr.Logger { return testr.NewWithOptions(t, testr.Options{Verbosity: 1}) }
 
 func TestApplyConverges(t *testing.T) {
-	for name, links := range map[string][]Link{"masquerade": podLinks(), "bridge binding": bridgeBindingLinks()} {
+	for name, links := range map[string][]network.Link{"masquerade": podLinks(), "bridge binding": bridgeBindingLinks()} {
 		t.Run(name, func(t *testing.T) {
 			f := newFake(links...)
-			in := Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"}
-			p, err := Compute(f.observe(), in)
+			in := network.Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"}
+			p, err := network.Compute(f.observe(), in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -28,33 +30,33 @@ func TestApplyConverges(t *testing.T) {
 				t.Fatal(err)
 			}
 			obs := f.observe()
-			again, err := Compute(obs, in)
+			again, err := network.Compute(obs, in)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(again.Actions) != 0 {
 				t.Errorf("second plan not empty: %q", actionStrings(again.Actions))
 			}
-			veth, peer := obs.link(LinkName), obs.link(PeerName)
-			if veth.MAC.String() != DeriveMAC("uid-1", "k6t-eth0").String() || veth.ARPIgnore != ARPIgnoreNone || !veth.Up {
+			veth, peer := obs.Link(network.LinkName), obs.Link(network.PeerName)
+			if veth.MAC.String() != network.DeriveMAC("uid-1", "k6t-eth0").String() || veth.ARPIgnore != network.ARPIgnoreNone || !veth.Up {
 				t.Errorf("veth-imds = %+v", veth)
 			}
 			if peer.MasterIndex != 3 || !peer.Isolated || peer.MTU != 1450 {
 				t.Errorf("peer = %+v", peer)
 			}
-			if obs.link("tap0").Isolated {
+			if obs.Link("tap0").Isolated {
 				t.Error("the guest's port must stay non-isolated")
 			}
-			if l := obs.link("eth0-nic"); l != nil && !l.Isolated {
+			if l := obs.Link("eth0-nic"); l != nil && !l.Isolated {
 				t.Error("eth0-nic not isolated")
 			}
-			if obs.link("k6t-eth0").ARPIgnore != ARPIgnoreOwn {
+			if obs.Link("k6t-eth0").ARPIgnore != network.ARPIgnoreOwn {
 				t.Error("bridge arp_ignore not set")
 			}
-			want := Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName, "k6t-eth0"}}
+			want := network.Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{network.LinkName, "k6t-eth0"}}
 			if name == "bridge binding" {
 				// The bridge may carry a foreign host's packets: not an ingress.
-				want.Ingress = []string{LinkName}
+				want.Ingress = []string{network.LinkName}
 			}
 			if obs.Guard == nil || !obs.Guard.Equal(want) {
 				t.Errorf("guard = %v, want %s", obs.Guard, want)
@@ -65,7 +67,7 @@ func TestApplyConverges(t *testing.T) {
 					t.Errorf("masquerade got a redirect: %s", obs.Redirect)
 				}
 			case "bridge binding":
-				if want := (Redirect{Port: "tap0", MAC: veth.MAC}); obs.Redirect == nil || !obs.Redirect.Equal(want) {
+				if want := (network.Redirect{Port: "tap0", MAC: veth.MAC}); obs.Redirect == nil || !obs.Redirect.Equal(want) {
 					t.Errorf("redirect = %v, want %s", obs.Redirect, want)
 				}
 			}
@@ -74,9 +76,9 @@ func TestApplyConverges(t *testing.T) {
 }
 
 func TestApplyRedirectErrors(t *testing.T) {
-	in := Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"}
+	in := network.Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1"}
 	f := newFake(bridgeBindingLinks()...)
-	p, err := Compute(f.observe(), in)
+	p, err := network.Compute(f.observe(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,12 +89,12 @@ func TestApplyRedirectErrors(t *testing.T) {
 		t.Fatalf("err = %v, want EAFNOSUPPORT wrapped", err)
 	}
 	// The retry starts with the redirect; the routing after it follows.
-	p, err = Compute(f.observe(), in)
+	p, err = network.Compute(f.observe(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := actionStrings(p.Actions)
-	if len(got) != 4 || got[0] != "replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set "+DeriveMAC("uid-1", "k6t-eth0").String() {
+	if len(got) != 4 || got[0] != "replace redirect iifname tap0 ip daddr 169.254.169.254 ether daddr set "+network.DeriveMAC("uid-1", "k6t-eth0").String() {
 		t.Errorf("after the failure: %q", got)
 	}
 	if err := Apply(t.Context(), f, p, testLog(t)); err != nil {
@@ -104,7 +106,7 @@ func TestApplyRedirectErrors(t *testing.T) {
 
 	// Removing it when the foreign port left tolerates a table already gone.
 	f.links = slices.DeleteFunc(f.links, func(l *fakeLink) bool { return l.Name == "eth0-nic" })
-	p, err = Compute(f.observe(), in)
+	p, err = network.Compute(f.observe(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,18 +129,18 @@ func TestApplyRedirectErrors(t *testing.T) {
 
 func TestApplyGuard(t *testing.T) {
 	for name, tt := range map[string]struct {
-		links   []Link
+		links   []network.Link
 		ingress []string
 	}{
-		"masquerade":     {podLinks(), []string{LinkName, "k6t-eth0"}},
-		"bridge binding": {bridgeBindingLinks(), []string{LinkName}},
+		"masquerade":     {podLinks(), []string{network.LinkName, "k6t-eth0"}},
+		"bridge binding": {bridgeBindingLinks(), []string{network.LinkName}},
 	} {
 		links := tt.links
 		t.Run(name, func(t *testing.T) {
 			// Node mode: the server listens on 8775, the guest uses 80.
-			in := Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1", ServicePort: 80, ListenPort: 8775}
+			in := network.Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1", ServicePort: 80, ListenPort: 8775}
 			f := newFake(links...)
-			p, err := Compute(f.observe(), in)
+			p, err := network.Compute(f.observe(), in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -148,28 +150,28 @@ func TestApplyGuard(t *testing.T) {
 			if err := Apply(t.Context(), f, p, testLog(t)); !errors.Is(err, syscall.EPROTONOSUPPORT) {
 				t.Fatalf("err = %v, want EPROTONOSUPPORT wrapped", err)
 			}
-			if f.find(LinkName) != nil || f.guard != nil {
+			if f.find(network.LinkName) != nil || f.guard != nil {
 				t.Fatalf("applied past a failed guard: %s", f)
 			}
-			p, err = Compute(f.observe(), in)
+			p, err = network.Compute(f.observe(), in)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := Apply(t.Context(), f, p, testLog(t)); err != nil {
 				t.Fatal(err)
 			}
-			want := Guard{ServicePort: 80, ListenPort: 8775, MAC: DeriveMAC("uid-1", "k6t-eth0"), Ingress: tt.ingress}
+			want := network.Guard{ServicePort: 80, ListenPort: 8775, MAC: network.DeriveMAC("uid-1", "k6t-eth0"), Ingress: tt.ingress}
 			if f.guard == nil || !f.guard.Equal(want) {
 				t.Errorf("guard = %v, want %s", f.guard, want)
 			}
-			if again, err := Compute(f.observe(), in); err != nil || len(again.Actions) != 0 {
+			if again, err := network.Compute(f.observe(), in); err != nil || len(again.Actions) != 0 {
 				t.Errorf("second plan: %q, %v", actionStrings(again.Actions), err)
 			}
 
 			// Back to serving port 80 directly: the whole table is replaced,
 			// the redirect goes with it.
 			in.ListenPort = 0
-			p, err = Compute(f.observe(), in)
+			p, err = network.Compute(f.observe(), in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,18 +181,18 @@ func TestApplyGuard(t *testing.T) {
 			if err := Apply(t.Context(), f, p, testLog(t)); err != nil {
 				t.Fatal(err)
 			}
-			if want := (Guard{ServicePort: 80, ListenPort: 80, Ingress: tt.ingress}); !f.guard.Equal(want) {
+			if want := (network.Guard{ServicePort: 80, ListenPort: 80, Ingress: tt.ingress}); !f.guard.Equal(want) {
 				t.Errorf("guard = %v, want %s", f.guard, want)
 			}
 		})
 	}
 	// A guard the kernel would refuse is refused by the fake too.
 	f := newFake()
-	for _, g := range []Guard{
-		{ServicePort: 80, ListenPort: 8775, Ingress: []string{LinkName}},
+	for _, g := range []network.Guard{
+		{ServicePort: 80, ListenPort: 8775, Ingress: []string{network.LinkName}},
 		{ServicePort: 80, ListenPort: 80},
 	} {
-		err := Apply(t.Context(), f, Plan{Actions: []Action{ReplaceGuard{Guard: g}}}, testLog(t))
+		err := Apply(t.Context(), f, network.Plan{Actions: []network.Action{network.ReplaceGuard{Guard: g}}}, testLog(t))
 		if !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("%s: err = %v, want EINVAL", g, err)
 		}
@@ -199,7 +201,7 @@ func TestApplyGuard(t *testing.T) {
 
 func TestApplyTwiceTolerated(t *testing.T) {
 	f := newFake(podLinks()...)
-	p, err := Compute(f.observe(), Inputs{Bridge: "k6t-eth0"})
+	p, err := network.Compute(f.observe(), network.Inputs{Bridge: "k6t-eth0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +219,7 @@ func TestApplyTwiceTolerated(t *testing.T) {
 
 func TestApplyErrors(t *testing.T) {
 	f := newFake(podLinks()...)
-	p, err := Compute(f.observe(), Inputs{Bridge: "k6t-eth0"})
+	p, err := network.Compute(f.observe(), network.Inputs{Bridge: "k6t-eth0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +229,7 @@ func TestApplyErrors(t *testing.T) {
 		t.Fatalf("err = %v, want EPERM wrapped", err)
 	}
 	// The retry picks up where the failure left off.
-	p, err = Compute(f.observe(), Inputs{Bridge: "k6t-eth0"})
+	p, err = network.Compute(f.observe(), network.Inputs{Bridge: "k6t-eth0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,13 +241,13 @@ func TestApplyErrors(t *testing.T) {
 	}
 
 	// A link gone between plan and apply surfaces as the kernel's type.
-	err = Apply(t.Context(), newFake(), Plan{Actions: []Action{SetUp{Link: "tap0"}}}, testLog(t))
+	err = Apply(t.Context(), newFake(), network.Plan{Actions: []network.Action{network.SetUp{Link: "tap0"}}}, testLog(t))
 	var nf netlink.LinkNotFoundError
 	if !errors.As(err, &nf) {
 		t.Errorf("err = %v, want LinkNotFoundError", err)
 	}
 	// Deleting what is already gone is fine.
-	if err := Apply(t.Context(), newFake(), Plan{Actions: []Action{DeleteLink{Name: LinkName}}}, testLog(t)); err != nil {
+	if err := Apply(t.Context(), newFake(), network.Plan{Actions: []network.Action{network.DeleteLink{Name: network.LinkName}}}, testLog(t)); err != nil {
 		t.Errorf("delete of a missing link: %v", err)
 	}
 	// Cancellation stops between steps.
@@ -258,7 +260,7 @@ func TestApplyErrors(t *testing.T) {
 
 func BenchmarkApply(b *testing.B) {
 	obs := newFake(bridgeBindingLinks()...).observe()
-	p, err := Compute(obs, Inputs{Bridge: "k6t-eth0"})
+	p, err := network.Compute(obs, network.Inputs{Bridge: "k6t-eth0"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package network
+package netapply
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
 // The guard's chains (see Guard). Their priorities are the ip family's
@@ -27,7 +29,7 @@ const (
 	ipsDstNAT = 0x20
 )
 
-var guardTable = &nftables.Table{Name: GuardTable, Family: nftables.TableFamilyIPv4}
+var guardTable = &nftables.Table{Name: network.GuardTable, Family: nftables.TableFamilyIPv4}
 
 // nftChain is a base chain with the expressions of its rules, in order.
 type nftChain struct {
@@ -49,7 +51,7 @@ func guardBaseChain(name string, hook nftables.ChainHook, prio nftables.ChainPri
 
 // guardSpec is GuardTable as ReplaceGuard builds it for g, chains in the
 // order they are created.
-func guardSpec(g Guard) []nftChain {
+func guardSpec(g network.Guard) []nftChain {
 	notLoopback := func() []expr.Any {
 		return []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
@@ -60,7 +62,7 @@ func guardSpec(g Guard) []nftChain {
 	ipIs := func(offset uint32) []expr.Any {
 		return []expr.Any{
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: Address.Addr().AsSlice()},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: network.Address.Addr().AsSlice()},
 		}
 	}
 	toService := func() []expr.Any { return append(notLoopback(), ipIs(16)...) }
@@ -115,12 +117,12 @@ func guardSpec(g Guard) []nftChain {
 	untrackTo := concat(
 		[]expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(LinkName)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(network.LinkName)},
 		},
 		ipIs(16), etherIs(0), []expr.Any{&expr.Notrack{}})
 	untrackFrom := concat(ipIs(12), etherIs(6), []expr.Any{&expr.Notrack{}})
 	dnat := concat(toService(), dport(g.ServicePort), []expr.Any{
-		&expr.Immediate{Register: 1, Data: Address.Addr().AsSlice()},
+		&expr.Immediate{Register: 1, Data: network.Address.Addr().AsSlice()},
 		&expr.Immediate{Register: 2, Data: be16(g.ListenPort)},
 		// The kernel reports the max registers as the min ones when only
 		// those were given; spelling them out keeps the comparison exact.
@@ -144,7 +146,7 @@ func concat(parts ...[]expr.Any) []expr.Any {
 
 func be16(port int) []byte { return binary.BigEndian.AppendUint16(nil, uint16(port)) }
 
-func (g Guard) validate() error {
+func validateGuard(g network.Guard) error {
 	for _, p := range []int{g.ServicePort, g.ListenPort} {
 		if p < 1 || p > 65535 {
 			return fmt.Errorf("guard %s: port %d out of range", g, p)
@@ -167,8 +169,8 @@ func (g Guard) validate() error {
 // ReplaceGuard implements Netlink like ReplaceRedirect: one transaction
 // that the kernel commits atomically, so the old rules hold until the new
 // ones do. The table outlives the process that made it.
-func (k *Kernel) ReplaceGuard(g Guard) error {
-	if err := g.validate(); err != nil {
+func (k *Kernel) ReplaceGuard(g network.Guard) error {
+	if err := validateGuard(g); err != nil {
 		return err
 	}
 	c, err := nftables.New()
@@ -190,7 +192,7 @@ func (k *Kernel) ReplaceGuard(g Guard) error {
 
 // observeGuard reads GuardTable. A kernel without nf_tables has none, and
 // then ReplaceGuard fails: the guard is always wanted.
-func observeGuard() (*Guard, error) {
+func observeGuard() (*network.Guard, error) {
 	chains, rules, found, err := readTable(guardTable)
 	if err != nil || !found {
 		return nil, err
@@ -200,17 +202,17 @@ func observeGuard() (*Guard, error) {
 
 // decodeGuard recognises what ReplaceGuard builds and nothing else: any
 // difference yields the zero Guard, which the plan replaces.
-func decodeGuard(chains []*nftables.Chain, rules map[string][]*nftables.Rule) *Guard {
+func decodeGuard(chains []*nftables.Chain, rules map[string][]*nftables.Rule) *network.Guard {
 	g, ok := guardParams(rules)
 	if !ok || !isTable(guardSpec(g), chains, rules) {
-		return &Guard{}
+		return &network.Guard{}
 	}
 	return &g
 }
 
 // guardParams reads the ports and MAC where guardSpec puts them; isTable
 // then demands that the rest is exactly what it would build for them.
-func guardParams(rules map[string][]*nftables.Rule) (Guard, bool) {
+func guardParams(rules map[string][]*nftables.Rule) (network.Guard, bool) {
 	port := func(chain string, i int) (int, bool) {
 		if len(rules[chain]) == 0 || len(rules[chain][0].Exprs) <= i {
 			return 0, false
@@ -228,29 +230,29 @@ func guardParams(rules map[string][]*nftables.Rule) (Guard, bool) {
 	const dportAt, macAt, ingressAt = 7, 7, 1
 	listen, ok := port(guardInput, dportAt)
 	if !ok {
-		return Guard{}, false
+		return network.Guard{}, false
 	}
 	var ingress []string
 	for _, r := range rules[guardInput][:len(rules[guardInput])-1] {
 		if len(r.Exprs) <= ingressAt {
-			return Guard{}, false
+			return network.Guard{}, false
 		}
 		name, ok := r.Exprs[ingressAt].(*expr.Cmp)
 		if !ok {
-			return Guard{}, false
+			return network.Guard{}, false
 		}
 		ingress = append(ingress, string(bytes.TrimRight(name.Data, "\x00")))
 	}
 	if _, nat := rules[guardPrerouting]; !nat {
-		return Guard{ServicePort: listen, ListenPort: listen, Ingress: ingress}, true
+		return network.Guard{ServicePort: listen, ListenPort: listen, Ingress: ingress}, true
 	}
 	service, ok := port(guardPrerouting, dportAt)
 	if !ok || len(rules[guardRaw]) == 0 || len(rules[guardRaw][0].Exprs) <= macAt {
-		return Guard{}, false
+		return network.Guard{}, false
 	}
 	mac, ok := rules[guardRaw][0].Exprs[macAt].(*expr.Cmp)
 	if !ok || len(mac.Data) != 6 {
-		return Guard{}, false
+		return network.Guard{}, false
 	}
-	return Guard{ServicePort: service, ListenPort: listen, MAC: net.HardwareAddr(bytes.Clone(mac.Data)), Ingress: ingress}, true
+	return network.Guard{ServicePort: service, ListenPort: listen, MAC: net.HardwareAddr(bytes.Clone(mac.Data)), Ingress: ingress}, true
 }

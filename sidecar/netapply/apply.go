@@ -1,4 +1,4 @@
-package network
+package netapply
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
 // Netlink is what Apply needs from the kernel. *Kernel implements it on
@@ -33,19 +35,19 @@ type Netlink interface {
 	// ReplaceRedirect creates RedirectTable holding r, replacing whatever
 	// it held, in one nftables transaction: the guest's packets are never
 	// left without the redirect while it is replaced.
-	ReplaceRedirect(r Redirect) error
+	ReplaceRedirect(r network.Redirect) error
 	// DeleteRedirect removes RedirectTable; a missing table is no error.
 	DeleteRedirect() error
 	// ReplaceGuard creates GuardTable holding g, replacing whatever it
 	// held, in one nftables transaction: Address is never left unguarded
 	// while it is replaced.
-	ReplaceGuard(g Guard) error
+	ReplaceGuard(g network.Guard) error
 }
 
 // Apply carries out p's actions in order. Every step tolerates having been
 // done already (EEXIST, a link already gone), so Apply may be re-run after a
 // partial failure or by a restarted sidecar.
-func Apply(ctx context.Context, nl Netlink, p Plan, log logr.Logger) error {
+func Apply(ctx context.Context, nl Netlink, p network.Plan, log logr.Logger) error {
 	for _, a := range p.Actions {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -58,9 +60,9 @@ func Apply(ctx context.Context, nl Netlink, p Plan, log logr.Logger) error {
 	return nil
 }
 
-func apply(nl Netlink, a Action) error {
+func apply(nl Netlink, a network.Action) error {
 	switch a := a.(type) {
-	case CreateVeth:
+	case network.CreateVeth:
 		veth := &netlink.Veth{
 			LinkAttrs:        netlink.LinkAttrs{Name: a.Name, HardwareAddr: a.MAC, MTU: a.MTU},
 			PeerName:         a.Peer,
@@ -68,32 +70,32 @@ func apply(nl Netlink, a Action) error {
 			PeerMTU:          uint32(a.MTU),
 		}
 		return ignore(nl.LinkAdd(veth), syscall.EEXIST)
-	case DeleteLink:
+	case network.DeleteLink:
 		l, err := nl.LinkByName(a.Name)
 		if err != nil {
 			return ignoreNotFound(err)
 		}
 		return ignoreNotFound(nl.LinkDel(l))
-	case SetMaster:
+	case network.SetMaster:
 		return with2(nl, a.Link, a.Master, nl.LinkSetMaster)
-	case SetMTU:
+	case network.SetMTU:
 		return with(nl, a.Link, func(l netlink.Link) error { return nl.LinkSetMTU(l, a.MTU) })
-	case SetUp:
+	case network.SetUp:
 		return with(nl, a.Link, nl.LinkSetUp)
-	case SetIsolated:
+	case network.SetIsolated:
 		return with(nl, a.Link, func(l netlink.Link) error { return nl.LinkSetIsolated(l, true) })
-	case SetARPIgnore:
+	case network.SetARPIgnore:
 		return with(nl, a.Link, func(l netlink.Link) error { return nl.SetARPIgnore(l, a.Value) })
-	case AddAddress:
+	case network.AddAddress:
 		return with(nl, a.Link, func(l netlink.Link) error {
 			addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(a.Prefix.Bits(), 32)}}
 			return ignore(nl.AddrAdd(l, addr), syscall.EEXIST)
 		})
-	case AddRule:
+	case network.AddRule:
 		return ignore(nl.RuleAdd(toNetlinkRule(a.Rule)), syscall.EEXIST)
-	case DeleteRule:
+	case network.DeleteRule:
 		return ignore(nl.RuleDel(toNetlinkRule(a.Rule)), syscall.ENOENT)
-	case ReplaceRoute:
+	case network.ReplaceRoute:
 		return with(nl, a.Route.Dev, func(l netlink.Link) error {
 			return nl.RouteReplace(&netlink.Route{
 				LinkIndex: l.Attrs().Index,
@@ -102,7 +104,7 @@ func apply(nl Netlink, a Action) error {
 				Scope:     scopeLink,
 			})
 		})
-	case SetFDB:
+	case network.SetFDB:
 		return with(nl, a.Link, func(l netlink.Link) error {
 			return nl.NeighSet(&netlink.Neigh{
 				LinkIndex:    l.Attrs().Index,
@@ -112,11 +114,11 @@ func apply(nl Netlink, a Action) error {
 				HardwareAddr: a.MAC,
 			})
 		})
-	case ReplaceRedirect:
+	case network.ReplaceRedirect:
 		return nl.ReplaceRedirect(a.Redirect)
-	case DeleteRedirect:
+	case network.DeleteRedirect:
 		return nl.DeleteRedirect()
-	case ReplaceGuard:
+	case network.ReplaceGuard:
 		return nl.ReplaceGuard(a.Guard)
 	}
 	return fmt.Errorf("unknown action %T", a)
@@ -132,7 +134,7 @@ const (
 	familyV4  = 2 // AF_INET
 )
 
-func toNetlinkRule(r Rule) *netlink.Rule {
+func toNetlinkRule(r network.Rule) *netlink.Rule {
 	nr := netlink.NewRule()
 	nr.Family = familyV4
 	nr.Priority = r.Priority

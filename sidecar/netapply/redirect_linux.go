@@ -1,4 +1,4 @@
-package network
+package netapply
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
 // The redirect's chains. -300 is the bridge family's
@@ -25,10 +27,10 @@ const (
 	redirectForward        = "forward"
 	redirectPrioPrerouting = -300
 	redirectPrioForward    = -200
-	redirectComment        = "kubevirt-imds: the guest's packets for 169.254.169.254 go to " + LinkName + " only"
+	redirectComment        = "kubevirt-imds: the guest's packets for 169.254.169.254 go to " + network.LinkName + " only"
 )
 
-var redirectTable = &nftables.Table{Name: RedirectTable, Family: nftables.TableFamilyBridge}
+var redirectTable = &nftables.Table{Name: network.RedirectTable, Family: nftables.TableFamilyBridge}
 
 func redirectChains() (pre, fwd *nftables.Chain) {
 	accept := nftables.ChainPolicyAccept
@@ -56,7 +58,7 @@ func ifname(name string) []byte {
 
 // redirectExprs returns the expressions of the prerouting and forward rules
 // for r (see Redirect).
-func redirectExprs(r Redirect) (pre, fwd []expr.Any) {
+func redirectExprs(r network.Redirect) (pre, fwd []expr.Any) {
 	match := func() []expr.Any {
 		return []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
@@ -66,7 +68,7 @@ func redirectExprs(r Redirect) (pre, fwd []expr.Any) {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x08, 0x00}},
 			// ip daddr: offset 16 of the IPv4 header.
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: Address.Addr().AsSlice()},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: network.Address.Addr().AsSlice()},
 		}
 	}
 	pre = append(match(),
@@ -75,7 +77,7 @@ func redirectExprs(r Redirect) (pre, fwd []expr.Any) {
 	)
 	fwd = append(match(),
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(PeerName)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(network.PeerName)},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	)
 	return pre, fwd
@@ -85,7 +87,7 @@ func redirectExprs(r Redirect) (pre, fwd []expr.Any) {
 // one transaction, which the kernel commits atomically, so the old rules
 // hold until the new ones do. The table is not owned by the netlink socket:
 // it outlives the sidecar, which adopts it after a restart.
-func (k *Kernel) ReplaceRedirect(r Redirect) error {
+func (k *Kernel) ReplaceRedirect(r network.Redirect) error {
 	if len(r.MAC) != 6 || r.Port == "" {
 		return fmt.Errorf("redirect %s: needs a port and a 6-byte MAC", r)
 	}
@@ -119,7 +121,7 @@ func (k *Kernel) DeleteRedirect() error {
 }
 
 // redirectSpec is RedirectTable as ReplaceRedirect builds it for r.
-func redirectSpec(r Redirect) []nftChain {
+func redirectSpec(r network.Redirect) []nftChain {
 	pre, fwd := redirectChains()
 	preExprs, fwdExprs := redirectExprs(r)
 	return []nftChain{{chain: pre, rules: [][]expr.Any{preExprs}}, {chain: fwd, rules: [][]expr.Any{fwdExprs}}}
@@ -128,7 +130,7 @@ func redirectSpec(r Redirect) []nftChain {
 // observeRedirect reads RedirectTable. A kernel without nf_tables has no
 // such table: that is only an error once a redirect is wanted, when
 // ReplaceRedirect fails.
-func observeRedirect() (*Redirect, error) {
+func observeRedirect() (*network.Redirect, error) {
 	chains, rules, found, err := readTable(redirectTable)
 	if err != nil || !found {
 		return nil, err
@@ -139,8 +141,8 @@ func observeRedirect() (*Redirect, error) {
 // decodeRedirect recognises what ReplaceRedirect builds and nothing else: any
 // difference — a chain or rule added by hand, another hook or priority —
 // yields the zero Redirect, which the plan replaces.
-func decodeRedirect(chains []*nftables.Chain, rules map[string][]*nftables.Rule) *Redirect {
-	bad := &Redirect{}
+func decodeRedirect(chains []*nftables.Chain, rules map[string][]*nftables.Rule) *network.Redirect {
+	bad := &network.Redirect{}
 	// Read the port and the MAC where redirectExprs puts them, then demand
 	// that everything else is exactly what it would build for them.
 	if len(rules[redirectPrerouting]) == 0 {
@@ -155,7 +157,7 @@ func decodeRedirect(chains []*nftables.Chain, rules map[string][]*nftables.Rule)
 	if !ok1 || !ok2 || len(mac.Data) != 6 {
 		return bad
 	}
-	r := Redirect{Port: string(bytes.TrimRight(port.Data, "\x00")), MAC: net.HardwareAddr(bytes.Clone(mac.Data))}
+	r := network.Redirect{Port: string(bytes.TrimRight(port.Data, "\x00")), MAC: net.HardwareAddr(bytes.Clone(mac.Data))}
 	if !isTable(redirectSpec(r), chains, rules) {
 		return bad
 	}

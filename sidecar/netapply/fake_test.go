@@ -1,4 +1,4 @@
-package network
+package netapply
 
 import (
 	"bytes"
@@ -9,11 +9,13 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 )
 
 // fakeLink is one link of fakeNetlink.
 type fakeLink struct {
-	Link
+	network.Link
 	peer string
 }
 
@@ -22,20 +24,20 @@ type fakeLink struct {
 // duplicate, syscall.ENOENT for a missing rule.
 type fakeNetlink struct {
 	links  []*fakeLink
-	rules  []Rule
-	routes []Route
-	fdb    []FDBEntry
+	rules  []network.Rule
+	routes []network.Route
+	fdb    []network.FDBEntry
 	// redirect is the nftables table RedirectTable; nil when absent.
-	redirect *Redirect
+	redirect *network.Redirect
 	// guard is the nftables table GuardTable; nil when absent.
-	guard *Guard
+	guard *network.Guard
 	next  int
 	calls []string
 	// fail makes the named method fail once with the error.
 	fail map[string]error
 }
 
-func newFake(links ...Link) *fakeNetlink {
+func newFake(links ...network.Link) *fakeNetlink {
 	f := &fakeNetlink{next: 100}
 	for _, l := range links {
 		if l.ARPIgnore == 0 {
@@ -106,8 +108,8 @@ func (f *fakeNetlink) LinkAdd(link netlink.Link) error {
 	a, b := f.next, f.next+1
 	f.next += 2
 	f.links = append(f.links,
-		&fakeLink{Link: Link{Name: v.Name, Index: a, Kind: "veth", PeerIndex: b, MAC: v.HardwareAddr, MTU: v.MTU}, peer: v.PeerName},
-		&fakeLink{Link: Link{Name: v.PeerName, Index: b, Kind: "veth", PeerIndex: a, MAC: v.PeerHardwareAddr, MTU: int(v.PeerMTU)}, peer: v.Name})
+		&fakeLink{Link: network.Link{Name: v.Name, Index: a, Kind: "veth", PeerIndex: b, MAC: v.HardwareAddr, MTU: v.MTU}, peer: v.PeerName},
+		&fakeLink{Link: network.Link{Name: v.PeerName, Index: b, Kind: "veth", PeerIndex: a, MAC: v.PeerHardwareAddr, MTU: int(v.PeerMTU)}, peer: v.Name})
 	return nil
 }
 
@@ -122,8 +124,8 @@ func (f *fakeNetlink) LinkDel(link netlink.Link) error {
 	f.links = slices.DeleteFunc(f.links, func(x *fakeLink) bool {
 		return x == l || (l.Kind == "veth" && x.Name == l.peer)
 	})
-	f.routes = slices.DeleteFunc(f.routes, func(r Route) bool { return f.find(r.Dev) == nil })
-	f.fdb = slices.DeleteFunc(f.fdb, func(e FDBEntry) bool { return f.find(e.Dev) == nil })
+	f.routes = slices.DeleteFunc(f.routes, func(r network.Route) bool { return f.find(r.Dev) == nil })
+	f.fdb = slices.DeleteFunc(f.fdb, func(e network.FDBEntry) bool { return f.find(e.Dev) == nil })
 	return nil
 }
 
@@ -205,9 +207,9 @@ func prefixOfNet(n *net.IPNet) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a.Unmap(), ones), ok
 }
 
-func fromNetlinkRule(r *netlink.Rule) Rule {
+func fromNetlinkRule(r *netlink.Rule) network.Rule {
 	src, _ := prefixOfNet(r.Src)
-	return Rule{Priority: r.Priority, Src: src, Table: r.Table, SuppressPrefixLen: r.SuppressPrefixlen}
+	return network.Rule{Priority: r.Priority, Src: src, Table: r.Table, SuppressPrefixLen: r.SuppressPrefixlen}
 }
 
 func (f *fakeNetlink) RuleAdd(r *netlink.Rule) error {
@@ -247,8 +249,8 @@ func (f *fakeNetlink) RouteReplace(r *netlink.Route) error {
 		return syscall.ENETDOWN
 	}
 	dst, _ := prefixOfNet(r.Dst)
-	f.routes = slices.DeleteFunc(f.routes, func(x Route) bool { return x.Table == r.Table && x.Dst == dst })
-	f.routes = append(f.routes, Route{Table: r.Table, Dst: dst, Dev: l.Name})
+	f.routes = slices.DeleteFunc(f.routes, func(x network.Route) bool { return x.Table == r.Table && x.Dst == dst })
+	f.routes = append(f.routes, network.Route{Table: r.Table, Dst: dst, Dev: l.Name})
 	return nil
 }
 
@@ -263,8 +265,8 @@ func (f *fakeNetlink) NeighSet(n *netlink.Neigh) error {
 	if n.Family != afBridge || l.MasterIndex == 0 {
 		return syscall.EINVAL
 	}
-	f.fdb = slices.DeleteFunc(f.fdb, func(e FDBEntry) bool { return e.Dev == l.Name && bytes.Equal(e.MAC, n.HardwareAddr) })
-	f.fdb = append(f.fdb, FDBEntry{Dev: l.Name, MAC: n.HardwareAddr, Static: n.State == nudNoARP && n.Flags == ntfMaster})
+	f.fdb = slices.DeleteFunc(f.fdb, func(e network.FDBEntry) bool { return e.Dev == l.Name && bytes.Equal(e.MAC, n.HardwareAddr) })
+	f.fdb = append(f.fdb, network.FDBEntry{Dev: l.Name, MAC: n.HardwareAddr, Static: n.State == nudNoARP && n.Flags == ntfMaster})
 	return nil
 }
 
@@ -283,7 +285,7 @@ func (f *fakeNetlink) SetARPIgnore(link netlink.Link, v int) error {
 	return nil
 }
 
-func (f *fakeNetlink) ReplaceRedirect(r Redirect) error {
+func (f *fakeNetlink) ReplaceRedirect(r network.Redirect) error {
 	if err := f.call("ReplaceRedirect"); err != nil {
 		return err
 	}
@@ -291,7 +293,7 @@ func (f *fakeNetlink) ReplaceRedirect(r Redirect) error {
 		return syscall.EINVAL
 	}
 	// Like the kernel's rule, it names the port: it may exist later.
-	f.redirect = &Redirect{Port: r.Port, MAC: slices.Clone(r.MAC)}
+	f.redirect = &network.Redirect{Port: r.Port, MAC: slices.Clone(r.MAC)}
 	return nil
 }
 
@@ -303,7 +305,7 @@ func (f *fakeNetlink) DeleteRedirect() error {
 	return nil
 }
 
-func (f *fakeNetlink) ReplaceGuard(g Guard) error {
+func (f *fakeNetlink) ReplaceGuard(g network.Guard) error {
 	if err := f.call("ReplaceGuard"); err != nil {
 		return err
 	}
@@ -312,13 +314,13 @@ func (f *fakeNetlink) ReplaceGuard(g Guard) error {
 	if g.ServicePort < 1 || g.ServicePort > 65535 || g.ListenPort < 1 || g.ListenPort > 65535 || g.Redirects() != (len(g.MAC) == 6) || len(g.Ingress) == 0 {
 		return syscall.EINVAL
 	}
-	f.guard = &Guard{ServicePort: g.ServicePort, ListenPort: g.ListenPort, MAC: slices.Clone(g.MAC), Ingress: slices.Clone(g.Ingress)}
+	f.guard = &network.Guard{ServicePort: g.ServicePort, ListenPort: g.ListenPort, MAC: slices.Clone(g.MAC), Ingress: slices.Clone(g.Ingress)}
 	return nil
 }
 
 // observe is what Kernel.Observe would report for the fake namespace.
-func (f *fakeNetlink) observe() Observed {
-	var o Observed
+func (f *fakeNetlink) observe() network.Observed {
+	var o network.Observed
 	for _, l := range f.links {
 		c := l.Link
 		c.Addrs = slices.Clone(c.Addrs)

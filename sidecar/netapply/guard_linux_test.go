@@ -1,4 +1,4 @@
-package network
+package netapply
 
 import (
 	"context"
@@ -14,16 +14,17 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
 	"github.com/kubevirt-imds/kubevirt-imds/test/podnet"
 )
 
 var (
-	direct   = Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{LinkName, "k6t-eth0"}}
-	redirect = Guard{ServicePort: 80, ListenPort: 8775, MAC: DeriveMAC("uid-1", "k6t-eth0"), Ingress: []string{LinkName}}
+	direct   = network.Guard{ServicePort: 80, ListenPort: 80, Ingress: []string{network.LinkName, "k6t-eth0"}}
+	redirect = network.Guard{ServicePort: 80, ListenPort: 8775, MAC: network.DeriveMAC("uid-1", "k6t-eth0"), Ingress: []string{network.LinkName}}
 )
 
 // guardView is what observeGuard would read back after ReplaceGuard(g).
-func guardView(g Guard) ([]*nftables.Chain, map[string][]*nftables.Rule) {
+func guardView(g network.Guard) ([]*nftables.Chain, map[string][]*nftables.Rule) {
 	var chains []*nftables.Chain
 	rules := map[string][]*nftables.Rule{}
 	for _, ch := range guardSpec(g) {
@@ -36,7 +37,7 @@ func guardView(g Guard) ([]*nftables.Chain, map[string][]*nftables.Rule) {
 }
 
 func TestGuardSpecEncodes(t *testing.T) {
-	for _, g := range []Guard{direct, redirect} {
+	for _, g := range []network.Guard{direct, redirect} {
 		for _, ch := range guardSpec(g) {
 			for _, r := range ch.rules {
 				for _, e := range r {
@@ -53,10 +54,10 @@ func TestGuardSpecEncodes(t *testing.T) {
 }
 
 func TestDecodeGuard(t *testing.T) {
-	for _, g := range []Guard{
+	for _, g := range []network.Guard{
 		direct, redirect,
-		{ServicePort: 8080, ListenPort: 8080, Ingress: []string{LinkName}},
-		{ServicePort: 80, ListenPort: 65535, MAC: mac(7), Ingress: []string{LinkName, "k6t-a1b2c3d4e5f"}},
+		{ServicePort: 8080, ListenPort: 8080, Ingress: []string{network.LinkName}},
+		{ServicePort: 80, ListenPort: 65535, MAC: mac(7), Ingress: []string{network.LinkName, "k6t-a1b2c3d4e5f"}},
 	} {
 		if got := decodeGuard(guardView(g)); got == nil || !got.Equal(g) {
 			t.Errorf("round trip: %v, want %s", got, g)
@@ -82,7 +83,7 @@ func TestDecodeGuard(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		guard  Guard
+		guard  network.Guard
 		mutate view
 	}{
 		{"a chain added by hand", direct, func(c []*nftables.Chain, r map[string][]*nftables.Rule) ([]*nftables.Chain, map[string][]*nftables.Rule) {
@@ -150,7 +151,7 @@ func TestDecodeGuard(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := decodeGuard(tt.mutate(guardView(tt.guard)))
-			if got == nil || !got.Equal(Guard{}) {
+			if got == nil || !got.Equal(network.Guard{}) {
 				t.Errorf("decoded %v, want the zero Guard (replace it)", got)
 			}
 		})
@@ -185,9 +186,9 @@ func needNamespaces(t *testing.T) {
 func TestKernelGuard(t *testing.T) {
 	needNamespaces(t)
 	ns := podnet.NewNS(t, "guard")
-	observe := func() *Guard {
+	observe := func() *network.Guard {
 		t.Helper()
-		var g *Guard
+		var g *network.Guard
 		inNS(t, ns, func(k *Kernel) error {
 			obs, err := k.Observe("k6t-eth0")
 			g = obs.Guard
@@ -198,7 +199,7 @@ func TestKernelGuard(t *testing.T) {
 	if g := observe(); g != nil {
 		t.Fatalf("a new namespace has a guard: %s", g)
 	}
-	for _, want := range []Guard{direct, redirect, redirect, {ServicePort: 8080, ListenPort: 8080, Ingress: []string{LinkName}}} {
+	for _, want := range []network.Guard{direct, redirect, redirect, {ServicePort: 8080, ListenPort: 8080, Ingress: []string{network.LinkName}}} {
 		inNS(t, ns, func(k *Kernel) error { return k.ReplaceGuard(want) })
 		if got := observe(); got == nil || !got.Equal(want) {
 			t.Fatalf("after ReplaceGuard(%s): observed %v", want, got)
@@ -216,7 +217,7 @@ func TestKernelGuard(t *testing.T) {
 		c.InsertRule(&nftables.Rule{Table: guardTable, Chain: input, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}})
 		return c.Flush()
 	})
-	if got := observe(); got == nil || !got.Equal(Guard{}) {
+	if got := observe(); got == nil || !got.Equal(network.Guard{}) {
 		t.Fatalf("with a rule added by hand: observed %v, want the zero Guard", got)
 	}
 	inNS(t, ns, func(k *Kernel) error { return k.ReplaceGuard(direct) })
@@ -225,8 +226,8 @@ func TestKernelGuard(t *testing.T) {
 	}
 
 	inNS(t, ns, func(k *Kernel) error {
-		for _, g := range []Guard{
-			{ServicePort: 80, ListenPort: 8775, Ingress: []string{LinkName}},
+		for _, g := range []network.Guard{
+			{ServicePort: 80, ListenPort: 8775, Ingress: []string{network.LinkName}},
 			{ServicePort: 80, ListenPort: 80},
 			{ServicePort: 80, ListenPort: 80, Ingress: []string{"a-name-too-long-for-linux"}},
 		} {
@@ -265,13 +266,13 @@ func TestGuardTraffic(t *testing.T) {
 			} else if tt.bridgeNFCall == "1" {
 				t.Skip("no bridge netfilter in this kernel")
 			}
-			in := Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1", ServicePort: 80, ListenPort: 8775}
+			in := network.Inputs{Bridge: "k6t-eth0", MACSeed: "uid-1", ServicePort: 80, ListenPort: 8775}
 			inNS(t, pod.NS, func(k *Kernel) error {
 				obs, err := k.Observe(in.Bridge)
 				if err != nil {
 					return err
 				}
-				p, err := Compute(obs, in)
+				p, err := network.Compute(obs, in)
 				if err != nil {
 					return err
 				}
@@ -280,7 +281,7 @@ func TestGuardTraffic(t *testing.T) {
 			if tt.topo == podnet.LinkLocal {
 				// The sidecar's ARP responder answers such a guest; a static
 				// entry stands in for it here.
-				mac, err := pod.MAC(LinkName)
+				mac, err := pod.MAC(network.LinkName)
 				if err != nil {
 					t.Fatal(err)
 				}

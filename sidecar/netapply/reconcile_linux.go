@@ -1,4 +1,4 @@
-package network
+package netapply
 
 import (
 	"context"
@@ -8,31 +8,19 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
-)
 
-// Status is the outcome of one reconciliation.
-type Status struct {
-	// Err is nil once the plan is applied; a *WaitError while the bridge or
-	// the guest's port is missing; any other error when applying failed.
-	Err error
-	// Plan is the applied plan (valid when Err is nil).
-	Plan Plan
-	// LinkIndex, GuestPortIndex and BridgeIndex are the ifindexes of
-	// LinkName, the guest's port and the bridge after applying.
-	LinkIndex, GuestPortIndex, BridgeIndex int
-	// Ingress are the ifindexes the listener may accept connections from.
-	Ingress []int
-}
+	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
+)
 
 // Reconciler keeps the namespace planned: it observes, plans and applies
 // whenever a link changes, which is how it notices KubeVirt creating the
 // bridge and the tap (no polling), and how it repairs a removed veth-imds.
 type Reconciler struct {
 	Kernel *Kernel
-	Inputs Inputs
+	Inputs network.Inputs
 	Log    logr.Logger
 	// OnStatus is called after every reconciliation, from Run's goroutine.
-	OnStatus func(Status)
+	OnStatus func(network.Status)
 	// RetryInterval spaces retries after an apply error (default 1 s).
 	RetryInterval time.Duration
 }
@@ -85,7 +73,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		}
 		st := r.reconcile(ctx)
 		if st.Err != nil {
-			var we *WaitError
+			var we *network.WaitError
 			if msg := st.Err.Error(); msg != last {
 				if errors.As(st.Err, &we) {
 					r.Log.Info("waiting for the VM's network", "reason", msg)
@@ -120,28 +108,28 @@ func drain(ch <-chan netlink.LinkUpdate) {
 }
 
 // reconcile observes, plans and applies once.
-func (r *Reconciler) reconcile(ctx context.Context) Status {
+func (r *Reconciler) reconcile(ctx context.Context) network.Status {
 	obs, err := r.Kernel.Observe(r.Inputs.Bridge)
 	if err != nil {
-		return Status{Err: err}
+		return network.Status{Err: err}
 	}
-	p, err := Compute(obs, r.Inputs)
+	p, err := network.Compute(obs, r.Inputs)
 	if err != nil {
-		return Status{Err: err}
+		return network.Status{Err: err}
 	}
 	if len(p.Actions) > 0 {
 		r.Log.Info("applying network plan", "bridge", p.Bridge, "guestPort", p.GuestPort, "mac", p.MAC.String(), "actions", len(p.Actions))
 		if err := Apply(ctx, r.Kernel, p, r.Log); err != nil {
-			return Status{Err: err}
+			return network.Status{Err: err}
 		}
 		if obs, err = r.Kernel.Observe(r.Inputs.Bridge); err != nil {
-			return Status{Err: err}
+			return network.Status{Err: err}
 		}
 	}
-	st := Status{Plan: p}
+	st := network.Status{Plan: p}
 	for _, l := range obs.Links {
 		switch l.Name {
-		case LinkName:
+		case network.LinkName:
 			st.LinkIndex = l.Index
 		case p.GuestPort:
 			st.GuestPortIndex = l.Index
@@ -157,7 +145,7 @@ func (r *Reconciler) reconcile(ctx context.Context) Status {
 		}
 	}
 	if st.LinkIndex == 0 || st.GuestPortIndex == 0 {
-		return Status{Err: &WaitError{Reason: "links changed while applying"}}
+		return network.Status{Err: &network.WaitError{Reason: "links changed while applying"}}
 	}
 	return st
 }
