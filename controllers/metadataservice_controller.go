@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -92,6 +93,11 @@ type MetadataServiceReconciler struct {
 	// and failed (endClaim): the reconciles that left those VMIs to it are
 	// owed one more.
 	retry chan event.GenericEvent
+	// sharedAhead remembers, per service, the shared payload Secret the Pod
+	// webhook found or wrote (storeSharedAhead) until the cache shows it;
+	// sharedWrites makes concurrent admissions share that write.
+	sharedAhead  sync.Map
+	sharedWrites singleflight.Group
 }
 
 // retryBuffer bounds the failed webhook writes waiting for their service's

@@ -78,8 +78,19 @@ func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imds
 	}
 	doc := timedRender(mds, src, vmi, r.ec2Inputs(ctx, vmi))
 	stored, err := r.sharedStored(ctx, mds, src)
-	if err != nil || !stored {
+	if err != nil {
 		return doc, err
+	}
+	if stored {
+		r.sharedAhead.Delete(sharedAheadKey(mds))
+	} else {
+		if stored, err = r.storeSharedAhead(ctx, mds, src); err != nil {
+			// The document holds its own copy: served all the same.
+			log.FromContext(ctx).Error(err, "storing the shared payload ahead of the controller", "metadataService", mds.Name)
+		}
+		if !stored {
+			return doc, nil
+		}
 	}
 	pods, err := r.launcherPodsOf(ctx, vmi)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,10 +25,12 @@ import (
 // webhook mounts both Secrets in one projected volume.
 //
 // An instance's document holds its own copy (inline) instead when the shared
-// document may not be beside it: the shared Secret is not stored as rendered
-// yet, or one of the instance's launcher Pods runs a sidecar whose volume does
-// not carry this service's shared Secret (a Pod injected before the operator
-// shared payloads, or before the instance changed service).
+// document may not be beside it: the shared Secret cannot be stored as
+// rendered, or one of the instance's launcher Pods runs a sidecar whose
+// volume does not carry this service's shared Secret (a Pod injected before
+// the operator shared payloads, or before the instance changed service). The
+// Pod webhook, rendering ahead of the controller, stores the shared Secret
+// itself when the cache does not show it yet (storeSharedAhead).
 
 // desiredSharedSecret is the shared payload Secret of mds for src, owned by
 // the service so that it goes with it.
@@ -83,6 +86,50 @@ func (r *MetadataServiceReconciler) sharedStored(ctx context.Context, mds *imdsv
 		return false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
 	}
 	return have.Type == want.Type && slices.Equal(have.Data[payload.SharedKey], want.Data[payload.SharedKey]), nil
+}
+
+// sharedAheadTTL bounds how long a shared payload Secret written ahead of
+// the controller (storeSharedAhead) counts as stored without the cache
+// showing it: the cache shows it long before.
+const sharedAheadTTL = time.Minute
+
+// sharedWrite is a shared payload Secret that storeSharedAhead found or
+// wrote: its data's digest, and when.
+type sharedWrite struct {
+	digest string
+	at     time.Time
+}
+
+// sharedAheadKey is the key of mds's shared payload Secret in sharedAhead.
+func sharedAheadKey(mds *imdsv1alpha1.MetadataService) string {
+	return mds.Namespace + "/" + imdsv1alpha1.SharedPayloadSecretName(mds.Name)
+}
+
+// storeSharedAhead stores the shared payload Secret of mds for the Pod
+// webhook, which renders ahead of the controller, and reports whether the
+// instance's document may refer to it. A service and its VMs applied
+// together (a boot storm, a GitOps sync) would otherwise give every VM
+// admitted before the controller's first reconcile its own copy, which that
+// reconcile then rewrites: one more write per VM. Concurrent admissions
+// share one write, and the ones that follow, until the cache shows the
+// Secret, none.
+func (r *MetadataServiceReconciler) storeSharedAhead(ctx context.Context, mds *imdsv1alpha1.MetadataService, src *resolvedSources) (bool, error) {
+	want, err := desiredSharedSecret(mds, src)
+	if err != nil {
+		return false, err
+	}
+	digest, key := dataDigest(want.Data), sharedAheadKey(mds)
+	if w, ok := r.sharedAhead.Load(key); ok && w.(sharedWrite).digest == digest && time.Since(w.(sharedWrite).at) < sharedAheadTTL {
+		return true, nil
+	}
+	_, err, _ = r.sharedWrites.Do(key+"/"+digest, func() (any, error) {
+		if _, _, err := r.ensureOwnSecret(ctx, want); err != nil {
+			return nil, fmt.Errorf("shared payload: %w", err)
+		}
+		r.sharedAhead.Store(key, sharedWrite{digest: digest, at: time.Now()})
+		return nil, nil
+	})
+	return err == nil, err
 }
 
 // holdsOwnCopy reports whether vmi's document must hold its own user-data

@@ -128,6 +128,19 @@ func startStackManager(env *envtest.Environment, cfg *rest.Config, o webhooks.Op
 	return runManager(env, mgr)
 }
 
+// startWebhooksAlone runs the webhooks with the manager's default options
+// and no controller: their payload writer is a reconciler that never
+// reconciles, as the Pod webhook finds it when it renders ahead of the
+// controller's first reconcile of a new service.
+func startWebhooksAlone() {
+	env := testEnv
+	mgr := newManager(env, cfg, env.WebhookInstallOptions.LocalServingCertDir)
+	o := defaultOptions()
+	o.Payload = &controllers.MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds")}
+	Expect(webhooks.SetupWithManager(mgr, o)).To(Succeed())
+	stopManagerFunc = runManager(env, mgr)
+}
+
 // newManager is a manager wired as manager_cmd.go wires it (client QPS and
 // burst, cache options), serving webhooks from certDir on env's port.
 func newManager(env *envtest.Environment, cfg *rest.Config, certDir string) ctrl.Manager {

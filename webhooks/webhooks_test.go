@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	kubevirtv1 "kubevirt.io/api/core/v1"
@@ -156,6 +157,41 @@ var _ = Describe("Pod webhook", func() {
 		create(ctx, pod)
 		Expect(sidecarOf(pod)).NotTo(BeNil())
 		Expect(volumeOf(pod, webhooks.PayloadVolumeName)).NotTo(BeNil())
+	})
+
+	It("refers the instances it admits ahead of the controller to their service's shared document, which it stores", func() {
+		// A service and its VMs applied together: the Pods are admitted
+		// before the controller has reconciled the service at all.
+		stopManager()
+		startWebhooksAlone()
+		DeferCleanup(func() {
+			stopManager()
+			startManager()
+		})
+		const userData = "#cloud-config\nhostname: shared\n"
+		mds := newMDS(ns, "web", imdsv1alpha1.MetadataServiceSpec{UserData: &imdsv1alpha1.DataSource{Inline: ptr(userData)}})
+		create(ctx, mds)
+		for _, name := range []string{"vm1", "vm2", "vm3"} {
+			vmi := newVMI(ns, name, nil)
+			create(ctx, vmi)
+			pod := launcherPod(vmi)
+			create(ctx, pod)
+			Expect(sidecarOf(pod)).NotTo(BeNil(), name)
+
+			var s corev1.Secret
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: imdsv1alpha1.PayloadSecretName(name)}, &s)).To(Succeed())
+			doc, err := payload.Parse(s.Data[payload.SecretKey])
+			Expect(err).NotTo(HaveOccurred())
+			Expect(doc.Shared).To(Equal(&payload.SharedRef{MetadataService: "web"}), "%s refers to the shared document", name)
+			Expect(doc.UserData).To(BeEmpty(), "%s holds no copy", name)
+		}
+
+		By("the shared document holds the user-data")
+		var shared corev1.Secret
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: imdsv1alpha1.SharedPayloadSecretName("web")}, &shared)).To(Succeed())
+		doc, err := payload.ParseShared(shared.Data[payload.SharedKey])
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(doc.UserData)).To(Equal(userData))
 	})
 
 	It("leaves the Pod of an unselected VMI alone", func() {
