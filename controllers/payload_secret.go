@@ -69,7 +69,9 @@ func desiredPayloadSecret(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.Vir
 
 // RenderPayload renders vmi's payload as mds serves it, from the sources as
 // the cache has them, without writing anything; it fails when a source is
-// missing or invalid, as the reconcile would.
+// missing or invalid, as the reconcile would. The document refers to the
+// service's shared document even before that is stored: WritePayload stores
+// it first.
 func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imdsv1alpha1.MetadataService,
 	vmi *kubevirtv1.VirtualMachineInstance) (*payload.Document, error) {
 	src, err := r.resolveSources(ctx, mds)
@@ -83,14 +85,6 @@ func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imds
 	}
 	if stored {
 		r.sharedAhead.Delete(sharedAheadKey(mds))
-	} else {
-		if stored, err = r.storeSharedAhead(ctx, mds, src); err != nil {
-			// The document holds its own copy: served all the same.
-			log.FromContext(ctx).Error(err, "storing the shared payload ahead of the controller", "metadataService", mds.Name)
-		}
-		if !stored {
-			return doc, nil
-		}
 	}
 	pods, err := r.launcherPodsOf(ctx, vmi)
 	if err != nil {
@@ -163,10 +157,18 @@ func (r *MetadataServiceReconciler) retryService(mds *imdsv1alpha1.MetadataServi
 // The Pod webhook calls it when a launcher Pod arrives before the reconcile
 // that would write the Secret: in a boot storm, reconciles lag VM creation by
 // seconds. Both render from the same objects, so whichever writes first, the
-// other finds the Secret current.
+// other finds the Secret current. A document that refers to the service's
+// shared document is written after that is stored (storeSharedAhead).
 func (r *MetadataServiceReconciler) WritePayload(ctx context.Context, mds *imdsv1alpha1.MetadataService,
 	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) error {
-	wrote, err := r.ensurePayloadSecret(ctx, mds, vmi, doc)
+	var err error
+	if doc.Shared != nil {
+		err = r.storeSharedAhead(ctx, mds)
+	}
+	wrote := false
+	if err == nil {
+		wrote, err = r.ensurePayloadSecret(ctx, mds, vmi, doc)
+	}
 	r.endClaim(vmi.UID, wrote, err)
 	if err != nil {
 		r.retryService(mds)

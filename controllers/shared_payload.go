@@ -29,7 +29,7 @@ import (
 // rendered, or one of the instance's launcher Pods runs a sidecar whose
 // volume does not carry this service's shared Secret (a Pod injected before
 // the operator shared payloads, or before the instance changed service). The
-// Pod webhook, rendering ahead of the controller, stores the shared Secret
+// Pod webhook, writing ahead of the controller, stores the shared Secret
 // itself when the cache does not show it yet (storeSharedAhead).
 
 // desiredSharedSecret is the shared payload Secret of mds for src, owned by
@@ -105,22 +105,29 @@ func sharedAheadKey(mds *imdsv1alpha1.MetadataService) string {
 	return mds.Namespace + "/" + imdsv1alpha1.SharedPayloadSecretName(mds.Name)
 }
 
-// storeSharedAhead stores the shared payload Secret of mds for the Pod
-// webhook, which renders ahead of the controller, and reports whether the
-// instance's document may refer to it. A service and its VMs applied
-// together (a boot storm, a GitOps sync) would otherwise give every VM
-// admitted before the controller's first reconcile its own copy, which that
-// reconcile then rewrites: one more write per VM. Concurrent admissions
-// share one write, and the ones that follow, until the cache shows the
-// Secret, none.
-func (r *MetadataServiceReconciler) storeSharedAhead(ctx context.Context, mds *imdsv1alpha1.MetadataService, src *resolvedSources) (bool, error) {
+// storeSharedAhead stores the shared payload Secret of mds before the Pod
+// webhook writes an instance's document that refers to it, unless the cache
+// shows it current. A service and its VMs applied together (a boot storm, a
+// GitOps sync) are admitted before the controller's first reconcile of the
+// service; without it each of those VMs would hold its own copy of the
+// user-data, which that reconcile then rewrites: one more write per VM.
+// Concurrent writers share one write, and the ones that follow, until the
+// cache shows the Secret, none.
+func (r *MetadataServiceReconciler) storeSharedAhead(ctx context.Context, mds *imdsv1alpha1.MetadataService) error {
+	src, err := r.resolveSources(ctx, mds)
+	if err != nil {
+		return err
+	}
+	if stored, err := r.sharedStored(ctx, mds, src); err != nil || stored {
+		return err
+	}
 	want, err := desiredSharedSecret(mds, src)
 	if err != nil {
-		return false, err
+		return err
 	}
 	digest, key := dataDigest(want.Data), sharedAheadKey(mds)
 	if w, ok := r.sharedAhead.Load(key); ok && w.(sharedWrite).digest == digest && time.Since(w.(sharedWrite).at) < sharedAheadTTL {
-		return true, nil
+		return nil
 	}
 	_, err, _ = r.sharedWrites.Do(key+"/"+digest, func() (any, error) {
 		if _, _, err := r.ensureOwnSecret(ctx, want); err != nil {
@@ -129,7 +136,7 @@ func (r *MetadataServiceReconciler) storeSharedAhead(ctx context.Context, mds *i
 		r.sharedAhead.Store(key, sharedWrite{digest: digest, at: time.Now()})
 		return nil, nil
 	})
-	return err == nil, err
+	return err
 }
 
 // holdsOwnCopy reports whether vmi's document must hold its own user-data

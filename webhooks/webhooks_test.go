@@ -177,13 +177,17 @@ var _ = Describe("Pod webhook", func() {
 			pod := launcherPod(vmi)
 			create(ctx, pod)
 			Expect(sidecarOf(pod)).NotTo(BeNil(), name)
-
-			var s corev1.Secret
-			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: imdsv1alpha1.PayloadSecretName(name)}, &s)).To(Succeed())
-			doc, err := payload.Parse(s.Data[payload.SecretKey])
-			Expect(err).NotTo(HaveOccurred())
-			Expect(doc.Shared).To(Equal(&payload.SharedRef{MetadataService: "web"}), "%s refers to the shared document", name)
-			Expect(doc.UserData).To(BeEmpty(), "%s holds no copy", name)
+		}
+		for _, name := range []string{"vm1", "vm2", "vm3"} {
+			// Written once the admission has returned.
+			Eventually(func(g Gomega) {
+				var s corev1.Secret
+				g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: imdsv1alpha1.PayloadSecretName(name)}, &s)).To(Succeed())
+				doc, err := payload.Parse(s.Data[payload.SecretKey])
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(doc.Shared).To(Equal(&payload.SharedRef{MetadataService: "web"}), "%s refers to the shared document", name)
+				g.Expect(doc.UserData).To(BeEmpty(), "%s holds no copy", name)
+			}).Should(Succeed())
 		}
 
 		By("the shared document holds the user-data")
