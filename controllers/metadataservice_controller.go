@@ -94,8 +94,8 @@ type MetadataServiceReconciler struct {
 	// owed one more.
 	retry chan event.GenericEvent
 	// sharedAhead remembers, per service, the shared payload Secret the Pod
-	// webhook found or wrote (storeSharedAhead) until the cache shows it;
-	// sharedWrites makes concurrent admissions share that write.
+	// webhook's writes stored (storeSharedAhead) until the cache shows it;
+	// sharedWrites makes concurrent writes share one.
 	sharedAhead  sync.Map
 	sharedWrites singleflight.Group
 }

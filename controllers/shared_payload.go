@@ -78,6 +78,12 @@ func (r *MetadataServiceReconciler) sharedStored(ctx context.Context, mds *imdsv
 	if err != nil {
 		return false, err
 	}
+	return r.cachedAs(ctx, want)
+}
+
+// cachedAs reports whether the cache holds want, a shared payload Secret,
+// with its content.
+func (r *MetadataServiceReconciler) cachedAs(ctx context.Context, want *corev1.Secret) (bool, error) {
 	var have corev1.Secret
 	switch err := r.Get(ctx, client.ObjectKeyFromObject(want), &have); {
 	case apierrors.IsNotFound(err):
@@ -93,8 +99,8 @@ func (r *MetadataServiceReconciler) sharedStored(ctx context.Context, mds *imdsv
 // showing it: the cache shows it long before.
 const sharedAheadTTL = time.Minute
 
-// sharedWrite is a shared payload Secret that storeSharedAhead found or
-// wrote: its data's digest, and when.
+// sharedWrite is a shared payload Secret that storeSharedAhead stored: its
+// data's digest, and when.
 type sharedWrite struct {
 	digest string
 	at     time.Time
@@ -118,9 +124,6 @@ func (r *MetadataServiceReconciler) storeSharedAhead(ctx context.Context, mds *i
 	if err != nil {
 		return err
 	}
-	if stored, err := r.sharedStored(ctx, mds, src); err != nil || stored {
-		return err
-	}
 	want, err := desiredSharedSecret(mds, src)
 	if err != nil {
 		return err
@@ -128,6 +131,9 @@ func (r *MetadataServiceReconciler) storeSharedAhead(ctx context.Context, mds *i
 	digest, key := dataDigest(want.Data), sharedAheadKey(mds)
 	if w, ok := r.sharedAhead.Load(key); ok && w.(sharedWrite).digest == digest && time.Since(w.(sharedWrite).at) < sharedAheadTTL {
 		return nil
+	}
+	if stored, err := r.cachedAs(ctx, want); err != nil || stored {
+		return err
 	}
 	_, err, _ = r.sharedWrites.Do(key+"/"+digest, func() (any, error) {
 		if _, _, err := r.ensureOwnSecret(ctx, want); err != nil {
