@@ -93,9 +93,10 @@ type MetadataServiceReconciler struct {
 	// and failed (endClaim): the reconciles that left those VMIs to it are
 	// owed one more.
 	retry chan event.GenericEvent
-	// sharedAhead remembers, per service, the shared payload Secret the Pod
-	// webhook's writes stored (storeSharedAhead) until the cache shows it;
-	// sharedWrites makes concurrent writes share one.
+	// sharedAhead holds, per service, the shared payload Secret that the Pod
+	// webhook's documents refer to while the cache does not show it
+	// (expectShared, storeSharedAhead); sharedWrites makes concurrent writes
+	// of it share one.
 	sharedAhead  sync.Map
 	sharedWrites singleflight.Group
 }

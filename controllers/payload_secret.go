@@ -71,7 +71,7 @@ func desiredPayloadSecret(mds *imdsv1alpha1.MetadataService, vmi *kubevirtv1.Vir
 // the cache has them, without writing anything; it fails when a source is
 // missing or invalid, as the reconcile would. The document refers to the
 // service's shared document even before that is stored: WritePayload stores
-// it first.
+// it first (expectShared).
 func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imdsv1alpha1.MetadataService,
 	vmi *kubevirtv1.VirtualMachineInstance) (*payload.Document, error) {
 	src, err := r.resolveSources(ctx, mds)
@@ -79,7 +79,7 @@ func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imds
 		return nil, err
 	}
 	doc := timedRender(mds, src, vmi, r.ec2Inputs(ctx, vmi))
-	stored, err := r.sharedStored(ctx, mds, src)
+	want, stored, err := r.sharedStored(ctx, mds, src)
 	if err != nil {
 		return doc, err
 	}
@@ -92,6 +92,9 @@ func (r *MetadataServiceReconciler) RenderPayload(ctx context.Context, mds *imds
 	}
 	if !holdsOwnCopy(vmi, pods, imdsv1alpha1.SharedPayloadSecretName(mds.Name)) {
 		referShared(doc, mds)
+		if !stored {
+			r.expectShared(mds, want)
+		}
 	}
 	return doc, nil
 }

@@ -70,28 +70,23 @@ func (r *MetadataServiceReconciler) ensureSharedPayload(ctx context.Context, mds
 	return true, nil
 }
 
-// sharedStored reports whether the cache holds the shared payload Secret of
-// mds as it would be rendered from src: the Pod webhook, rendering ahead of
-// the controller, refers to it only then.
-func (r *MetadataServiceReconciler) sharedStored(ctx context.Context, mds *imdsv1alpha1.MetadataService, src *resolvedSources) (bool, error) {
+// sharedStored renders the shared payload Secret of mds for src and
+// reports whether the cache holds it so: the Pod webhook, rendering ahead of
+// the controller, has it stored before it writes a document that refers to
+// it (expectShared, storeSharedAhead).
+func (r *MetadataServiceReconciler) sharedStored(ctx context.Context, mds *imdsv1alpha1.MetadataService, src *resolvedSources) (*corev1.Secret, bool, error) {
 	want, err := desiredSharedSecret(mds, src)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
-	return r.cachedAs(ctx, want)
-}
-
-// cachedAs reports whether the cache holds want, a shared payload Secret,
-// with its content.
-func (r *MetadataServiceReconciler) cachedAs(ctx context.Context, want *corev1.Secret) (bool, error) {
 	var have corev1.Secret
 	switch err := r.Get(ctx, client.ObjectKeyFromObject(want), &have); {
 	case apierrors.IsNotFound(err):
-		return false, nil
+		return want, false, nil
 	case err != nil:
-		return false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
+		return nil, false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
 	}
-	return have.Type == want.Type && slices.Equal(have.Data[payload.SharedKey], want.Data[payload.SharedKey]), nil
+	return want, have.Type == want.Type && slices.Equal(have.Data[payload.SharedKey], want.Data[payload.SharedKey]), nil
 }
 
 // sharedAheadTTL bounds how long a shared payload Secret written ahead of
@@ -99,47 +94,58 @@ func (r *MetadataServiceReconciler) cachedAs(ctx context.Context, want *corev1.S
 // showing it: the cache shows it long before.
 const sharedAheadTTL = time.Minute
 
-// sharedWrite is a shared payload Secret that storeSharedAhead stored: its
-// data's digest, and when.
-type sharedWrite struct {
-	digest string
-	at     time.Time
+// sharedAhead is a service's shared payload Secret that the Pod webhook's
+// documents refer to while the cache does not show it: the Secret as
+// rendered, its data's digest, and when it was written (zero until then).
+type sharedAhead struct {
+	want      *corev1.Secret
+	digest    string
+	writtenAt time.Time
 }
 
-// sharedAheadKey is the key of mds's shared payload Secret in sharedAhead.
+// sharedAheadKey is the key of mds's shared payload Secret in
+// MetadataServiceReconciler.sharedAhead.
 func sharedAheadKey(mds *imdsv1alpha1.MetadataService) string {
 	return mds.Namespace + "/" + imdsv1alpha1.SharedPayloadSecretName(mds.Name)
 }
 
-// storeSharedAhead stores the shared payload Secret of mds before the Pod
-// webhook writes an instance's document that refers to it, unless the cache
-// shows it current. A service and its VMs applied together (a boot storm, a
-// GitOps sync) are admitted before the controller's first reconcile of the
+// expectShared records that a document rendered at admission refers to
+// want, the shared payload Secret of mds, which the cache does not show:
+// storeSharedAhead writes it before that document. One written moments ago
+// with the same content is not written again.
+func (r *MetadataServiceReconciler) expectShared(mds *imdsv1alpha1.MetadataService, want *corev1.Secret) {
+	key, digest := sharedAheadKey(mds), dataDigest(want.Data)
+	if v, ok := r.sharedAhead.Load(key); ok {
+		if a := v.(sharedAhead); a.digest == digest && (a.writtenAt.IsZero() || time.Since(a.writtenAt) < sharedAheadTTL) {
+			return
+		}
+	}
+	r.sharedAhead.Store(key, sharedAhead{want: want, digest: digest})
+}
+
+// storeSharedAhead writes the shared payload Secret of mds that expectShared
+// recorded, before the Pod webhook writes an instance's document that refers
+// to it. A service and its VMs applied together (a boot storm, a GitOps
+// sync) are admitted before the controller's first reconcile of the
 // service; without it each of those VMs would hold its own copy of the
 // user-data, which that reconcile then rewrites: one more write per VM.
-// Concurrent writers share one write, and the ones that follow, until the
-// cache shows the Secret, none.
+// Concurrent writers share one write; with nothing recorded (the cache
+// showed the Secret at admission) there is nothing to do.
 func (r *MetadataServiceReconciler) storeSharedAhead(ctx context.Context, mds *imdsv1alpha1.MetadataService) error {
-	src, err := r.resolveSources(ctx, mds)
-	if err != nil {
-		return err
-	}
-	want, err := desiredSharedSecret(mds, src)
-	if err != nil {
-		return err
-	}
-	digest, key := dataDigest(want.Data), sharedAheadKey(mds)
-	if w, ok := r.sharedAhead.Load(key); ok && w.(sharedWrite).digest == digest && time.Since(w.(sharedWrite).at) < sharedAheadTTL {
+	key := sharedAheadKey(mds)
+	v, ok := r.sharedAhead.Load(key)
+	if !ok || !v.(sharedAhead).writtenAt.IsZero() {
 		return nil
 	}
-	if stored, err := r.cachedAs(ctx, want); err != nil || stored {
-		return err
-	}
-	_, err, _ = r.sharedWrites.Do(key+"/"+digest, func() (any, error) {
-		if _, _, err := r.ensureOwnSecret(ctx, want); err != nil {
+	a := v.(sharedAhead)
+	_, err, _ := r.sharedWrites.Do(key+"/"+a.digest, func() (any, error) {
+		// Create fills in the object it is given: write a copy.
+		if _, _, err := r.ensureOwnSecret(ctx, a.want.DeepCopy()); err != nil {
 			return nil, fmt.Errorf("shared payload: %w", err)
 		}
-		r.sharedAhead.Store(key, sharedWrite{digest: digest, at: time.Now()})
+		written := a
+		written.writtenAt = time.Now()
+		r.sharedAhead.CompareAndSwap(key, a, written)
 		return nil, nil
 	})
 	return err

@@ -302,7 +302,7 @@ func (st *stormEnv) startManager() *stormManager {
 		Controller:             config.Controller{SkipNameValidation: new(true)},
 	})
 	st.must(err)
-	reconciler := &controllers.MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds")}
+	reconciler := newReconciler(mgr)
 	st.must(reconciler.SetupWithManager(mgr))
 	st.must(webhooks.SetupWithManager(mgr, webhooks.Options{Sidecar: webhooks.SidecarOptions{Image: sidecarImage}, Payload: reconciler}))
 	stop := controlplane.RunManager(mgr)

@@ -116,10 +116,7 @@ func startManagerWith(o webhooks.Options) {
 // server accepts connections and the cache has synced. It returns the stop.
 func startStackManager(env *envtest.Environment, cfg *rest.Config, o webhooks.Options) func() error {
 	mgr := newManager(env, cfg, env.WebhookInstallOptions.LocalServingCertDir)
-	reconciler := &controllers.MetadataServiceReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("kubevirt-imds"),
-	}
+	reconciler := newReconciler(mgr)
 	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
 	if o.Payload == nil {
 		o.Payload = reconciler
@@ -136,9 +133,15 @@ func startWebhooksAlone() {
 	env := testEnv
 	mgr := newManager(env, cfg, env.WebhookInstallOptions.LocalServingCertDir)
 	o := defaultOptions()
-	o.Payload = &controllers.MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds")}
+	o.Payload = newReconciler(mgr)
 	Expect(webhooks.SetupWithManager(mgr, o)).To(Succeed())
 	stopManagerFunc = runManager(env, mgr)
+}
+
+// newReconciler is the controller's reconciler, its options at their
+// defaults.
+func newReconciler(mgr ctrl.Manager) *controllers.MetadataServiceReconciler {
+	return &controllers.MetadataServiceReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubevirt-imds")}
 }
 
 // newManager is a manager wired as manager_cmd.go wires it (client QPS and
