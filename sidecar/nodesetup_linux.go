@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nlenc"
 	"golang.org/x/sys/unix"
 
 	"github.com/kubevirt-imds/kubevirt-imds/sidecar/network"
@@ -17,10 +19,11 @@ import (
 // nodeSetupWatcher reports, in network-setup mode "node", whether the node
 // agent has put 169.254.169.254 on veth-imds and attached it to the bridge.
 // It only reads netlink and subscribes to its link and address events, which
-// need no capability. It speaks rtnetlink through mdlayher/netlink rather
-// than vishvananda/netlink, whose every receive allocates 64 KiB: the agent's
-// plumbing makes dozens of events, and that garbage, below the collector's
-// first goal, would stay resident in every VM's sidecar.
+// need no capability. It speaks rtnetlink through mdlayher/netlink (not
+// vishvananda/netlink, whose every receive allocates 64 KiB) and one receive
+// buffer of its own (rtnetlink_linux.go): the agent's plumbing makes dozens
+// of events, and their garbage, below the collector's first goal, would stay
+// resident in every VM's sidecar.
 type nodeSetupWatcher struct {
 	Inputs   network.Inputs
 	OnStatus func(network.Status)
@@ -33,11 +36,11 @@ const dumpRetries = 3
 // Run reports a status on start and after every link or address change,
 // until ctx ends.
 func (w *nodeSetupWatcher) Run(ctx context.Context) error {
-	events, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR})
+	events, err := dialRTNL(&netlink.Config{Groups: unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR})
 	if err != nil {
 		return fmt.Errorf("subscribing to link and address events: %w", err)
 	}
-	dumps, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	dumps, err := dialRTNL(nil)
 	if err != nil {
 		events.Close()
 		return fmt.Errorf("opening netlink: %w", err)
@@ -50,20 +53,15 @@ func (w *nodeSetupWatcher) Run(ctx context.Context) error {
 	received := make(chan struct{})
 	go func() {
 		defer close(received)
-		for {
-			_, err := events.Receive()
-			if err != nil && !errors.Is(err, unix.ENOBUFS) { // ENOBUFS: events were lost; looking again covers them
-				failed <- err
-				return
-			}
+		failed <- drainEvents(events.raw, func() {
 			select {
 			case changed <- struct{}{}:
 			default:
 			}
-		}
+		})
 	}()
 	defer func() {
-		events.Close() // ends the Receive above
+		events.Close() // ends drainEvents
 		<-received
 	}()
 
@@ -83,7 +81,7 @@ func (w *nodeSetupWatcher) Run(ctx context.Context) error {
 }
 
 // observe is one look at the namespace.
-func (w *nodeSetupWatcher) observe(c *netlink.Conn) network.Status {
+func (w *nodeSetupWatcher) observe(c *rtnlConn) network.Status {
 	links, err := dumpLinks(c)
 	if err != nil {
 		return network.Status{Err: fmt.Errorf("listing links: %w", err)}
@@ -99,74 +97,65 @@ func (w *nodeSetupWatcher) observe(c *netlink.Conn) network.Status {
 	return network.AttachedStatus(links, w.Inputs)
 }
 
-// dump runs an rtnetlink dump request, reading it again while the kernel
-// marks it interrupted.
-func dump(c *netlink.Conn, typ netlink.HeaderType, body []byte) ([]netlink.Message, error) {
-	for range dumpRetries {
-		msgs, err := c.Execute(netlink.Message{Header: netlink.Header{Type: typ, Flags: netlink.Request | netlink.Dump}, Data: body})
-		if err != nil {
-			return nil, err
-		}
-		interrupted := false
-		for _, m := range msgs {
-			interrupted = interrupted || m.Header.Flags&netlink.DumpInterrupted != 0
-		}
-		if !interrupted {
-			return msgs, nil
-		}
-	}
-	return nil, fmt.Errorf("the dump was interrupted %d times in a row", dumpRetries)
-}
+// linkRequest and addrRequest are the dump requests' bodies: a zero struct
+// ifinfomsg (every link), a struct ifaddrmsg of family AF_INET.
+var (
+	linkRequest = make([]byte, unix.SizeofIfInfomsg)
+	addrRequest = append([]byte{unix.AF_INET}, make([]byte, unix.SizeofIfAddrmsg-1)...)
+)
 
 // dumpLinks lists the namespace's links: what AttachedStatus needs of them.
-func dumpLinks(c *netlink.Conn) ([]network.Link, error) {
-	msgs, err := dump(c, unix.RTM_GETLINK, make([]byte, unix.SizeofIfInfomsg))
-	if err != nil {
-		return nil, err
+func dumpLinks(c *rtnlConn) ([]network.Link, error) {
+	var links []network.Link
+	err := c.dump(unix.RTM_GETLINK, linkRequest, func() { links = links[:0] }, func(m netlink.Message) error {
+		l, ok, err := parseLink(m)
+		if ok {
+			links = append(links, l)
+		}
+		return err
+	})
+	return links, err
+}
+
+// parseLink reads an RTM_NEWLINK message; ok is false for any other.
+func parseLink(m netlink.Message) (l network.Link, ok bool, err error) {
+	if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
+		return l, false, nil
 	}
-	links := make([]network.Link, 0, len(msgs))
-	for _, m := range msgs {
-		if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
-			continue
-		}
-		// struct ifinfomsg: family, pad, type (u16), index (s32), flags (u32), change (u32).
-		l := network.Link{
-			Index:     int(int32(binary.NativeEndian.Uint32(m.Data[4:8]))),
-			Up:        binary.NativeEndian.Uint32(m.Data[8:12])&unix.IFF_UP != 0,
-			Kind:      "device",
-			ARPIgnore: -1,
-		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[unix.SizeofIfInfomsg:])
-		if err != nil {
-			return nil, err
-		}
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.IFLA_IFNAME:
-				l.Name = ad.String()
-			case unix.IFLA_ADDRESS:
-				l.MAC = net.HardwareAddr(ad.Bytes())
-			case unix.IFLA_MASTER:
-				l.MasterIndex = int(ad.Uint32())
-			case unix.IFLA_MTU:
-				l.MTU = int(ad.Uint32())
-			case unix.IFLA_LINKINFO:
-				ad.Nested(func(info *netlink.AttributeDecoder) error {
-					for info.Next() {
-						if info.Type() == unix.IFLA_INFO_KIND {
-							l.Kind = linkKind(info.String())
-						}
-					}
-					return nil
-				})
+	// struct ifinfomsg: family, pad, type (u16), index (s32), flags (u32), change (u32).
+	l = network.Link{
+		Index:     int(int32(binary.NativeEndian.Uint32(m.Data[4:8]))),
+		Up:        binary.NativeEndian.Uint32(m.Data[8:12])&unix.IFF_UP != 0,
+		Kind:      "device",
+		ARPIgnore: -1,
+	}
+	var nested error
+	err = attrs(m.Data[unix.SizeofIfInfomsg:], func(typ uint16, data []byte) {
+		switch typ {
+		case unix.IFLA_IFNAME:
+			l.Name = nlenc.String(data)
+		case unix.IFLA_ADDRESS:
+			l.MAC = slices.Clone(net.HardwareAddr(data))
+		case unix.IFLA_MASTER:
+			if len(data) == 4 {
+				l.MasterIndex = int(nlenc.Uint32(data))
 			}
+		case unix.IFLA_MTU:
+			if len(data) == 4 {
+				l.MTU = int(nlenc.Uint32(data))
+			}
+		case unix.IFLA_LINKINFO:
+			nested = attrs(data, func(typ uint16, data []byte) {
+				if typ == unix.IFLA_INFO_KIND {
+					l.Kind = linkKind(nlenc.String(data))
+				}
+			})
 		}
-		if err := ad.Err(); err != nil {
-			return nil, fmt.Errorf("link %d: %w", l.Index, err)
-		}
-		links = append(links, l)
+	})
+	if err = errors.Join(err, nested); err != nil {
+		return l, false, fmt.Errorf("link %d: %w", l.Index, err)
 	}
-	return links, nil
+	return l, true, nil
 }
 
 // linkKind names an IFLA_INFO_KIND as network.Link.Kind does (netlink's
@@ -179,36 +168,25 @@ func linkKind(kind string) string {
 }
 
 // dumpIPv4Addrs lists the IPv4 addresses of the link with ifindex index.
-func dumpIPv4Addrs(c *netlink.Conn, index int) ([]netip.Prefix, error) {
-	// struct ifaddrmsg: family, prefixlen, flags, scope (u8 each), index (u32).
-	req := make([]byte, unix.SizeofIfAddrmsg)
-	req[0] = unix.AF_INET
-	msgs, err := dump(c, unix.RTM_GETADDR, req)
-	if err != nil {
-		return nil, err
-	}
+func dumpIPv4Addrs(c *rtnlConn, index int) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, m := range msgs {
+	err := c.dump(unix.RTM_GETADDR, addrRequest, func() { out = out[:0] }, func(m netlink.Message) error {
+		// struct ifaddrmsg: family, prefixlen, flags, scope (u8 each), index (u32).
 		if m.Header.Type != unix.RTM_NEWADDR || len(m.Data) < unix.SizeofIfAddrmsg || m.Data[0] != unix.AF_INET ||
 			int(binary.NativeEndian.Uint32(m.Data[4:8])) != index {
-			continue
-		}
-		bits := int(m.Data[1])
-		ad, err := netlink.NewAttributeDecoder(m.Data[unix.SizeofIfAddrmsg:])
-		if err != nil {
-			return nil, err
+			return nil
 		}
 		var local, address netip.Addr
-		for ad.Next() {
-			switch ad.Type() {
+		err := attrs(m.Data[unix.SizeofIfAddrmsg:], func(typ uint16, data []byte) {
+			switch typ {
 			case unix.IFA_LOCAL:
-				local, _ = netip.AddrFromSlice(ad.Bytes())
+				local, _ = netip.AddrFromSlice(data)
 			case unix.IFA_ADDRESS:
-				address, _ = netip.AddrFromSlice(ad.Bytes())
+				address, _ = netip.AddrFromSlice(data)
 			}
-		}
-		if err := ad.Err(); err != nil {
-			return nil, err
+		})
+		if err != nil {
+			return err
 		}
 		// IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's
 		// on point-to-point links and the same otherwise.
@@ -216,8 +194,9 @@ func dumpIPv4Addrs(c *netlink.Conn, index int) ([]netip.Prefix, error) {
 			local = address
 		}
 		if local.Is4() {
-			out = append(out, netip.PrefixFrom(local, bits))
+			out = append(out, netip.PrefixFrom(local, int(m.Data[1])))
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
