@@ -1,12 +1,12 @@
 package render
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"unicode/utf8"
 
-	"sigs.k8s.io/yaml"
+	"go.yaml.in/yaml/v2"
 
 	"github.com/kubevirt-imds/kubevirt-imds/api/payload"
 )
@@ -192,59 +192,51 @@ func NetworkConfigV1(d *payload.Document) ([]byte, error) {
 	return marshalYAML(map[string]any{"network": map[string]any{"version": 1, "config": config}})
 }
 
-// marshalYAML encodes v as YAML with sorted keys. It goes through JSON (as
-// sigs.k8s.io/yaml does), escaping the characters a YAML reader refuses
-// raw on the way, so that any string in the document can be rendered.
+// marshalYAML encodes v as YAML with sorted keys. It goes through JSON, as
+// sigs.k8s.io/yaml's JSONToYAML does, so the json tags name the keys; the
+// JSON is read back with encoding/json (numbers kept exact, as the YAML
+// parser JSONToYAML uses would type them) rather than parsed as YAML, which
+// cost every sidecar a YAML parser and its garbage for nothing.
 func marshalYAML(v any) ([]byte, error) {
 	j, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("encoding YAML: %w", err)
 	}
-	out, err := yaml.JSONToYAML(escapeNonPrintable(j))
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber()
+	var tree any
+	if err := dec.Decode(&tree); err != nil {
+		return nil, fmt.Errorf("encoding YAML: %w", err)
+	}
+	out, err := yaml.Marshal(yamlValue(tree))
 	if err != nil {
 		return nil, fmt.Errorf("encoding YAML: %w", err)
 	}
 	return out, nil
 }
 
-// escapeNonPrintable rewrites, in JSON text, every character outside YAML's
-// printable set as a \u escape. Such characters can only occur inside JSON
-// strings (everything else is ASCII), where the escape means the same.
-func escapeNonPrintable(j []byte) []byte {
-	var out []byte
-	for i := 0; i < len(j); {
-		r, size := utf8.DecodeRune(j[i:])
-		if yamlPrintable(r) {
-			if out != nil {
-				out = append(out, j[i:i+size]...)
-			}
-			i += size
-			continue
+// yamlValue turns JSON's numbers in a decoded tree into the integers or
+// floats the YAML encoder writes as numbers, in place.
+func yamlValue(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			v[k] = yamlValue(e)
 		}
-		if out == nil {
-			out = append(make([]byte, 0, len(j)+16), j[:i]...)
+	case []any:
+		for i, e := range v {
+			v[i] = yamlValue(e)
 		}
-		// Every non-printable rune is below U+10000: one escape suffices.
-		out = fmt.Appendf(out, `\u%04x`, r)
-		i += size
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return i
+		}
+		if f, err := v.Float64(); err == nil {
+			return f
+		}
+		return v.String()
 	}
-	if out == nil {
-		return j
-	}
-	return out
-}
-
-// yamlPrintable is YAML 1.1's set of characters allowed in a stream.
-func yamlPrintable(r rune) bool {
-	switch {
-	case r == 0x09, r == 0x0A, r == 0x0D, r >= 0x20 && r <= 0x7E, r == 0x85:
-		return true
-	case r >= 0xA0 && r <= 0xD7FF, r >= 0xE000 && r <= 0xFFFD && r != 0xFEFF:
-		return true
-	case r >= 0x10000 && r <= 0x10FFFF:
-		return true
-	}
-	return false
+	return v
 }
 
 // matchable returns the NICs a configuration can name by MAC address: none

@@ -435,3 +435,24 @@ func TestNetworkConfigWaitsForThePrimaryMAC(t *testing.T) {
 		}
 	}
 }
+
+// TestAnyStringRenders: the YAML dialects render every string the document
+// can hold, control characters and YAML's own line breaks included, and a
+// YAML reader gets it back unchanged.
+func TestAnyStringRenders(t *testing.T) {
+	for _, s := range []string{"tab\there", "ctl\x01\x7f", "nel\u0085line", "bom\ufeff", "line\u2028sep", "😀", "yes", "0x1F", "- a", "multi\nline\n"} {
+		d := storetest.Document()
+		d.Instance.Hostname = s
+		out, err := NoCloudMetaData(d)
+		if err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		var md map[string]any
+		if err := yaml.Unmarshal(out, &md); err != nil {
+			t.Fatalf("%q: reading it back: %v\n%s", s, err, out)
+		}
+		if md["hostname"] != s {
+			t.Errorf("hostname %q came back as %q\n%s", s, md["hostname"], out)
+		}
+	}
+}

@@ -102,6 +102,16 @@ func buildSnapshot(doc *payload.Document) (*snapshot, error) {
 		}
 	}
 
+	// NoCloud's network-config is /v1/network-config's version 2: rendered
+	// once, for whichever dialect asks first.
+	var v2 *resource
+	networkConfigV2 := func() *resource {
+		if v2 == nil {
+			v2 = rendered(contentYAML)(render.NoCloudNetworkConfig(doc))
+		}
+		return v2
+	}
+
 	if doc.Serves(payload.DialectNoCloud) {
 		// Every NoCloud file is served, "none" as an empty 200: cloud-init
 		// fails the whole datasource when user-data cannot be fetched, and
@@ -111,7 +121,7 @@ func buildSnapshot(doc *payload.Document) (*snapshot, error) {
 		// network-config are none to it; the guest keeps its fallback
 		// network.
 		s.files["/nocloud/meta-data"] = rendered(contentYAML)(render.NoCloudMetaData(doc))
-		s.files["/nocloud/network-config"] = rendered(contentYAML)(render.NoCloudNetworkConfig(doc))
+		s.files["/nocloud/network-config"] = networkConfigV2()
 		s.files["/nocloud/user-data"] = newResource(doc.UserData, contentBinary)
 		s.files["/nocloud/vendor-data"] = newResource(doc.VendorData, contentBinary)
 		entries := []string{"meta-data", "network-config", "user-data", "vendor-data"}
@@ -168,7 +178,7 @@ func buildSnapshot(doc *payload.Document) (*snapshot, error) {
 			s.v1NetworkConfig = map[string]*resource{
 				"json": rendered(contentJSON)(jsonBody(doc.Network)),
 				"v1":   rendered(contentYAML)(render.NetworkConfigV1(doc)),
-				"v2":   rendered(contentYAML)(render.NetworkConfigV2(doc)),
+				"v2":   networkConfigV2(),
 				"eni":  newResource([]byte(render.ENI(doc)), contentText),
 			}
 		}
