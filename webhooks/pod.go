@@ -103,9 +103,9 @@ func (o SidecarOptions) networkSetup() NetworkSetup {
 
 // DefaultSidecarResources suit one guest's metadata traffic. The memory
 // request follows BenchmarkSidecarLoad (test/bench), for the default network
-// setup: 9.3–9.5 MiB resident idle a minute after the start (6.7–6.9 of it the
-// executable's pages, shared by every sidecar of a node) and 13.5 MiB after
-// 60,000 requests (mode "sidecar": 11.4 MiB idle); the limit leaves room for
+// setup: 8.4 MiB resident idle a minute after the start (6.6 of it the
+// executable's pages, shared by every sidecar of a node) and 13.2–13.3 MiB
+// after 60,000 requests (mode "sidecar": 11.1 MiB idle); the limit leaves room for
 // the connection budgets (sidecar/server). Requests are below the limits; in
 // a Guaranteed Pod sidecarResources raises them to the limits.
 func DefaultSidecarResources() corev1.ResourceRequirements {
