@@ -43,6 +43,8 @@ const (
 	// referenceAddr is the masquerade gateway: the guest reaches it over the
 	// same bridge and Pod kernel as 169.254.169.254.
 	referenceAddr = "10.0.2.1:8080"
+	// floorAddr is where testdata/libfloor listens, beside the bare server.
+	floorAddr = "10.0.2.1:8081"
 	// idleAt is when, after their start, the sidecar's and the bare
 	// server's idle memory is read: both have served one request and then
 	// sat without traffic, as a VM's sidecar spends nearly all its life.
@@ -59,7 +61,9 @@ const (
 // p50/p99 latency, the sidecar's throughput relative to the bare server,
 // both processes' resident memory 60 s after their start, having served one
 // request (the state a VM's sidecar spends its life in), their ratio
-// (idle-rss-ratio; goal ≤ 1.2), the sidecar's after load, its binary's size,
+// (idle-rss-ratio; goal ≤ 1.2), the same for testdata/libfloor (a bare
+// server that links the libraries the sidecar is built from and has each do
+// the least of its job: libfloor-idle-rss-ratio), the sidecar's after load, its binary's size,
 // the time from its exec to its first answer to the guest, and the CPU it
 // uses per hour idle; and, from a second Pod, the idle memory of a sidecar
 // of mode "sidecar" (the netadmin binary, which plumbs its own Pod). Needs
@@ -75,7 +79,9 @@ func BenchmarkSidecarLoad(b *testing.B) {
 		b.Fatal(err)
 	}
 	sidecarBin, loadBin, bareBin := bins.Sidecar, filepath.Join(dir, "loadtest"), filepath.Join(dir, "bareserver")
-	for bin, pkg := range map[string]string{loadBin: "./hack/loadtest", bareBin: "./test/bench/testdata/bareserver"} {
+	floorBin := filepath.Join(dir, "libfloor")
+	for bin, pkg := range map[string]string{loadBin: "./hack/loadtest", bareBin: "./test/bench/testdata/bareserver",
+		floorBin: "./test/bench/testdata/libfloor"} {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, pkg)
 		cmd.Dir, cmd.Env = controlplane.RepoRoot(), append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -118,11 +124,13 @@ func BenchmarkSidecarLoad(b *testing.B) {
 	sidecar := start(b, pod, env, sidecarBin, slices.Concat(serveArgs, []string{"--network-setup=node",
 		"--listen-port=" + strconv.Itoa(webhooks.ListenPort), "--mac-seed=bench-vmi-uid", "--instance=bench/vm"})...)
 	bare := start(b, pod, env, bareBin, "-listen", referenceAddr, "-body-size", "160")
+	floor := start(b, pod, env, floorBin, "-listen", floorAddr, "-payload-dir", payloadDir)
 	plumbed := start(b, plumbedPod, env, sidecarBin, slices.Concat(serveArgs, []string{"--network-setup=sidecar"})...)
 	waitReady(b, pod)
 	waitServed(b, pod, "http://169.254.169.254"+benchPath)
 	serving := time.Since(started)
 	waitServed(b, pod, "http://"+referenceAddr+benchPath)
+	waitServed(b, pod, "http://"+floorAddr+benchPath)
 	waitReady(b, plumbedPod)
 	waitServed(b, plumbedPod, "http://169.254.169.254"+benchPath)
 	// Idle means idle: no guest traffic until a minute after the start. This
@@ -131,8 +139,10 @@ func BenchmarkSidecarLoad(b *testing.B) {
 	<-time.After(time.Until(started.Add(idleAt)))
 	idleCPU := float64(cpuTime(b, sidecar.Process.Pid)-cpuBefore) / float64(time.Since(idleFrom))
 	idle, bareIdle, plumbedIdle := rss(b, sidecar.Process.Pid), rss(b, bare.Process.Pid), rss(b, plumbed.Process.Pid)
+	floorIdle := rss(b, floor.Process.Pid)
 	b.Logf("idle sidecar: %s", memoryLine(b, sidecar.Process.Pid))
 	b.Logf("idle bare net/http server: %s", memoryLine(b, bare.Process.Pid))
+	b.Logf("idle server linking the sidecar's libraries: %s", memoryLine(b, floor.Process.Pid))
 	b.Logf("idle sidecar of mode \"sidecar\": %s", memoryLine(b, plumbed.Process.Pid))
 
 	for b.Loop() {
@@ -169,6 +179,8 @@ func BenchmarkSidecarLoad(b *testing.B) {
 	b.ReportMetric(idle/1024, "idle-rss-MiB")
 	b.ReportMetric(bareIdle/1024, "bare-idle-rss-MiB")
 	b.ReportMetric(idle/bareIdle, "idle-rss-ratio")
+	b.ReportMetric(floorIdle/1024, "libfloor-idle-rss-MiB")
+	b.ReportMetric(floorIdle/bareIdle, "libfloor-idle-rss-ratio")
 	b.ReportMetric(plumbedIdle/1024, "sidecar-mode-idle-rss-MiB")
 	b.ReportMetric(rss(b, sidecar.Process.Pid)/1024, "loaded-rss-MiB")
 	info, err := os.Stat(sidecarBin)
