@@ -29,10 +29,6 @@ type nodeSetupWatcher struct {
 	OnStatus func(network.Status)
 }
 
-// dumpRetries bounds the re-reads of a dump the kernel marked interrupted
-// (the links changed while it was read).
-const dumpRetries = 3
-
 // Run reports a status on start and after every link or address change,
 // until ctx ends.
 func (w *nodeSetupWatcher) Run(ctx context.Context) error {

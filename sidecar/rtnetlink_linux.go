@@ -23,6 +23,10 @@ import (
 // single message is larger; a datagram that does not fit grows the buffer.
 const dumpBufferSize = 16 << 10
 
+// dumpRetries bounds the re-reads of a dump the kernel marked interrupted
+// (the links changed while it was read).
+const dumpRetries = 3
+
 // errDumpInterrupted is a dump the kernel marked inconsistent: the links
 // changed while it was read.
 var errDumpInterrupted = errors.New("dump interrupted")

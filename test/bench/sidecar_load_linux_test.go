@@ -63,9 +63,9 @@ const (
 // request (the state a VM's sidecar spends its life in), their ratio
 // (idle-rss-ratio; goal ≤ 1.2), the same for testdata/libfloor (a bare
 // server that links the libraries the sidecar is built from and has each do
-// the least of its job: libfloor-idle-rss-ratio), the sidecar's after load, its binary's size,
-// the time from its exec to its first answer to the guest, and the CPU it
-// uses per hour idle; and, from a second Pod, the idle memory of a sidecar
+// the least of its job: libfloor-idle-rss-ratio), the sidecar's after load,
+// its binary's size, the time from its exec to its first answer to the
+// guest, and the CPU it uses per hour idle; and, from a second Pod, the idle memory of a sidecar
 // of mode "sidecar" (the netadmin binary, which plumbs its own Pod). Needs
 // root (network namespaces).
 func BenchmarkSidecarLoad(b *testing.B) {
