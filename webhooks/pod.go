@@ -103,10 +103,10 @@ func (o SidecarOptions) networkSetup() NetworkSetup {
 
 // DefaultSidecarResources suit one guest's metadata traffic. The memory
 // request follows BenchmarkSidecarLoad (test/bench), for the default network
-// setup: 8.4 MiB resident idle a minute after the start (6.6 of it the
+// setup: 8.4 MiB resident idle a minute after the start (6.5 of it the
 // executable's pages, shared by every sidecar of a node) and 13.2–13.3 MiB
-// after 60,000 requests (mode "sidecar": 11.1 MiB idle); the limit leaves room for
-// the connection budgets (sidecar/server). Requests are below the limits; in
+// after 60,000 requests (mode "sidecar": 11.1 MiB idle); the limit leaves
+// room for the connection budgets (sidecar/server). Requests are below the limits; in
 // a Guaranteed Pod sidecarResources raises them to the limits.
 func DefaultSidecarResources() corev1.ResourceRequirements {
 	return corev1.ResourceRequirements{
