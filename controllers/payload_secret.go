@@ -164,19 +164,24 @@ func (r *MetadataServiceReconciler) retryService(mds *imdsv1alpha1.MetadataServi
 // shared document is written after that is stored (storeSharedAhead).
 func (r *MetadataServiceReconciler) WritePayload(ctx context.Context, mds *imdsv1alpha1.MetadataService,
 	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) error {
-	var err error
-	if doc.Shared != nil {
-		err = r.storeSharedAhead(ctx, mds)
-	}
-	wrote := false
-	if err == nil {
-		wrote, err = r.ensurePayloadSecret(ctx, mds, vmi, doc)
-	}
+	wrote, err := r.writeDocument(ctx, mds, vmi, doc)
 	r.endClaim(vmi.UID, wrote, err)
 	if err != nil {
 		r.retryService(mds)
 	}
 	return err
+}
+
+// writeDocument stores the shared document doc refers to, if any, then
+// doc; it reports whether it wrote doc.
+func (r *MetadataServiceReconciler) writeDocument(ctx context.Context, mds *imdsv1alpha1.MetadataService,
+	vmi *kubevirtv1.VirtualMachineInstance, doc *payload.Document) (bool, error) {
+	if doc.Shared != nil {
+		if err := r.storeSharedAhead(ctx, mds); err != nil {
+			return false, err
+		}
+	}
+	return r.ensurePayloadSecret(ctx, mds, vmi, doc)
 }
 
 // ensurePayloadSecret creates or updates the payload Secret of vmi, writing

@@ -78,41 +78,48 @@ func (r *rtnlConn) dumpOnce(typ netlink.HeaderType, body []byte, each func(netli
 		if err != nil {
 			return err
 		}
-		for b := r.buf[:n]; len(b) >= unix.NLMSG_HDRLEN; {
-			length := int(nlenc.Uint32(b[:4]))
-			if length < unix.NLMSG_HDRLEN || length > len(b) {
-				return fmt.Errorf("malformed netlink message: length %d, %d bytes left", length, len(b))
-			}
-			var m netlink.Message
-			m.Header.Type = netlink.HeaderType(nlenc.Uint16(b[4:6]))
-			m.Header.Flags = netlink.HeaderFlags(nlenc.Uint16(b[6:8]))
-			m.Header.Sequence = nlenc.Uint32(b[8:12])
-			m.Data = b[unix.NLMSG_HDRLEN:length]
-			b = b[min(len(b), nlAlign(length)):]
-			if m.Header.Sequence != req.Header.Sequence {
-				continue // the rest of an earlier dump that ended in an error
-			}
-			interrupted = interrupted || m.Header.Flags&netlink.DumpInterrupted != 0
-			switch m.Header.Type {
-			case netlink.Done:
-				if interrupted {
-					return errDumpInterrupted
-				}
-				return nil
-			case netlink.Error:
-				if len(m.Data) < 4 {
-					return errors.New("truncated netlink error message")
-				}
-				if errno := -int32(nlenc.Uint32(m.Data[:4])); errno != 0 {
-					return fmt.Errorf("netlink dump %d: %w", typ, unix.Errno(errno))
-				}
-				return nil
-			}
-			if err := each(m); err != nil {
-				return err
-			}
+		if done, err := dumpReply(r.buf[:n], req, &interrupted, each); err != nil || done {
+			return err
 		}
 	}
+}
+
+// dumpReply hands each message of one datagram of the reply to req to each,
+// and reports whether it ended the dump. interrupted accumulates the
+// kernel's mark across the reply's datagrams.
+func dumpReply(datagram []byte, req netlink.Message, interrupted *bool, each func(netlink.Message) error) (done bool, err error) {
+	// Framed as mdlayher/netlink frames its own receives.
+	msgs, err := syscall.ParseNetlinkMessage(datagram[:nlAlign(len(datagram))])
+	if err != nil {
+		return false, fmt.Errorf("malformed netlink message: %w", err)
+	}
+	for _, raw := range msgs {
+		if raw.Header.Seq != req.Header.Sequence {
+			continue // the rest of an earlier dump that ended in an error
+		}
+		m := netlink.Message{Header: netlink.Header{Type: netlink.HeaderType(raw.Header.Type),
+			Flags: netlink.HeaderFlags(raw.Header.Flags), Sequence: raw.Header.Seq}, Data: raw.Data}
+		*interrupted = *interrupted || m.Header.Flags&netlink.DumpInterrupted != 0
+		switch m.Header.Type {
+		case netlink.Done:
+			if *interrupted {
+				return true, errDumpInterrupted
+			}
+			return true, nil
+		case netlink.Error:
+			if len(m.Data) < 4 {
+				return true, errors.New("truncated netlink error message")
+			}
+			if errno := -int32(nlenc.Uint32(m.Data[:4])); errno != 0 {
+				return true, fmt.Errorf("netlink dump %d: %w", req.Header.Type, unix.Errno(errno))
+			}
+			return true, nil
+		}
+		if err := each(m); err != nil {
+			return true, err
+		}
+	}
+	return false, nil
 }
 
 // receive reads one datagram into r.buf, growing it first when the

@@ -231,10 +231,9 @@ func yamlValue(v any) any {
 		if i, err := v.Int64(); err == nil {
 			return i
 		}
-		if f, err := v.Float64(); err == nil {
-			return f
-		}
-		return v.String()
+		// json.Marshal writes no number a float64 cannot hold.
+		f, _ := v.Float64()
+		return f
 	}
 	return v
 }
