@@ -101,17 +101,19 @@ func dumpReply(datagram []byte, req netlink.Message, interrupted *bool, each fun
 			Flags: netlink.HeaderFlags(raw.Header.Flags), Sequence: raw.Header.Seq}, Data: raw.Data}
 		*interrupted = *interrupted || m.Header.Flags&netlink.DumpInterrupted != 0
 		switch m.Header.Type {
-		case netlink.Done:
-			if *interrupted {
-				return true, errDumpInterrupted
-			}
-			return true, nil
-		case netlink.Error:
-			if len(m.Data) < 4 {
+		case netlink.Done, netlink.Error:
+			// Both end the dump, and both may carry an errno: rtnetlink ends a
+			// dump that failed part way with a done holding it.
+			switch {
+			case len(m.Data) >= 4:
+				if errno := -int32(nlenc.Uint32(m.Data[:4])); errno != 0 {
+					return true, fmt.Errorf("netlink dump %d: %w", req.Header.Type, unix.Errno(errno))
+				}
+			case m.Header.Type == netlink.Error:
 				return true, errors.New("truncated netlink error message")
 			}
-			if errno := -int32(nlenc.Uint32(m.Data[:4])); errno != 0 {
-				return true, fmt.Errorf("netlink dump %d: %w", req.Header.Type, unix.Errno(errno))
+			if *interrupted {
+				return true, errDumpInterrupted
 			}
 			return true, nil
 		}

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -73,5 +74,62 @@ func TestParseLinkKeepsNothingOfTheBuffer(t *testing.T) {
 	clear(m.Data)
 	if l.Name != "k6t-eth0" || l.Kind != "bridge" || l.MAC.String() != "02:00:00:00:00:04" {
 		t.Errorf("after the buffer was overwritten: %+v", l)
+	}
+}
+
+// datagram frames msgs as the kernel sends a reply to request 7.
+func datagram(t *testing.T, msgs ...netlink.Message) []byte {
+	t.Helper()
+	var b []byte
+	for _, m := range msgs {
+		if m.Header.Sequence == 0 {
+			m.Header.Sequence = 7
+		}
+		m.Header.Length = uint32(unix.NLMSG_HDRLEN + len(m.Data))
+		raw, err := m.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(b, raw...)
+	}
+	return b
+}
+
+func errnoData(errno unix.Errno) []byte {
+	return binary.NativeEndian.AppendUint32(nil, uint32(-int32(errno)))
+}
+
+func TestDumpReply(t *testing.T) {
+	req := netlink.Message{Header: netlink.Header{Type: unix.RTM_GETLINK, Sequence: 7}}
+	link := newLinkMessage(t, 2, 0, "eth0", "veth", true)
+	stale := newLinkMessage(t, 3, 0, "old0", "veth", true)
+	stale.Header.Sequence = 6
+	done := netlink.Message{Header: netlink.Header{Type: netlink.Done, Flags: netlink.Multi}, Data: errnoData(0)}
+	for _, tc := range []struct {
+		name     string
+		datagram []byte
+		seen     int
+		done     bool
+		err      error
+	}{
+		{name: "messages, not yet done", datagram: datagram(t, link, link), seen: 2},
+		{name: "done", datagram: datagram(t, link, done), seen: 1, done: true},
+		{name: "an earlier dump's rest is skipped", datagram: datagram(t, stale, link, done), seen: 1, done: true},
+		{name: "done carrying an errno", datagram: datagram(t, link,
+			netlink.Message{Header: netlink.Header{Type: netlink.Done, Flags: netlink.Multi}, Data: errnoData(unix.EMSGSIZE)}),
+			seen: 1, done: true, err: unix.EMSGSIZE},
+		{name: "error", datagram: datagram(t, netlink.Message{Header: netlink.Header{Type: netlink.Error}, Data: errnoData(unix.EPERM)}),
+			done: true, err: unix.EPERM},
+		{name: "interrupted", datagram: datagram(t,
+			netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: netlink.DumpInterrupted}, Data: link.Data}, done),
+			seen: 1, done: true, err: errDumpInterrupted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen, interrupted := 0, false
+			done, err := dumpReply(tc.datagram, req, &interrupted, func(netlink.Message) error { seen++; return nil })
+			if seen != tc.seen || done != tc.done || !errors.Is(err, tc.err) {
+				t.Errorf("seen %d, done %v, err %v; want %d, %v, %v", seen, done, err, tc.seen, tc.done, tc.err)
+			}
+		})
 	}
 }
